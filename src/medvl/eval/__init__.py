@@ -1,0 +1,1 @@
+"""The evaluation harness (`medvl eval`, `medvl audit`, `medvl bench-build`)."""

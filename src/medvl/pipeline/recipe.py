@@ -1,0 +1,234 @@
+"""The YAML recipe: sources, generation, curation and exports, validated up front.
+
+Errors name the key and the allowed values, e.g.
+``sources[2].format: 'nifti_folder' is not a source format; allowed: coco, csv_boxes, ...``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+KIND_NAMES = ("caption", "region_caption", "perception_qa", "instruction_qa", "conversation")
+EXPORT_NAMES = ("llava", "messages", "parquet", "mixture", "card")
+
+
+class RecipeError(ValueError):
+    """A recipe problem, with the file and key in the message."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class WindowSpec(_Strict):
+    level: float
+    width: float = Field(gt=0)
+
+
+class SlicingPolicy(_Strict):
+    """3D -> 2D: per label, the ``per_label`` slices with the largest mask area on each axis in ``axes``
+    (at least ``min_area`` mask pixels, measured on the resampled slice), plus ``unlabelled`` evenly spaced
+    slices without any label; slices are resampled to square pixels using the voxel spacing."""
+
+    axes: list[Literal["axial", "coronal", "sagittal"]] = ["axial"]
+    per_label: int = Field(3, ge=1)
+    min_area: int = Field(64, ge=1)
+    unlabelled: int = Field(0, ge=0)
+    min_gap: int = Field(2, ge=0, description="minimum distance in slices between two picks of one label")
+
+
+class SourceConfig(_Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9_.\-]+$")
+    format: str
+    path: str
+    modality: str | None = None
+    department: str | None = None
+    body_region: str | None = None
+    clinical_task: str | None = None
+    task: Literal["cls", "det", "seg"] | None = None
+    label_map: dict[str, str] = {}
+    label_synonyms: dict[str, str] = {}
+    window: str | WindowSpec | None = None  # CT preset name, {level, width}, "percentile" or "native"
+    slicing: SlicingPolicy = SlicingPolicy()
+    max_items: int | None = Field(None, ge=1)
+    licence: str | None = None
+    options: dict[str, Any] = {}
+
+    @field_validator("format")
+    @classmethod
+    def _known_format(cls, v: str) -> str:
+        from medvl.sources import SOURCES
+
+        if v not in SOURCES:
+            raise ValueError(f"{v!r} is not a source format; allowed: {', '.join(SOURCES.names())}")
+        return v
+
+    @field_validator("modality")
+    @classmethod
+    def _known_modality(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        from medvl.taxonomy import MODALITIES, normalize_modality
+
+        canon = normalize_modality(v)
+        if canon is None:
+            raise ValueError(f"{v!r} is not a known modality; allowed: {', '.join(MODALITIES)}")
+        return canon
+
+    @field_validator("department")
+    @classmethod
+    def _known_department(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        from medvl.taxonomy import DEPARTMENTS, normalize_department
+
+        canon = normalize_department(v)
+        if canon is None:
+            raise ValueError(f"{v!r} is not a department; allowed: {'; '.join(DEPARTMENTS)}")
+        return canon
+
+    @field_validator("clinical_task")
+    @classmethod
+    def _known_task(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        from medvl.taxonomy import CLINICAL_TASKS, normalize_clinical_task
+
+        canon = normalize_clinical_task(v)
+        if canon is None:
+            raise ValueError(f"{v!r} is not a clinical task; allowed: {'; '.join(CLINICAL_TASKS)}")
+        return canon
+
+    @field_validator("window")
+    @classmethod
+    def _known_window(cls, v: Any) -> Any:
+        if isinstance(v, str):
+            from medvl.imaging.window import WINDOW_PRESETS
+
+            allowed = [*WINDOW_PRESETS, "percentile", "native"]
+            if v.lower() not in allowed:
+                raise ValueError(f"{v!r} is not a window; allowed: {', '.join(allowed)} or {{level, width}}")
+            return v.lower()
+        return v
+
+    @model_validator(mode="after")
+    def _format_options(self) -> "SourceConfig":
+        from medvl.sources import SOURCES
+
+        cls_ = SOURCES.get(self.format)
+        try:
+            cls_.Options.model_validate(self.options or {})
+        except ValidationError as e:
+            msgs = "; ".join(f"options.{'.'.join(map(str, er['loc']))}: {er['msg']}" for er in e.errors())
+            raise ValueError(f"format {self.format!r}: {msgs}") from None
+        return self
+
+
+class GenerationConfig(_Strict):
+    generator: str = "template"
+    kinds: dict[str, int] = {"caption": 1, "region_caption": 1, "perception_qa": 2, "instruction_qa": 1,
+                             "conversation": 1}
+    languages: list[Literal["en", "zh"]] = ["en", "zh"]
+    zh_share: float = Field(0.3, ge=0.0, le=1.0)
+    options: dict[str, Any] = {}
+
+    @field_validator("kinds")
+    @classmethod
+    def _known_kinds(cls, v: dict[str, int]) -> dict[str, int]:
+        for k, n in v.items():
+            if k not in KIND_NAMES:
+                raise ValueError(f"{k!r} is not a sample kind; allowed: {', '.join(KIND_NAMES)}")
+            if not isinstance(n, int) or n < 0:
+                raise ValueError(f"kinds.{k}: expected a count >= 0, got {n!r}")
+        return v
+
+
+class CurationConfig(_Strict):
+    splits: dict[str, float] = {"train": 0.8, "val": 0.1, "test": 0.1}
+    dedup: bool = True
+    exclude_md5: list[str] = []  # image MD5s to drop (e.g. from `medvl audit`)
+    exclude_file: str | None = None  # a file with one MD5 per line, or an audit overlaps JSON
+
+    @field_validator("splits")
+    @classmethod
+    def _fractions(cls, v: dict[str, float]) -> dict[str, float]:
+        if not v or any(f < 0 for f in v.values()) or abs(sum(v.values()) - 1.0) > 1e-6:
+            raise ValueError(f"split fractions must be >= 0 and sum to 1, got {v}")
+        return v
+
+
+class ImageConfig(_Strict):
+    max_side: int = Field(512, ge=32, description="longest side of written images (downscaled only)")
+    min_side: int = Field(32, ge=1, description="images smaller than this are rejected")
+
+
+class Recipe(_Strict):
+    name: str = "medvl-corpus"
+    seed: int = 0
+    salt: str = Field("medvl-default-salt", description="secret for patient keys; set your own per project")
+    workers: int = Field(1, ge=1)
+    sources: list[SourceConfig]
+    generation: GenerationConfig = GenerationConfig()
+    curation: CurationConfig = CurationConfig()
+    image: ImageConfig = ImageConfig()
+    exports: list[str] = list(EXPORT_NAMES)
+
+    @field_validator("exports")
+    @classmethod
+    def _known_exports(cls, v: list[str]) -> list[str]:
+        for e in v:
+            if e not in EXPORT_NAMES:
+                raise ValueError(f"{e!r} is not an export; allowed: {', '.join(EXPORT_NAMES)}")
+        return v
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> "Recipe":
+        seen: set[str] = set()
+        for s in self.sources:
+            if s.name in seen:
+                raise ValueError(f"source name {s.name!r} is used twice")
+            seen.add(s.name)
+        return self
+
+
+def _format_errors(e: ValidationError) -> str:
+    lines = []
+    for er in e.errors():
+        loc = ""
+        for part in er["loc"]:
+            loc += f"[{part}]" if isinstance(part, int) else (("." if loc else "") + str(part))
+        msg = er["msg"].removeprefix("Value error, ")
+        lines.append(f"  {loc or '(top)'}: {msg}")
+    return "\n".join(lines)
+
+
+def parse_recipe(data: dict[str, Any], origin: str = "<recipe>", base_dir: Path | None = None) -> Recipe:
+    """Validate a recipe dict; relative source paths are resolved against ``base_dir``."""
+    if not isinstance(data, dict):
+        raise RecipeError(f"{origin}: expected a mapping at the top level, got {type(data).__name__}")
+    try:
+        recipe = Recipe.model_validate(data)
+    except ValidationError as e:
+        raise RecipeError(f"{origin}: invalid recipe\n{_format_errors(e)}") from None
+    if base_dir is not None:
+        for s in recipe.sources:
+            p = Path(s.path)
+            if not p.is_absolute():
+                s.path = str((base_dir / p).resolve())
+    return recipe
+
+
+def load_recipe(path: str | Path) -> Recipe:
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as e:
+        raise RecipeError(f"{path}: cannot read recipe ({e.strerror})") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise RecipeError(f"{path}: not valid YAML ({e})") from None
+    return parse_recipe(data, origin=str(path), base_dir=path.parent.resolve())

@@ -1,0 +1,90 @@
+"""What a source is: a registered class that enumerates cheap work units (files, volumes, rows) and turns
+one unit into 2D items or rejects. Units are picklable so a process pool can load them in parallel.
+
+Adding a dataset format = one new file in ``medvl/sources/`` with ``@SOURCES.register("name")``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Iterator
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict
+
+from medvl.core.records import Region, Reject
+from medvl.core.registry import Registry
+
+
+@dataclass
+class Unit:
+    """One cheap-to-enumerate piece of work: usually one file, one volume/case, or one image with its rows."""
+
+    key: str  # path relative to the source root (what rejects and provenance name)
+    payload: dict[str, Any] = field(default_factory=dict)  # picklable, format-specific
+
+
+@dataclass
+class Item:
+    """One 2D image produced by a source, before it is written. ``array`` is uint8, (H, W) or (H, W, 3),
+    already windowed/normalized and resampled to square pixels; ``regions`` are in its pixel coordinates."""
+
+    array: np.ndarray
+    source_file: str  # relative to the source root
+    patient_raw: str | None = None  # raw patient id from the data (hashed by the pipeline, never stored)
+    labels: list[str] = field(default_factory=list)  # raw labels (normalized later by the taxonomy)
+    regions: list[Region] = field(default_factory=list)
+    modality: str | None = None  # when the data says it (DICOM Modality, dataset.json); else recipe's
+    body_region: str | None = None
+    view: str | None = None
+    window: str | None = None
+    slice: dict[str, Any] | None = None
+    dimension: str = "2d"
+    task: str | None = None  # "cls" / "det" / "seg"; defaults to the source's
+    extra: dict[str, Any] = field(default_factory=dict)  # non-identifying metadata only
+    sensitive: set[str] = field(default_factory=set)  # identifying values seen in the file: scrubbed from outputs
+
+
+class SourceOptions(BaseModel):
+    """Format-specific options; each source subclasses this. Unknown keys are errors."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class Source:
+    """Base class. Subclasses set ``task`` and ``Options`` and implement ``units`` and ``load``."""
+
+    registry_name: ClassVar[str] = ""
+    task: ClassVar[str] = "cls"
+    Options: ClassVar[type[SourceOptions]] = SourceOptions
+
+    def __init__(self, cfg: "SourceConfig", root: Path | None = None):  # noqa: F821 (pipeline.recipe)
+        self.cfg = cfg
+        self.root = Path(root) if root is not None else Path(cfg.path)
+        self.opts = self.Options.model_validate(cfg.options or {})
+
+    def units(self) -> Iterator[Unit | Reject]:
+        """Enumerate work units (cheap: no pixel decoding). May yield rejects (e.g. a CSV row whose path
+        escapes the dataset folder)."""
+        raise NotImplementedError
+
+    def load(self, unit: Unit) -> Iterator[Item | Reject]:
+        """Decode one unit into 2D items; a problem with the unit yields a Reject, never raises."""
+        raise NotImplementedError
+
+    # helpers -------------------------------------------------------------------------------------
+    def reject(self, item: str, reason: str, stage: str = "read") -> Reject:
+        return Reject(source=self.cfg.name, item=item, reason=reason, stage=stage)
+
+    def rel(self, path: Path) -> str:
+        return Path(path).resolve().relative_to(self.root.resolve()).as_posix()
+
+    def inside_root(self, path: Path) -> bool:
+        try:
+            Path(path).resolve().relative_to(self.root.resolve())
+            return True
+        except ValueError:
+            return False
+
+
+SOURCES: Registry[type[Source]] = Registry("source format", "medvl.sources")
