@@ -1,0 +1,106 @@
+"""Masks -> boxes, and boxes -> training text.
+
+Boxes are pixel ``(x1, y1, x2, y2)`` with x2/y2 exclusive (a one-pixel object at column 5 is 5..6).
+In text they become GMAI-VL's normalized form ``<box>[[0.31, 0.51, 0.74, 0.83]]</box>`` (2 decimals,
+divided by width/height) and target names are wrapped as ``<ref>name</ref>``."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+from scipy import ndimage
+
+from medvl.core.records import Box, Region
+
+
+def mask_box(mask: np.ndarray) -> Box | None:
+    """Tight box of the non-zero pixels of a 2D mask, or None when the mask is empty."""
+    ys, xs = np.nonzero(mask)
+    if ys.size == 0:
+        return None
+    return (float(xs.min()), float(ys.min()), float(xs.max() + 1), float(ys.max() + 1))
+
+
+def mask_to_regions(
+    label_mask: np.ndarray,
+    label_map: Mapping[int, str],
+    min_size: int = 1,
+    per_component: bool = True,
+    connectivity: int = 2,
+) -> list[Region]:
+    """Regions of a 2D integer label mask: per label, one box per connected component of at least
+    ``min_size`` pixels (or one box around all its pixels when ``per_component`` is False).
+    Value 0 and values mapped to "background" are skipped. Output is ordered by label value, then by
+    component position (top-left first), so it is deterministic."""
+    if label_mask.ndim != 2:
+        raise ValueError(f"expected a 2D mask, got shape {label_mask.shape}")
+    regions: list[Region] = []
+    structure = ndimage.generate_binary_structure(2, connectivity)
+    for value in sorted(int(v) for v in np.unique(label_mask) if v != 0):
+        name = label_map.get(value)
+        if name is None or name.lower() == "background":
+            continue
+        binary = label_mask == value
+        if per_component:
+            comps, n = ndimage.label(binary, structure=structure)
+            if n == 0:
+                continue
+            sizes = np.bincount(comps.ravel())[1:]
+            slices = ndimage.find_objects(comps)
+            found = []
+            for idx, (sl, size) in enumerate(zip(slices, sizes), start=1):
+                if size < min_size or sl is None:
+                    continue
+                ys, xs = sl
+                found.append(Region(label=name, box=(float(xs.start), float(ys.start), float(xs.stop), float(ys.stop)),
+                                    area=int(size), source="mask"))
+            found.sort(key=lambda r: (r.box[1], r.box[0]))
+            regions.extend(found)
+        else:
+            area = int(binary.sum())
+            box = mask_box(binary)
+            if box is not None and area >= min_size:
+                regions.append(Region(label=name, box=box, area=area, source="mask"))
+    return regions
+
+
+def normalize_box(box: Sequence[float], width: int, height: int) -> tuple[float, float, float, float]:
+    """Pixel box -> [0, 1] xyxy, clipped, rounded to 2 decimals."""
+    x1, y1, x2, y2 = box
+    vals = (x1 / width, y1 / height, x2 / width, y2 / height)
+    return tuple(round(min(1.0, max(0.0, v)), 2) for v in vals)  # type: ignore[return-value]
+
+
+def box_to_text(box: Sequence[float] | Sequence[Sequence[float]], width: int, height: int) -> str:
+    """``<box>[[x1, y1, x2, y2]]</box>`` with normalized coordinates; several boxes go in one tag."""
+    boxes = [box] if box and not isinstance(box[0], (list, tuple)) else box
+    inner = ", ".join("[" + ", ".join(f"{v:.2f}" for v in normalize_box(b, width, height)) + "]" for b in boxes)
+    return f"<box>[{inner}]</box>"
+
+
+def ref(name: str) -> str:
+    return f"<ref>{name}</ref>"
+
+
+def scale_regions(regions: Sequence[Region], sx: float, sy: float) -> list[Region]:
+    """Regions after resizing an image by (sx, sy)."""
+    out = []
+    for r in regions:
+        x1, y1, x2, y2 = r.box
+        out.append(Region(label=r.label, box=(x1 * sx, y1 * sy, x2 * sx, y2 * sy),
+                          area=None if r.area is None else int(round(r.area * sx * sy)), source=r.source))
+    return out
+
+
+def box_inside(box: Sequence[float], width: int, height: int, tol: float = 1.0) -> bool:
+    """True when the box is well-formed (x1 < x2, y1 < y2) and within the image (``tol`` pixels slack)."""
+    x1, y1, x2, y2 = box
+    if not all(np.isfinite(v) for v in box):
+        return False
+    return x1 < x2 and y1 < y2 and x1 >= -tol and y1 >= -tol and x2 <= width + tol and y2 <= height + tol
+
+
+def clip_box(box: Sequence[float], width: int, height: int) -> Box:
+    x1, y1, x2, y2 = box
+    return (max(0.0, float(x1)), max(0.0, float(y1)), min(float(width), float(x2)), min(float(height), float(y2)))
