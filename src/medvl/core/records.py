@@ -53,6 +53,8 @@ class ImageRecord:
     licence: str | None = None
     view: str | None = None  # e.g. "axial", "PA" when the data says so
     window: str | None = None  # CT window preset used, or "percentile" / "native"
+    mask: str | None = None  # label-map PNG aligned with the image ("masks/.."), for segmentation sources
+    mask_values: dict[str, str] = field(default_factory=dict)  # str(pixel value in mask) -> label
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
