@@ -1,0 +1,62 @@
+"""Messages JSONL, the ShareGPT "messages" layout LLaMA-Factory and ms-swift read:
+``messages/<split>.jsonl``, one object per line::
+
+    {"id": ..., "messages": [{"role": "user", "content": "<image>..."}, {"role": "assistant", "content": ...}],
+     "images": ["images/3f/3fa2....png"]}
+
+Image paths are relative to the output folder (never absolute). The export also writes
+``dataset_info.json`` in the output folder, the LLaMA-Factory dataset registry, so training with
+``dataset_dir`` = the output folder resolves both the JSONL files and the image paths (LLaMA-Factory
+resolves images against its media dir, which defaults to ``dataset_dir``). For ms-swift, run from the
+output folder or rewrite the paths."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+from medvl.export.base import (EXPORTS, View, build_views, check_options, clear_outputs, distinct_images, dumps,
+                               skipped_extra, write_text)
+from medvl.export.manifest import ManifestEntry
+
+DEFAULTS: dict[str, Any] = {"dataset_info": True}
+
+
+def messages_item(v: View) -> dict[str, Any]:
+    """One messages row (stable key order)."""
+    return {"id": v.sample.id, "messages": [{"role": r, "content": t} for r, t in v.turns], "images": list(v.images)}
+
+
+def dataset_info(name: str, splits: list[str]) -> dict[str, Any]:
+    """LLaMA-Factory ``dataset_info.json`` entries, one per split file (sharegpt formatting, messages columns)."""
+    base = re.sub(r"[^A-Za-z0-9_]+", "_", name).strip("_") or "medvl"
+    tags = {"role_tag": "role", "content_tag": "content", "user_tag": "user", "assistant_tag": "assistant",
+            "system_tag": "system"}
+    return {f"{base}_{split}": {"file_name": f"messages/{split}.jsonl", "formatting": "sharegpt",
+                                "columns": {"messages": "messages", "images": "images"}, "tags": dict(tags)}
+            for split in splits}
+
+
+@EXPORTS.register("messages")
+def export_messages(records, samples, out_dir: Path, recipe=None, *, rejects=None, options=None,
+                    entries=None) -> list[ManifestEntry]:
+    """Write ``messages/<split>.jsonl`` and ``dataset_info.json``; return their manifest entries."""
+    opts = check_options("messages", options, DEFAULTS)
+    out_dir = Path(out_dir)
+    folder = out_dir / "messages"
+    clear_outputs(folder, ["*.jsonl"])
+    views, skipped = build_views(records, samples, out_dir)
+    out: list[ManifestEntry] = []
+    for split, vs in views.items():
+        rows = [dumps(messages_item(v)) + "\n" for v in vs]
+        write_text(folder / f"{split}.jsonl", "".join(rows))
+        out.append(ManifestEntry(f"messages/{split}.jsonl", "messages-jsonl", split, len(rows), distinct_images(vs),
+                                 skipped_extra(skipped)))
+    if opts["dataset_info"]:
+        info = dataset_info(getattr(recipe, "name", None) or "medvl", list(views))
+        write_text(out_dir / "dataset_info.json", json.dumps(info, ensure_ascii=False, indent=2) + "\n")
+        out.append(ManifestEntry("dataset_info.json", "llamafactory-dataset-info", None, None, None,
+                                 {"datasets": sorted(info)}))
+    return out

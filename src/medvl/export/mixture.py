@@ -1,0 +1,73 @@
+"""The training mixture list in GMAI-VL's shape: each annotation file mapped to
+``{"image_dir", "annotations", "sample_ratio", "length"}``.
+
+Per-dataset annotation files make per-dataset ratios possible: ``mixture/<split>/<dataset>.jsonl``
+(LLaVA JSONL rows, as in ``llava/``), listed in ``mixture/<split>.json``. ``mixture.json`` at the top is the
+train split's list (what a trainer consumes; the first split when there is no train split). All paths are
+relative to the output folder; ``image_dir`` is ``"."`` because image paths already start with
+``images/``. Options: ``ratios`` (dataset -> sample_ratio), ``default_ratio`` (1.0), ``image_dir``."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+from medvl.export.base import EXPORTS, build_views, check_options, clear_outputs, distinct_images, dumps, write_text
+from medvl.export.llava import llava_item
+from medvl.export.manifest import ManifestEntry
+
+DEFAULTS: dict[str, Any] = {"ratios": {}, "default_ratio": 1.0, "image_dir": "."}
+
+
+def _file_name(dataset: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.\-]+", "_", dataset).strip("._") or "unknown"
+
+
+@EXPORTS.register("mixture")
+def export_mixture(records, samples, out_dir: Path, recipe=None, *, rejects=None, options=None,
+                   entries=None) -> list[ManifestEntry]:
+    """Write per-dataset annotation files, ``mixture/<split>.json`` and ``mixture.json``."""
+    opts = check_options("mixture", options, DEFAULTS)
+    ratios = {str(k): float(v) for k, v in dict(opts["ratios"] or {}).items()}
+    for k, v in [*ratios.items(), ("default_ratio", float(opts["default_ratio"]))]:
+        if v < 0:
+            raise ValueError(f"export 'mixture': sample_ratio for {k!r} must be >= 0, got {v}")
+    out_dir = Path(out_dir)
+    folder = out_dir / "mixture"
+    clear_outputs(folder, ["*.json", "*/*.jsonl"])
+    (out_dir / "mixture.json").unlink(missing_ok=True)
+    views, _ = build_views(records, samples, out_dir)
+    out: list[ManifestEntry] = []
+    lists: dict[str, dict[str, Any]] = {}
+    used: set[str] = set()
+    for split, vs in views.items():
+        by_ds: dict[str, list] = defaultdict(list)
+        for v in vs:
+            by_ds[str(v.meta.get("dataset") or "unknown")].append(v)
+        mapping: dict[str, Any] = {}
+        for ds in sorted(by_ds):
+            rel = f"mixture/{split}/{_file_name(ds)}.jsonl"
+            rows = by_ds[ds]
+            write_text(out_dir / rel, "".join(dumps(llava_item(v)) + "\n" for v in rows))
+            used.add(ds)
+            mapping[ds] = {"image_dir": opts["image_dir"], "annotations": rel,
+                           "sample_ratio": ratios.get(ds, float(opts["default_ratio"])), "length": len(rows)}
+            out.append(ManifestEntry(rel, "llava-jsonl", split, len(rows), distinct_images(rows), {"dataset": ds}))
+        lists[split] = mapping
+        text = json.dumps(mapping, ensure_ascii=False, indent=2) + "\n"
+        write_text(folder / f"{split}.json", text)
+        out.append(ManifestEntry(f"mixture/{split}.json", "mixture-json", split, sum(m["length"] for m in
+                                 mapping.values()), None, {"annotation_files": len(mapping)}))
+    if lists:
+        main = "train" if "train" in lists else next(iter(lists))
+        write_text(out_dir / "mixture.json", json.dumps(lists[main], ensure_ascii=False, indent=2) + "\n")
+        extra: dict[str, Any] = {"annotation_files": len(lists[main])}
+        unused = sorted(set(ratios) - used)
+        if unused:
+            extra["unused_ratios"] = unused
+        out.append(ManifestEntry("mixture.json", "mixture-json", main,
+                                 sum(m["length"] for m in lists[main].values()), None, extra))
+    return out

@@ -1,0 +1,115 @@
+"""Parquet shards in the Hugging Face ``datasets`` layout, images embedded:
+``parquet/<split>-00000-of-0000N.parquet``.
+
+Columns: ``id``, ``image`` (struct ``{bytes: binary, path: string}``, the ``datasets.Image`` storage, PNG
+bytes embedded; null for text-only samples), ``extra_images`` (list of the same struct, images beyond the
+first of multi-image samples, usually empty), ``conversations`` (list of ``{from, value}`` with ``<image>``
+placeholders, LLaVA style), ``kind``, ``lang``, ``modality``, ``department``, ``clinical_task``,
+``dataset``, ``record_id``, ``width``, ``height`` (of the first image). The schema metadata carries the
+``huggingface`` features JSON, so ``datasets.load_dataset("parquet", data_files=...)`` decodes ``image``
+to a PIL image. Shards hold ``rows_per_shard`` rows (default 5,000), written in row groups of
+``row_group_rows`` so memory stays bounded."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from medvl.export.base import EXPORTS, View, build_views, check_options, clear_outputs, skipped_extra
+from medvl.export.manifest import ManifestEntry
+
+DEFAULTS: dict[str, Any] = {"rows_per_shard": 5000, "row_group_rows": 256, "embed_images": True,
+                            "compression": "zstd"}
+FROM = {"user": "human", "assistant": "gpt", "system": "system"}
+STRING_COLUMNS = ("kind", "lang", "modality", "department", "clinical_task", "dataset", "record_id")
+
+_STR = {"dtype": "string", "_type": "Value"}
+# datasets features JSON; lists use the "[feature]" spelling that datasets 2.x to 5.x all read
+HF_FEATURES: dict[str, Any] = {
+    "id": _STR,
+    "image": {"_type": "Image"},
+    "extra_images": [{"_type": "Image"}],
+    "conversations": [{"from": _STR, "value": _STR}],
+    **{c: _STR for c in STRING_COLUMNS},
+    "width": {"dtype": "int32", "_type": "Value"},
+    "height": {"dtype": "int32", "_type": "Value"},
+}
+
+
+def arrow_schema():
+    """The pyarrow schema with the Hugging Face features metadata attached."""
+    import pyarrow as pa
+
+    img = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
+    fields = [("id", pa.string()), ("image", img), ("extra_images", pa.list_(img)),
+              ("conversations", pa.list_(pa.struct([("from", pa.string()), ("value", pa.string())]))),
+              *[(c, pa.string()) for c in STRING_COLUMNS], ("width", pa.int32()), ("height", pa.int32())]
+    meta = {"huggingface": json.dumps({"info": {"features": HF_FEATURES}}, separators=(",", ":"))}
+    return pa.schema(fields, metadata=meta)
+
+
+def _row(v: View, out_dir: Path, embed: bool, cache: dict[str, bytes]) -> dict[str, Any]:
+    def image(p: str) -> dict[str, Any]:
+        if not embed:
+            return {"bytes": None, "path": p}
+        if p not in cache:
+            cache.clear()  # samples are sorted by id, so an image's samples are mostly adjacent
+            cache[p] = (out_dir / p).read_bytes()
+        return {"bytes": cache[p], "path": p}
+
+    row: dict[str, Any] = {"id": v.sample.id, "image": image(v.images[0]) if v.images else None,
+                           "extra_images": [image(p) for p in v.images[1:]],
+                           "conversations": [{"from": FROM[r], "value": t} for r, t in v.turns],
+                           "kind": v.sample.kind, "lang": v.sample.lang}
+    for c in ("modality", "department", "clinical_task", "dataset", "record_id"):
+        row[c] = None if v.meta.get(c) is None else str(v.meta[c])
+    row["width"], row["height"] = v.sizes[0] if v.sizes else (None, None)
+    return row
+
+
+@EXPORTS.register("parquet")
+def export_parquet(records, samples, out_dir: Path, recipe=None, *, rejects=None, options=None,
+                   entries=None) -> list[ManifestEntry]:
+    """Write the Parquet shards of every split; return one manifest entry per shard."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    opts = check_options("parquet", options, DEFAULTS)
+    per_shard, per_group = int(opts["rows_per_shard"]), int(opts["row_group_rows"])
+    if per_shard < 1 or per_group < 1:
+        raise ValueError("export 'parquet': rows_per_shard and row_group_rows must be >= 1")
+    out_dir = Path(out_dir)
+    folder = out_dir / "parquet"
+    clear_outputs(folder, ["*.parquet"])
+    folder.mkdir(parents=True, exist_ok=True)
+    schema = arrow_schema()
+    views, skipped = build_views(records, samples, out_dir)
+    out: list[ManifestEntry] = []
+    cache: dict[str, bytes] = {}
+    for split, vs in views.items():
+        n_shards = max(1, math.ceil(len(vs) / per_shard))
+        for k in range(n_shards):
+            chunk = vs[k * per_shard:(k + 1) * per_shard]
+            name = f"{split}-{k:05d}-of-{n_shards:05d}.parquet"
+            tmp = folder / (name + ".tmp")
+            bad: list[str] = []
+            written = 0
+            with pq.ParquetWriter(tmp, schema, compression=opts["compression"]) as writer:
+                for g in range(0, len(chunk), per_group):
+                    rows = []
+                    for v in chunk[g:g + per_group]:
+                        try:
+                            rows.append(_row(v, out_dir, bool(opts["embed_images"]), cache))
+                        except OSError as e:
+                            bad.append(f"sample {v.sample.id}: cannot read image ({e})")
+                    if rows:
+                        writer.write_table(pa.Table.from_pylist(rows, schema=schema))
+                        written += len(rows)
+            tmp.replace(folder / name)
+            extra = skipped_extra(skipped + bad)
+            extra["shard"], extra["shards"] = k, n_shards
+            out.append(ManifestEntry(f"parquet/{name}", "parquet", split, written,
+                                     len({p for v in chunk for p in v.images}), extra))
+    return out

@@ -1,0 +1,184 @@
+"""Raster (2D) image reading: PNG, JPEG, TIFF, BMP, GIF, WebP and ``.npy`` arrays -> uint8 arrays.
+
+``read_raster`` gives what a record image needs: uint8 ``(H, W)`` or ``(H, W, 3)`` with EXIF orientation
+applied; palette / RGBA / LA / CMYK are converted to RGB or L (alpha is dropped, not composited); 16-bit
+and float data are percentile-normalized (0.5-99.5). Multi-frame files (multi-page TIFF, animated GIF)
+give their first frame. ``read_mask`` gives an integer label map, keeping stored values (palette indices,
+8/16-bit gray levels) or, for colour masks, the ``(H, W, 3)`` colours for the caller to map.
+
+Every failure is a :class:`RasterReadError` that names the file and the problem. Truncated files are
+detected (``Image.open`` + ``load()``; ``LOAD_TRUNCATED_IMAGES`` is never set)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+IMAGE_EXTENSIONS: tuple[str, ...] = (
+    ".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".gif", ".webp", ".ppm", ".pgm", ".npy",
+)
+
+_RGB_MODES = {"RGB", "RGBA", "RGBX", "P", "PA", "CMYK", "YCbCr", "LAB", "HSV", "RGBa"}
+_HIGH_DEPTH_MODES = {"I", "I;16", "I;16L", "I;16B", "I;16N", "F"}
+
+
+class RasterReadError(ValueError):
+    """A raster file that cannot be read as an image; ``str()`` is ``"<file>: <problem>"``."""
+
+    def __init__(self, path: str | Path, problem: str):
+        self.path = str(path)
+        self.problem = problem
+        super().__init__(f"{self.path}: {problem}")
+
+
+def is_probably_image(path: str | Path) -> bool:
+    """True when the file name has a raster image extension (case-insensitive); content is not checked."""
+    return Path(path).suffix.lower() in IMAGE_EXTENSIONS
+
+
+def percentile_to_uint8(arr: np.ndarray, lower: float = 0.5, upper: float = 99.5) -> np.ndarray:
+    """Scale a numeric array to uint8 between its ``lower`` and ``upper`` percentiles (of finite values),
+    clipping outside. A constant image becomes all zeros. Non-finite values become 0."""
+    data = np.asarray(arr, dtype=np.float64)
+    finite = np.isfinite(data)
+    if not finite.any():
+        return np.zeros(data.shape, dtype=np.uint8)
+    lo, hi = np.percentile(data[finite], [lower, upper])
+    if hi <= lo:  # (nearly) constant: fall back to the full range, else zeros
+        lo, hi = float(data[finite].min()), float(data[finite].max())
+        if hi <= lo:
+            return np.zeros(data.shape, dtype=np.uint8)
+    scaled = (np.where(finite, data, lo) - lo) / (hi - lo) * 255.0
+    return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
+
+
+def _open_loaded(path: Path) -> Image.Image:
+    """Open and fully decode the first frame; raise RasterReadError for every decoding problem."""
+    if not path.is_file():
+        raise RasterReadError(path, "file not found")
+    if path.stat().st_size == 0:
+        raise RasterReadError(path, "empty file (0 bytes)")
+    try:
+        img = Image.open(path)
+        img.load()
+    except UnidentifiedImageError:
+        raise RasterReadError(path, "not an image (unrecognized file content)") from None
+    except Image.DecompressionBombError as e:
+        raise RasterReadError(path, f"image too large ({e})") from None
+    except (OSError, SyntaxError, ValueError, EOFError) as e:
+        text = str(e)
+        if "truncated" in text.lower() or isinstance(e, EOFError):
+            raise RasterReadError(path, f"truncated or corrupt image data ({text or 'unexpected end of file'})") from None
+        raise RasterReadError(path, f"cannot decode image ({text or type(e).__name__})") from None
+    if img.width <= 0 or img.height <= 0:
+        raise RasterReadError(path, f"zero-size image ({img.width}x{img.height})")
+    try:
+        img = ImageOps.exif_transpose(img)
+    except Exception as e:  # a malformed EXIF block must not kill the read
+        raise RasterReadError(path, f"bad EXIF orientation data ({e})") from None
+    return img
+
+
+def _load_npy(path: Path) -> np.ndarray:
+    try:
+        arr = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as e:
+        raise RasterReadError(path, f"not a readable .npy array ({e})") from None
+    if not isinstance(arr, np.ndarray) or arr.dtype.kind not in "biuf":
+        raise RasterReadError(path, f"unsupported .npy content (dtype {getattr(arr, 'dtype', type(arr))})")
+    if arr.ndim == 3 and arr.shape[-1] == 1:
+        arr = arr[..., 0]
+    if arr.size == 0:
+        raise RasterReadError(path, f"zero-size array {arr.shape}")
+    return arr
+
+
+def read_raster(path: str | Path) -> np.ndarray:
+    """Read a 2D image file as uint8 ``(H, W)`` or ``(H, W, 3)`` (see module docstring for conversions)."""
+    path = Path(path)
+    if path.suffix.lower() == ".npy":
+        arr = _load_npy(path)
+        if arr.ndim == 2:
+            if arr.dtype == np.uint8:
+                return np.ascontiguousarray(arr)
+            if arr.dtype == np.bool_:
+                return arr.astype(np.uint8) * 255
+            return percentile_to_uint8(arr)
+        if arr.ndim == 3 and arr.shape[-1] in (3, 4):
+            rgb = arr[..., :3]
+            return np.ascontiguousarray(rgb) if rgb.dtype == np.uint8 else percentile_to_uint8(rgb)
+        raise RasterReadError(path, f"unsupported array shape {arr.shape} (expected (H, W) or (H, W, 3))")
+    img = _open_loaded(path)
+    mode = img.mode
+    if mode == "L":
+        return np.asarray(img, dtype=np.uint8).copy()
+    if mode in ("1", "LA", "La"):
+        return np.asarray(img.convert("L"), dtype=np.uint8).copy()
+    if mode in _RGB_MODES:
+        return np.asarray(img.convert("RGB"), dtype=np.uint8).copy()
+    if mode in _HIGH_DEPTH_MODES:
+        return percentile_to_uint8(np.asarray(img))
+    raise RasterReadError(path, f"unsupported image mode {mode!r}")
+
+
+def read_mask(path: str | Path) -> np.ndarray:
+    """Read a segmentation mask: a 2D integer label map (int32) with stored values kept (palette PNG
+    indices, 8/16-bit gray levels, mode "1" as 0/1), or uint8 ``(H, W, 3)`` for colour (RGB/RGBA) masks."""
+    path = Path(path)
+    if path.suffix.lower() == ".npy":
+        arr = _load_npy(path)
+        if arr.ndim != 2:
+            raise RasterReadError(path, f"mask array must be 2D, got shape {arr.shape}")
+        if arr.dtype.kind == "f":
+            if not np.all(np.isfinite(arr)) or not np.all(arr == np.round(arr)):
+                raise RasterReadError(path, "mask array holds non-integer values")
+        return arr.astype(np.int32)
+    img = _open_loaded(path)
+    mode = img.mode
+    if mode == "1":
+        return (np.asarray(img) > 0).astype(np.int32)
+    if mode in ("L", "P", "I", "I;16", "I;16L", "I;16B", "I;16N"):
+        return np.asarray(img).astype(np.int32)
+    if mode in ("LA", "La"):
+        return np.asarray(img.getchannel(0)).astype(np.int32)
+    if mode == "PA":
+        return np.asarray(img.getchannel(0)).astype(np.int32)
+    if mode == "F":
+        arr = np.asarray(img)
+        if not np.all(np.isfinite(arr)) or not np.all(arr == np.round(arr)):
+            raise RasterReadError(path, "float mask holds non-integer values")
+        return arr.astype(np.int32)
+    if mode in ("RGB", "RGBA", "RGBX", "CMYK", "YCbCr"):
+        return np.asarray(img.convert("RGB"), dtype=np.uint8).copy()
+    raise RasterReadError(path, f"unsupported mask mode {mode!r}")
+
+
+def parse_color(text: str) -> tuple[int, int, int]:
+    """``"#ff0000"``, ``"255,0,0"`` or ``"255 0 0"`` -> ``(255, 0, 0)``; ValueError otherwise."""
+    s = str(text).strip()
+    if s.startswith("#") and len(s) == 7:
+        return tuple(int(s[i:i + 2], 16) for i in (1, 3, 5))  # type: ignore[return-value]
+    parts = [p for p in s.replace(",", " ").split() if p]
+    if len(parts) == 3 and all(p.isdigit() and int(p) <= 255 for p in parts):
+        return tuple(int(p) for p in parts)  # type: ignore[return-value]
+    raise ValueError(f"{text!r} is not a colour; expected '#rrggbb' or 'R,G,B' with values 0-255")
+
+
+def colors_to_labels(rgb: np.ndarray, colors: dict[tuple[int, int, int], int]
+                     ) -> tuple[np.ndarray, list[tuple[int, int, int]]]:
+    """Map an ``(H, W, 3)`` colour mask to an int32 label map. Black is 0 unless listed. Returns the map
+    and the sorted colours that are neither black nor in ``colors`` (those pixels are left 0)."""
+    flat = rgb.reshape(-1, 3).astype(np.int64)
+    codes = (flat[:, 0] << 16) | (flat[:, 1] << 8) | flat[:, 2]
+    uniq, inverse = np.unique(codes, return_inverse=True)
+    lut = np.zeros(len(uniq), dtype=np.int32)
+    unknown: list[tuple[int, int, int]] = []
+    for i, code in enumerate(uniq.tolist()):
+        col = ((code >> 16) & 255, (code >> 8) & 255, code & 255)
+        if col in colors:
+            lut[i] = colors[col]
+        elif col != (0, 0, 0):
+            unknown.append(col)
+    return lut[inverse].reshape(rgb.shape[:2]), sorted(unknown)

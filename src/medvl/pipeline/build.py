@@ -1,0 +1,251 @@
+"""`medvl build`: sources -> records -> samples -> curated samples -> exports, in one deterministic run.
+
+The stages talk only through records, samples and rejects:
+1. enumerate each source's work units (main process) and load them (in-process or a process pool; results
+   are consumed in unit order, so the pool changes speed, never output);
+2. curate records: audit exclusions, exact-duplicate removal, patient-level splits;
+3. generate samples per record (template engine, or any registered generator);
+4. write records.jsonl, samples.jsonl, rejects.jsonl, the exports, summary.json and manifest.json."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections import Counter, defaultdict
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator
+
+from medvl.core.records import ImageRecord, Reject, Sample
+from medvl.pipeline.process import Job, UnitResult, get_source, run_job
+from medvl.pipeline.recipe import Recipe
+from medvl.sources.base import Unit
+
+OWNED = ("images", "masks", "llava", "messages", "parquet", "records.jsonl", "samples.jsonl", "rejects.jsonl",
+         "summary.json", "manifest.json", "mixture.json", "dataset_card.md", "dataset_card.html", "recipe.yaml")
+
+
+class BuildError(RuntimeError):
+    pass
+
+
+@dataclass
+class SourceStats:
+    units: int = 0  # work units enumerated (+ items rejected while enumerating)
+    kept_units: int = 0  # units that gave at least one record
+    rejected_units: int = 0  # units that gave none (each has at least one reject)
+    records: int = 0
+    partial_rejects: int = 0  # slices/boxes/frames dropped inside kept units
+
+    def to_dict(self) -> dict[str, int]:
+        return dict(self.__dict__)
+
+
+@dataclass
+class BuildResult:
+    out_dir: Path
+    records: list[ImageRecord]
+    samples: list[Sample]
+    rejects: list[Reject]
+    stats: dict[str, SourceStats] = field(default_factory=dict)
+    summary: dict[str, Any] = field(default_factory=dict)
+
+
+def prepare_out_dir(out_dir: Path, overwrite: bool) -> None:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    present = [n for n in OWNED if (out_dir / n).exists()]
+    if present and not overwrite:
+        raise BuildError(f"{out_dir}: already holds a build ({', '.join(present[:4])}...); pass --overwrite to replace it")
+    for n in present:
+        p = out_dir / n
+        shutil.rmtree(p) if p.is_dir() else p.unlink()
+
+
+def enumerate_units(recipe: Recipe) -> Iterator[tuple[int, Unit | Reject]]:
+    for si, cfg in enumerate(recipe.sources):
+        root = Path(cfg.path)
+        if not root.exists():
+            yield si, Reject(source=cfg.name, item=".", reason=f"{root}: source folder/file does not exist", stage="read")
+            continue
+        src = get_source(cfg)
+        n = 0
+        try:
+            for obj in src.units():
+                if isinstance(obj, Unit):
+                    if cfg.max_items is not None and n >= cfg.max_items:
+                        continue
+                    n += 1
+                yield si, obj
+        except Exception as e:  # unreadable index file etc.: the source is rejected, the build goes on
+            yield si, Reject(source=cfg.name, item=".", reason=f"{root}: cannot enumerate source "
+                             f"({type(e).__name__}: {e})", stage="read")
+
+
+def load_all(recipe: Recipe, out_dir: Path, workers: int, progress: Callable[[int, int], None] | None = None
+             ) -> tuple[list[ImageRecord], list[Reject], dict[str, SourceStats]]:
+    stats = {cfg.name: SourceStats() for cfg in recipe.sources}
+    rejects: list[Reject] = []
+    jobs: list[Job] = []
+    for si, obj in enumerate_units(recipe):
+        cfg = recipe.sources[si]
+        stats[cfg.name].units += 1
+        if isinstance(obj, Reject):
+            stats[cfg.name].rejected_units += 1
+            rejects.append(obj)
+        else:
+            jobs.append(Job(source=cfg.model_dump(mode="json"), unit=obj, out_dir=str(out_dir),
+                            image=recipe.image.model_dump(mode="json"), salt=recipe.salt))
+    results: Iterable[UnitResult]
+    if workers > 1 and len(jobs) > 1:
+        pool = ProcessPoolExecutor(max_workers=workers)
+        results = pool.map(run_job, jobs, chunksize=max(1, min(16, len(jobs) // (workers * 8) or 1)))
+    else:
+        pool = None
+        results = map(run_job, jobs)
+    records: list[ImageRecord] = []
+    try:
+        for i, (job, res) in enumerate(zip(jobs, results), start=1):
+            st = stats[job.source["name"]]
+            if res.records:
+                st.kept_units += 1
+                st.partial_rejects += len(res.rejects)
+            else:
+                st.rejected_units += 1
+                if not res.rejects:  # nothing lost silently
+                    res.rejects.append(Reject(source=job.source["name"], item=res.key,
+                                              reason=f"{res.key}: produced no image", stage="read"))
+            st.records += len(res.records)
+            records.extend(res.records)
+            rejects.extend(res.rejects)
+            if progress:
+                progress(i, len(jobs))
+    finally:
+        if pool is not None:
+            pool.shutdown()
+    return records, rejects, stats
+
+
+def curate(recipe: Recipe, records: list[ImageRecord], out_dir: Path) -> tuple[list[ImageRecord], list[Reject]]:
+    from medvl.curate.dedup import dedup_records, exclude_by_md5, read_exclusions
+    from medvl.curate.split import assign_splits
+
+    rejects: list[Reject] = []
+    md5s = set(recipe.curation.exclude_md5)
+    if recipe.curation.exclude_file:
+        md5s |= read_exclusions(Path(recipe.curation.exclude_file))
+    if md5s:
+        records, rej = exclude_by_md5(records, md5s, out_dir)
+        rejects += rej
+    if recipe.curation.dedup:
+        records, rej = dedup_records(records)
+        rejects += rej
+    records = assign_splits(records, recipe.curation.splits, recipe.seed)
+    records.sort(key=lambda r: r.id)
+    return records, rejects
+
+
+def generate(recipe: Recipe, records: list[ImageRecord]) -> list[Sample]:
+    from medvl.generate import make_generator
+
+    spaces: dict[str, set[str]] = defaultdict(set)
+    for r in records:
+        spaces[r.dataset].update(r.labels)
+        spaces[r.dataset].update(x.label for x in r.regions)
+    label_spaces = {k: sorted(v) for k, v in spaces.items()}
+    gen = make_generator(recipe.generation, recipe.seed, label_spaces)
+    samples: list[Sample] = []
+    for r in records:
+        for s in gen.generate(r):
+            s.split = r.split
+            samples.append(s)
+    return samples
+
+
+def remove_orphans(out_dir: Path, records: list[ImageRecord]) -> int:
+    """Delete written images/masks that no kept record references (excluded or rejected after writing)."""
+    keep = {r.image for r in records} | {r.mask for r in records if r.mask}
+    removed = 0
+    for folder in ("images", "masks"):
+        base = out_dir / folder
+        if not base.exists():
+            continue
+        for p in sorted(base.rglob("*.png")):
+            if p.relative_to(out_dir).as_posix() not in keep:
+                p.unlink()
+                removed += 1
+    return removed
+
+
+def write_jsonl(path: Path, rows: Iterable[dict[str, Any]]) -> int:
+    n = 0
+    with path.open("w", encoding="utf-8") as f:
+        for row in rows:
+            f.write(json.dumps(row, ensure_ascii=False, sort_keys=True) + "\n")
+            n += 1
+    return n
+
+
+def summarize(recipe: Recipe, records: list[ImageRecord], samples: list[Sample], rejects: list[Reject],
+              stats: dict[str, SourceStats]) -> dict[str, Any]:
+    return {
+        "recipe": recipe.name,
+        "seed": recipe.seed,
+        "sources": {k: v.to_dict() for k, v in stats.items()},
+        "units": {"input": sum(s.units for s in stats.values()), "kept": sum(s.kept_units for s in stats.values()),
+                  "rejected": sum(s.rejected_units for s in stats.values())},
+        "records": len(records),
+        "samples": len(samples),
+        "rejects": len(rejects),
+        "rejects_by_stage": dict(sorted(Counter(r.stage for r in rejects).items())),
+        "records_by_modality": dict(sorted(Counter(r.modality for r in records).items())),
+        "records_by_split": dict(sorted(Counter(r.split or "none" for r in records).items())),
+        "samples_by_kind": dict(sorted(Counter(s.kind for s in samples).items())),
+        "samples_by_lang": dict(sorted(Counter(s.lang for s in samples).items())),
+    }
+
+
+def run_build(recipe: Recipe, out_dir: Path, workers: int | None = None, overwrite: bool = False,
+              progress: Callable[[int, int], None] | None = None) -> BuildResult:
+    from medvl.export import run_exports
+    from medvl.export.manifest import ManifestEntry, write_manifest
+
+    out_dir = Path(out_dir).resolve()
+    prepare_out_dir(out_dir, overwrite)
+    records, rejects, stats = load_all(recipe, out_dir, workers or recipe.workers, progress)
+    records, cur_rejects = curate(recipe, records, out_dir)
+    rejects += cur_rejects
+    remove_orphans(out_dir, records)
+    samples = generate(recipe, records)
+    rejects.sort(key=lambda r: (r.source, r.item, r.stage, r.reason))
+
+    write_jsonl(out_dir / "records.jsonl", (r.to_dict() for r in records))
+    write_jsonl(out_dir / "samples.jsonl", (s.to_dict() for s in samples))
+    write_jsonl(out_dir / "rejects.jsonl", (r.to_dict() for r in rejects))
+    (out_dir / "recipe.yaml").write_text(_recipe_yaml(recipe), encoding="utf-8")
+    entries = run_exports(recipe.exports, records, samples, out_dir, recipe, rejects)
+    summary = summarize(recipe, records, samples, rejects, stats)
+    (out_dir / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    n_images = len({r.image for r in records})
+    n_masks = len({r.mask for r in records if r.mask})
+    base = [
+        ManifestEntry(path="records.jsonl", format="medvl-records", split=None, samples=len(records), images=n_images),
+        ManifestEntry(path="samples.jsonl", format="medvl-samples", split=None, samples=len(samples), images=n_images),
+        ManifestEntry(path="rejects.jsonl", format="medvl-rejects", split=None, samples=len(rejects), images=0),
+        ManifestEntry(path="summary.json", format="medvl-summary", split=None, samples=0, images=0),
+        ManifestEntry(path="recipe.yaml", format="medvl-recipe", split=None, samples=0, images=0),
+        ManifestEntry(path="images/", format="png", split=None, samples=0, images=n_images),
+    ]
+    if n_masks:
+        base.append(ManifestEntry(path="masks/", format="png-label-map", split=None, samples=0, images=n_masks))
+    write_manifest(out_dir, base + entries, {"recipe": recipe.name, "seed": recipe.seed})
+    return BuildResult(out_dir=out_dir, records=records, samples=samples, rejects=rejects, stats=stats, summary=summary)
+
+
+def _recipe_yaml(recipe: Recipe) -> str:
+    """The resolved recipe as run (salt withheld: it is a secret)."""
+    import yaml
+
+    data = recipe.model_dump(mode="json")
+    data["salt"] = "<withheld>"
+    return yaml.safe_dump(data, sort_keys=False, allow_unicode=True)

@@ -1,0 +1,185 @@
+"""Stage 1 of a build, run per work unit (in the main process or a pool worker): a source's items become
+written images and ``ImageRecord``s. Everything here is a pure function of (recipe, unit), so a process pool
+gives the same outputs in the same order as a single process."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from medvl.core.hashing import content_hash, patient_key
+from medvl.core.records import ImageRecord, Region, Reject
+from medvl.imaging.boxes import box_inside, clip_box, scale_regions
+from medvl.pipeline.privacy import Scrubber
+from medvl.pipeline.recipe import ImageConfig, SourceConfig
+from medvl.sources.base import SOURCES, Item, Source, Unit
+
+_SOURCE_CACHE: dict[str, Source] = {}
+
+
+@dataclass
+class UnitResult:
+    key: str
+    records: list[ImageRecord] = field(default_factory=list)
+    rejects: list[Reject] = field(default_factory=list)
+
+
+@dataclass
+class Job:
+    """Everything a worker needs for one unit (picklable)."""
+
+    source: dict[str, Any]  # SourceConfig.model_dump()
+    unit: Unit
+    out_dir: str
+    image: dict[str, Any]  # ImageConfig.model_dump()
+    salt: str
+
+
+def get_source(cfg: SourceConfig) -> Source:
+    key = json.dumps(cfg.model_dump(mode="json"), sort_keys=True)
+    src = _SOURCE_CACHE.get(key)
+    if src is None:
+        src = SOURCES.get(cfg.format)(cfg)
+        _SOURCE_CACHE[key] = src
+    return src
+
+
+def encode_png(arr: np.ndarray) -> bytes:
+    """Deterministic PNG bytes (no timestamps or text chunks)."""
+    if arr.dtype == np.uint16:
+        img = Image.fromarray(arr, mode="I;16") if arr.ndim == 2 else Image.fromarray(arr)
+    else:
+        img = Image.fromarray(arr)
+    buf = io.BytesIO()
+    img.save(buf, format="PNG", compress_level=6)
+    return buf.getvalue()
+
+
+def write_once(out_dir: Path, folder: str, data: bytes) -> tuple[str, str]:
+    """Write bytes under ``folder/<2 hex>/<sha256>.png`` unless already there; returns (relpath, sha256)."""
+    digest = content_hash(data)
+    rel = f"{folder}/{digest[:2]}/{digest}.png"
+    path = out_dir / rel
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{digest}.{os.getpid()}.tmp")
+        tmp.write_bytes(data)
+        os.replace(tmp, path)  # atomic: concurrent writers of the same content are harmless
+    return rel, digest
+
+
+def _resize(item: Item, max_side: int) -> tuple[np.ndarray, np.ndarray | None, list[Region]]:
+    arr, mask, regions = item.array, item.mask, item.regions
+    h, w = arr.shape[:2]
+    scale = max_side / max(h, w)
+    if scale >= 1.0:
+        return arr, mask, list(regions)
+    nw, nh = max(1, round(w * scale)), max(1, round(h * scale))
+    arr = np.asarray(Image.fromarray(arr).resize((nw, nh), Image.Resampling.LANCZOS))
+    if mask is not None:
+        m = mask.astype(np.int32)
+        mask = np.asarray(Image.fromarray(m, mode="I").resize((nw, nh), Image.Resampling.NEAREST)).astype(mask.dtype)
+    return arr, mask, scale_regions(regions, nw / w, nh / h)
+
+
+def item_key(item: Item) -> str:
+    from medvl.core.ids import slice_suffix
+
+    return item.source_file + slice_suffix(item.slice)
+
+
+def finalize_item(item: Item, cfg: SourceConfig, src: Source, out_dir: Path, image_cfg: ImageConfig,
+                  salt: str) -> tuple[ImageRecord | None, list[Reject]]:
+    """Validate, resize, write and describe one item. Returns the record (or None) and any rejects."""
+    from medvl.taxonomy import normalize_body_region, normalize_label, normalize_modality
+
+    scrub = Scrubber(item.sensitive)
+    key = scrub(item_key(item))
+    rejects: list[Reject] = []
+
+    def rej(reason: str, stage: str = "validate", sub: str = "") -> Reject:
+        return Reject(source=cfg.name, item=key + sub, reason=scrub(reason), stage=stage)
+
+    arr = np.asarray(item.array)
+    if arr.dtype != np.uint8 or arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[2] not in (3, 4)):
+        return None, [rej(f"{key}: source produced an unusable array (dtype {arr.dtype}, shape {arr.shape})")]
+    if arr.ndim == 3 and arr.shape[2] == 4:
+        arr = np.ascontiguousarray(arr[:, :, :3])
+    item.array = np.ascontiguousarray(arr)
+    h0, w0 = arr.shape[:2]
+    if min(h0, w0) < image_cfg.min_side:
+        return None, [rej(f"{key}: image is {w0}x{h0}, smaller than image.min_side={image_cfg.min_side}")]
+    if item.mask is not None and item.mask.shape[:2] != (h0, w0):
+        return None, [rej(f"{key}: mask is {item.mask.shape[1]}x{item.mask.shape[0]} but image is {w0}x{h0}")]
+
+    good: list[Region] = []
+    for i, r in enumerate(item.regions):
+        if not box_inside(r.box, w0, h0):
+            rejects.append(rej(f"{key}: box {list(r.box)} for {r.label!r} lies outside the {w0}x{h0} image",
+                               sub=f"#box{i}"))
+            continue
+        good.append(Region(label=r.label, box=clip_box(r.box, w0, h0), area=r.area, source=r.source))
+    task = item.task or cfg.task or src.task
+    if task == "det" and item.regions and not good:
+        return None, rejects + [rej(f"{key}: no valid box left")]
+    item.regions = good
+
+    arr, mask, regions = _resize(item, image_cfg.max_side)
+    rel, digest = write_once(out_dir, "images", encode_png(arr))
+    mask_rel = None
+    mask_values: dict[str, str] = {}
+    if mask is not None and item.mask_values:
+        dtype = np.uint8 if int(mask.max(initial=0)) < 256 else np.uint16
+        mask_rel, _ = write_once(out_dir, "masks", encode_png(mask.astype(dtype)))
+        mask_values = {str(k): normalize_label(v, cfg.label_synonyms) for k, v in sorted(item.mask_values.items())}
+
+    modality = cfg.modality or (normalize_modality(item.modality) if item.modality else None)
+    if modality is None:
+        return None, rejects + [rej(f"{key}: modality unknown (data says {item.modality!r}); set `modality` for "
+                                    f"source {cfg.name!r} in the recipe", stage="read")]
+    body = cfg.body_region or (normalize_body_region(item.body_region) if item.body_region else None)
+    labels = sorted({normalize_label(scrub(lb), cfg.label_synonyms) for lb in item.labels if str(lb).strip()})
+    regions = [Region(label=normalize_label(scrub(r.label), cfg.label_synonyms),
+                      box=tuple(round(float(v), 2) for v in r.box), area=r.area, source=r.source) for r in regions]
+    unit_id = item.patient_raw if item.patient_raw else "file:" + str(item.extra.get("volume_key", item.source_file))
+    rec = ImageRecord(
+        image=rel, sha256=digest, width=int(arr.shape[1]), height=int(arr.shape[0]), modality=modality,
+        dataset=cfg.name, source_format=cfg.format, task=task, dimension=item.dimension,
+        source_file=scrub(item.source_file), patient_key=patient_key(unit_id, salt, cfg.name), labels=labels,
+        regions=regions, department=cfg.department, body_region=body, clinical_task=cfg.clinical_task,
+        slice=item.slice, licence=cfg.licence, view=scrub(item.view) if item.view else None, window=item.window,
+        mask=mask_rel, mask_values=mask_values,
+        extra=scrub({k: v for k, v in item.extra.items() if k != "volume_key"}),
+    )
+    return rec, rejects
+
+
+def run_job(job: Job) -> UnitResult:
+    """Load one unit and finalize its items; never raises for bad data (a crash in a source becomes a reject
+    naming the unit and the error, so one bad item never kills a run)."""
+    cfg = SourceConfig.model_validate(job.source)
+    image_cfg = ImageConfig.model_validate(job.image)
+    out_dir = Path(job.out_dir)
+    res = UnitResult(key=job.unit.key)
+    try:
+        src = get_source(cfg)
+        for obj in src.load(job.unit):
+            if isinstance(obj, Reject):
+                res.rejects.append(obj)
+                continue
+            rec, rej = finalize_item(obj, cfg, src, out_dir, image_cfg, job.salt)
+            res.rejects.extend(rej)
+            if rec is not None:
+                res.records.append(rec)
+    except Exception as e:  # a bug or an unforeseen file problem: keep going, say exactly what happened
+        res.rejects.append(Reject(source=cfg.name, item=job.unit.key,
+                                  reason=f"{job.unit.key}: unexpected error while reading ({type(e).__name__}: {e})",
+                                  stage="read"))
+    return res

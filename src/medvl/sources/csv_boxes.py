@@ -1,0 +1,126 @@
+"""Detection boxes from a CSV table, one row per box, e.g. NIH ChestX-ray14 ``BBox_List_2017.csv``.
+
+The NIH header is literally ``Image Index,Finding Label,Bbox [x,y,w,h],,,`` so the columns come out as
+"Image Index", "Finding Label", "Bbox [x", "y", "w", "h]" plus empty-named trailing columns; those are
+the defaults. Other tables: set ``image_column``, ``label_column``, ``box_columns`` and ``box_format``
+(``xywh`` or ``xyxy``, pixels). Rows are grouped by image (one unit per image, boxes in the payload);
+validation is the same as for COCO (bad box -> Reject ``file#row<n>``, image kept with its good boxes).
+
+NIH file names start with the patient number (``00013118_008.png``): ``patient_pattern: '^(\\d+)_'``
+recovers it so patient-level splits stay correct."""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import Any, Iterator, Literal
+
+from pydantic import field_validator
+
+from medvl.core.records import Reject
+from medvl.io.raster import RasterReadError, read_raster
+from medvl.sources.base import SOURCES, Item, Source, SourceOptions, Unit
+from medvl.sources.coco import boxes_item
+from medvl.sources.csv_labels import ImageResolver, TableError, column_index, read_table
+
+
+class CsvBoxesOptions(SourceOptions):
+    """Options of the ``csv_boxes`` source (defaults follow NIH ``BBox_List_2017.csv``)."""
+
+    csv: str = "BBox_List_2017.csv"
+    image_column: str = "Image Index"
+    label_column: str = "Finding Label"
+    box_columns: list[str] = ["Bbox [x", "y", "w", "h]"]
+    box_format: Literal["xywh", "xyxy"] = "xywh"
+    images_dir: str = ""
+    search_subdirs: bool = False
+    delimiter: str | None = None
+    patient_pattern: str | None = None  # regex with one group, applied to the image file name
+
+    @field_validator("box_columns")
+    @classmethod
+    def _four(cls, v: list[str]) -> list[str]:
+        if len(v) != 4:
+            raise ValueError(f"expected 4 column names (x, y, w, h or x1, y1, x2, y2), got {len(v)}")
+        return v
+
+    @field_validator("patient_pattern")
+    @classmethod
+    def _regex(cls, v: str | None) -> str | None:
+        if v is not None:
+            try:
+                if re.compile(v).groups != 1:
+                    raise ValueError(f"{v!r} must have exactly one (group)")
+            except re.error as e:
+                raise ValueError(f"{v!r} is not a regular expression ({e})") from None
+        return v
+
+
+@SOURCES.register("csv_boxes")
+class CsvBoxesSource(Source):
+    """One unit per image named in the table; regions = its valid boxes."""
+
+    task = "det"
+    Options = CsvBoxesOptions
+    opts: CsvBoxesOptions
+
+    def units(self) -> Iterator[Unit | Reject]:
+        table = self.opts.csv
+        try:
+            header, rows = read_table(self.root / table, self.opts.delimiter)
+            i_img = column_index(header, self.opts.image_column, table)
+            i_lab = column_index(header, self.opts.label_column, table)
+            i_box = [column_index(header, c, table) for c in self.opts.box_columns]
+        except TableError as e:
+            yield self.reject(table, str(e))
+            return
+        resolver = ImageResolver(self, self.opts.images_dir, self.opts.search_subdirs)
+        needed = max(i_img, i_lab, *i_box)
+        groups: dict[str, list[dict[str, Any]]] = {}
+        for line, cells in rows:
+            where = f"{table}#row{line}"
+            if len(cells) <= needed:
+                yield self.reject(where, f"{table} row {line}: expected at least {needed + 1} columns, "
+                                         f"got {len(cells)}", stage="validate")
+                continue
+            key, problem = resolver.resolve(cells[i_img])
+            if key is None:
+                yield self.reject(where, f"{table} row {line}: {problem}")
+                continue
+            label = cells[i_lab].strip()
+            label = self.cfg.label_map.get(label, label)
+            try:
+                vals = [float(cells[i]) for i in i_box]
+            except ValueError:
+                groups.setdefault(key, []).append(
+                    {"n": line, "problem": f"box values {[cells[i] for i in i_box]} are not numbers"})
+                continue
+            if not label:
+                groups.setdefault(key, []).append({"n": line, "problem": "empty label"})
+                continue
+            if not all(math.isfinite(v) for v in vals):
+                groups.setdefault(key, []).append({"n": line, "problem": f"box values {vals} are not finite"})
+                continue
+            if self.opts.box_format == "xywh":
+                x, y, w, h = vals
+                vals = [x, y, x + w, y + h]
+            groups.setdefault(key, []).append({"n": line, "label": label, "xyxy": vals})
+        pattern = re.compile(self.opts.patient_pattern) if self.opts.patient_pattern else None
+        for key in sorted(groups):
+            patient = None
+            if pattern is not None:
+                m = pattern.search(key.rsplit("/", 1)[-1])
+                patient = m.group(1) if m else None
+            yield Unit(key=key, payload={"boxes": groups[key], "patient": patient})
+
+    def load(self, unit: Unit) -> Iterator[Item | Reject]:
+        key = unit.key
+        try:
+            array = read_raster(self.root / key)
+        except RasterReadError as e:
+            yield self.reject(key, f"{key}: {e.problem}")
+            return
+        for out in boxes_item(self, key, array, list(unit.payload["boxes"]), tag="row"):
+            if isinstance(out, Item):
+                out.patient_raw = unit.payload.get("patient")
+            yield out

@@ -1,0 +1,208 @@
+"""Classification labels from a CSV/TSV table, e.g. NIH ChestX-ray14 ``Data_Entry_2017.csv``.
+
+NIH layout (the defaults): columns ``Image Index`` (file name), ``Finding Labels`` (labels joined by "|",
+"No Finding" for normal images), ``Patient ID``, ``View Position`` (PA/AP), plus age, gender, follow-up
+and original size/spacing columns; images sit in ``images/`` or ``images_00N/images/`` (set
+``search_subdirs: true`` to index every file name under ``images_dir`` once).
+
+Rows are checked in ``units()``: a path that escapes the dataset folder, a missing or ambiguous file, a
+malformed or duplicate row, an empty label -> a Reject naming the CSV row and the file. The helpers
+``read_table`` and ``ImageResolver`` are shared with ``csv_boxes``."""
+
+from __future__ import annotations
+
+import csv
+import re
+from pathlib import Path
+from typing import Iterator
+
+from pydantic import model_validator
+
+from medvl.core.records import Reject
+from medvl.io.raster import RasterReadError, is_probably_image, read_raster
+from medvl.sources.base import SOURCES, Item, Source, SourceOptions, Unit
+
+# words that mark a column as identifying; such columns may never be copied into Item.extra
+_IDENTIFYING_WORDS = {"id", "name", "birth", "dob", "date", "accession", "mrn", "address", "phone", "ssn",
+                      "physician", "institution", "email"}
+
+
+class TableError(ValueError):
+    """A CSV/TSV table that cannot be read; the message names the file and the problem."""
+
+
+def read_table(path: Path, delimiter: str | None = None) -> tuple[list[str], list[tuple[int, list[str]]]]:
+    """Read a delimited text table -> (header, [(line number, cells)]). ``delimiter`` None = tab for
+    .tsv/.tab files, else comma. Header cells are stripped; blank lines are skipped."""
+    if delimiter is None:
+        delimiter = "\t" if path.suffix.lower() in (".tsv", ".tab") else ","
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except FileNotFoundError:
+        raise TableError(f"{path.name}: table file not found") from None
+    except UnicodeDecodeError as e:
+        raise TableError(f"{path.name}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+    except OSError as e:
+        raise TableError(f"{path.name}: cannot read ({e.strerror})") from None
+    try:
+        rows = list(csv.reader(text.splitlines(), delimiter=delimiter))
+    except csv.Error as e:
+        raise TableError(f"{path.name}: not a valid delimited table ({e})") from None
+    numbered = [(i + 1, r) for i, r in enumerate(rows) if any(c.strip() for c in r)]
+    if not numbered:
+        raise TableError(f"{path.name}: empty table (no header)")
+    (_, header), body = numbered[0], numbered[1:]
+    return [h.strip() for h in header], body
+
+
+def column_index(header: list[str], name: str, table: str) -> int:
+    """Index of column ``name``; TableError listing the available columns when absent."""
+    if name not in header:
+        shown = ", ".join(repr(h) for h in header if h)
+        raise TableError(f"{table}: no column {name!r}; columns are {shown}")
+    return header.index(name)
+
+
+class ImageResolver:
+    """Turns a table cell into a file path relative to the dataset root, refusing paths that escape it.
+    With ``search_subdirs`` a bare file name is looked up in an index of every file under ``images_dir``
+    (built once; a name found in several places is ambiguous)."""
+
+    def __init__(self, source: Source, images_dir: str, search_subdirs: bool):
+        self.source = source
+        self.base = source.root / images_dir
+        self.index: dict[str, list[str]] | None = None
+        if search_subdirs and self.base.is_dir() and source.inside_root(self.base):
+            self.index = {}
+            for p in sorted(self.base.rglob("*")):
+                if p.is_file() and is_probably_image(p):
+                    self.index.setdefault(p.name, []).append(p.relative_to(source.root).as_posix())
+
+    def resolve(self, cell: str) -> tuple[str | None, str | None]:
+        """-> (path relative to root, None) or (None, problem)."""
+        cell = cell.strip()
+        if not cell:
+            return None, "empty image path"
+        direct = self.base / cell
+        if not self.source.inside_root(direct):
+            return None, f"image {cell!r}: path escapes the dataset folder"
+        if direct.is_file():
+            return direct.resolve().relative_to(self.source.root.resolve()).as_posix(), None
+        if self.index is not None and "/" not in cell and "\\" not in cell:
+            hits = self.index.get(cell, [])
+            if len(hits) == 1:
+                return hits[0], None
+            if len(hits) > 1:
+                return None, f"image {cell!r}: ambiguous, found in {len(hits)} places ({', '.join(hits[:3])})"
+        return None, f"image {cell!r}: file not found"
+
+
+class CsvLabelsOptions(SourceOptions):
+    """Options of the ``csv_labels`` source (defaults follow NIH ``Data_Entry_2017.csv``)."""
+
+    csv: str = "Data_Entry_2017.csv"
+    image_column: str = "Image Index"
+    label_column: str = "Finding Labels"
+    separator: str | None = "|"  # None = one label per row
+    patient_column: str | None = "Patient ID"
+    view_column: str | None = "View Position"
+    images_dir: str = ""
+    search_subdirs: bool = False
+    delimiter: str | None = None
+    no_finding_label: str | None = "No Finding"  # raw value meaning "normal"; kept as its own label
+    keep_no_finding: bool = True  # False: rows labelled only no_finding_label become rejects (stage filter)
+    extra_columns: list[str] = []
+
+    @model_validator(mode="after")
+    def _no_identifiers(self) -> "CsvLabelsOptions":
+        for col in self.extra_columns:
+            words = set(re.split(r"[^a-z0-9]+", col.lower()))
+            if col == self.patient_column or words & _IDENTIFYING_WORDS:
+                raise ValueError(f"extra_columns: {col!r} looks like an identifier and may not be copied")
+        return self
+
+
+@SOURCES.register("csv_labels")
+class CsvLabelsSource(Source):
+    """One unit per table row (= one image); labels from the label column."""
+
+    task = "cls"
+    Options = CsvLabelsOptions
+    opts: CsvLabelsOptions
+
+    def _optional_column(self, header: list[str], field: str, table: str) -> int | None:
+        """Index of an optional column; a default-named column may be absent, an explicitly set one not."""
+        name = getattr(self.opts, field)
+        if name is None:
+            return None
+        if name not in header and field not in self.opts.model_fields_set:
+            return None
+        return column_index(header, name, table)
+
+    def _labels(self, cell: str) -> list[str]:
+        sep = self.opts.separator
+        raw = [cell] if sep is None else cell.split(sep)
+        names = {self.cfg.label_map.get(s.strip(), s.strip()) for s in raw if s.strip()}
+        return sorted(names)
+
+    def units(self) -> Iterator[Unit | Reject]:
+        table = self.opts.csv
+        try:
+            header, rows = read_table(self.root / table, self.opts.delimiter)
+            i_img = column_index(header, self.opts.image_column, table)
+            i_lab = column_index(header, self.opts.label_column, table)
+            i_pat = self._optional_column(header, "patient_column", table)
+            i_view = self._optional_column(header, "view_column", table)
+            i_extra = {c: column_index(header, c, table) for c in self.opts.extra_columns}
+        except TableError as e:
+            yield self.reject(table, str(e))
+            return
+        resolver = ImageResolver(self, self.opts.images_dir, self.opts.search_subdirs)
+        no_finding = self.opts.no_finding_label
+        no_finding_name = self.cfg.label_map.get(no_finding, no_finding) if no_finding else None
+        needed = max([i_img, i_lab, *(i for i in (i_pat, i_view) if i is not None), *i_extra.values()])
+        seen: dict[str, int] = {}
+        for line, cells in rows:
+            where = f"{table}#row{line}"
+            if len(cells) <= needed:
+                yield self.reject(where, f"{table} row {line}: expected at least {needed + 1} columns, "
+                                         f"got {len(cells)}", stage="validate")
+                continue
+            key, problem = resolver.resolve(cells[i_img])
+            if key is None:
+                yield self.reject(where, f"{table} row {line}: {problem}")
+                continue
+            if key in seen:
+                yield self.reject(where, f"{table} row {line}: {key} already listed in row {seen[key]}",
+                                  stage="validate")
+                continue
+            seen[key] = line
+            labels = self._labels(cells[i_lab])
+            if not labels:
+                yield self.reject(where, f"{table} row {line}: {key} has an empty label", stage="validate")
+                continue
+            if no_finding_name and no_finding_name in labels and len(labels) > 1:
+                yield self.reject(where, f"{table} row {line}: {key} is labelled both {no_finding!r} and "
+                                         f"{', '.join(x for x in labels if x != no_finding_name)}", stage="validate")
+                continue
+            if no_finding_name and labels == [no_finding_name] and not self.opts.keep_no_finding:
+                yield self.reject(where, f"{table} row {line}: {key} has no finding "
+                                         "(options.keep_no_finding is false)", stage="filter")
+                continue
+            yield Unit(key=key, payload={
+                "labels": labels,
+                "patient": cells[i_pat].strip() or None if i_pat is not None else None,
+                "view": cells[i_view].strip() or None if i_view is not None else None,
+                "extra": {c: cells[i].strip() for c, i in i_extra.items()},
+                "row": line,
+            })
+
+    def load(self, unit: Unit) -> Iterator[Item | Reject]:
+        try:
+            array = read_raster(self.root / unit.key)
+        except RasterReadError as e:
+            yield self.reject(unit.key, f"{unit.key}: {e.problem}")
+            return
+        p = unit.payload
+        yield Item(array=array, source_file=unit.key, patient_raw=p["patient"], labels=list(p["labels"]),
+                   view=p["view"], extra=dict(p["extra"]))

@@ -1,0 +1,145 @@
+"""medvl.io.raster on real medical images (skimage retina / IHC / microaneurysms, dipy T1 slice) written
+in the formats datasets ship: PNG, JPEG, TIFF (16-bit), palette, RGBA/LA, EXIF-rotated JPEG, .npy."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from dipy.data import get_fnames
+from PIL import Image
+from skimage import data
+
+from medvl.io.raster import (RasterReadError, colors_to_labels, is_probably_image, parse_color,
+                             percentile_to_uint8, read_mask, read_raster)
+
+
+@pytest.fixture(scope="module")
+def ihc() -> np.ndarray:
+    return data.immunohistochemistry()[:160, :200]  # pathology tile, RGB uint8
+
+
+@pytest.fixture(scope="module")
+def t1() -> np.ndarray:
+    return np.load(get_fnames(name="t1_coronal_slice"))  # MR slice, float64 in [0, 1]
+
+
+def test_png_rgb_and_gray_roundtrip(tmp_path, ihc):
+    Image.fromarray(ihc).save(tmp_path / "tile.png")
+    out = read_raster(tmp_path / "tile.png")
+    assert out.dtype == np.uint8 and out.shape == ihc.shape
+    assert np.array_equal(out, ihc)
+    micro = data.microaneurysms()
+    Image.fromarray(micro).save(tmp_path / "micro.png")
+    assert np.array_equal(read_raster(tmp_path / "micro.png"), micro)
+
+
+def test_jpeg_close_to_source(tmp_path, ihc):
+    Image.fromarray(ihc).save(tmp_path / "tile.jpg", quality=95)
+    out = read_raster(tmp_path / "tile.jpg")
+    assert out.shape == ihc.shape and out.dtype == np.uint8
+    assert np.abs(out.astype(int) - ihc.astype(int)).mean() < 4
+
+
+@pytest.mark.parametrize("ext", [".png", ".tif"])
+def test_16bit_is_percentile_normalized(tmp_path, t1, ext):
+    raw = np.rint(t1 * 4000 + 100).astype(np.uint16)  # MR-like 16-bit range
+    Image.fromarray(raw).save(tmp_path / f"t1{ext}")
+    assert Image.open(tmp_path / f"t1{ext}").mode.startswith("I")
+    out = read_raster(tmp_path / f"t1{ext}")
+    assert out.dtype == np.uint8 and out.shape == raw.shape
+    assert out.min() == 0 and out.max() == 255
+    # monotone: brighter input never gives darker output
+    order = np.argsort(raw.ravel(), kind="stable")
+    assert np.all(np.diff(out.ravel()[order].astype(int)) >= 0)
+    # only the brightest ~0.5 % saturate; the brain (non-background) keeps its grey levels
+    assert (out == 255).mean() < 0.01
+    brain = raw > 100
+    assert ((out[brain] > 0) & (out[brain] < 255)).mean() > 0.9
+
+
+def test_palette_rgba_la_and_bilevel(tmp_path, ihc):
+    pal = Image.fromarray(ihc).quantize(colors=16)
+    pal.save(tmp_path / "pal.png")
+    out = read_raster(tmp_path / "pal.png")
+    assert out.shape == ihc.shape and np.array_equal(out, np.asarray(pal.convert("RGB")))
+    rgba = np.dstack([ihc, np.full(ihc.shape[:2], 128, np.uint8)])
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "rgba.png")
+    assert np.array_equal(read_raster(tmp_path / "rgba.png"), ihc)  # alpha dropped, colours kept
+    micro = data.microaneurysms()
+    Image.fromarray(np.dstack([micro, micro]), "LA").save(tmp_path / "la.png")
+    assert np.array_equal(read_raster(tmp_path / "la.png"), micro)
+    Image.fromarray(micro > 128).save(tmp_path / "bw.png")
+    assert set(np.unique(read_raster(tmp_path / "bw.png")).tolist()) == {0, 255}
+
+
+def test_exif_orientation_applied(tmp_path, ihc):
+    img = Image.fromarray(ihc)
+    exif = img.getexif()
+    exif[0x0112] = 6  # "rotate 90 CW to display"
+    img.save(tmp_path / "rot.jpg", exif=exif, quality=95)
+    out = read_raster(tmp_path / "rot.jpg")
+    assert out.shape == (ihc.shape[1], ihc.shape[0], 3)
+    expected = np.rot90(ihc, k=-1)
+    assert np.abs(out.astype(int) - expected.astype(int)).mean() < 4
+
+
+def test_npy_arrays(tmp_path, t1):
+    np.save(tmp_path / "t1.npy", t1)
+    out = read_raster(tmp_path / "t1.npy")
+    assert out.dtype == np.uint8 and out.shape == t1.shape and out.max() == 255
+    np.save(tmp_path / "empty.npy", np.zeros((0, 4)))
+    with pytest.raises(RasterReadError, match=r"empty\.npy: zero-size"):
+        read_raster(tmp_path / "empty.npy")
+    np.save(tmp_path / "vol.npy", np.zeros((4, 5, 6)))
+    with pytest.raises(RasterReadError, match=r"vol\.npy: unsupported array shape"):
+        read_raster(tmp_path / "vol.npy")
+
+
+def test_truncated_png_names_file(tmp_path, ihc):
+    Image.fromarray(ihc).save(tmp_path / "cut.png")
+    blob = (tmp_path / "cut.png").read_bytes()
+    (tmp_path / "cut.png").write_bytes(blob[: len(blob) // 2])
+    with pytest.raises(RasterReadError) as err:
+        read_raster(tmp_path / "cut.png")
+    assert "cut.png" in str(err.value) and "truncated" in err.value.problem
+
+
+def test_bad_files_name_file_and_problem(tmp_path):
+    (tmp_path / "notes.png").write_text("this is not a picture")
+    with pytest.raises(RasterReadError, match=r"notes\.png: not an image"):
+        read_raster(tmp_path / "notes.png")
+    (tmp_path / "zero.png").write_bytes(b"")
+    with pytest.raises(RasterReadError, match=r"zero\.png: empty file"):
+        read_raster(tmp_path / "zero.png")
+    with pytest.raises(RasterReadError, match=r"missing\.png: file not found"):
+        read_raster(tmp_path / "missing.png")
+
+
+def test_read_mask_keeps_values(tmp_path):
+    micro = data.microaneurysms()
+    labels = np.zeros(micro.shape, np.uint8)
+    labels[micro < 80] = 1  # dark lesions / vessels
+    labels[micro > 110] = 2  # bright background
+    assert set(np.unique(labels).tolist()) == {0, 1, 2}
+    pal = Image.fromarray(labels, "P")
+    pal.putpalette([0, 0, 0, 255, 0, 0, 0, 255, 0] + [0] * (256 * 3 - 9))
+    pal.save(tmp_path / "pal.png")
+    assert np.array_equal(read_mask(tmp_path / "pal.png"), labels)  # indices, not colours
+    big = labels.astype(np.uint16) * 1000
+    Image.fromarray(big).save(tmp_path / "m16.png")
+    assert np.array_equal(read_mask(tmp_path / "m16.png"), big)
+    rgb = np.asarray(pal.convert("RGB"))
+    Image.fromarray(rgb).save(tmp_path / "rgb.png")
+    read = read_mask(tmp_path / "rgb.png")
+    assert read.shape == (*labels.shape, 3)
+    mapped, unknown = colors_to_labels(read, {parse_color("#ff0000"): 1, parse_color("0,255,0"): 2})
+    assert unknown == [] and np.array_equal(mapped, labels)
+    mapped, unknown = colors_to_labels(read, {(255, 0, 0): 1})
+    assert unknown == [(0, 255, 0)] and not np.any(mapped == 2)
+
+
+def test_helpers():
+    assert is_probably_image("a/B.JPG") and is_probably_image("x.npy") and not is_probably_image("README.txt")
+    assert percentile_to_uint8(np.full((3, 3), 7.0)).max() == 0
+    with pytest.raises(ValueError):
+        parse_color("red")

@@ -1,0 +1,118 @@
+"""image_folder source on a Kvasir / CRC-100K style folder tree built from real sample images."""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from skimage import data
+
+from medvl.core.records import Reject
+from medvl.pipeline.recipe import SourceConfig
+from medvl.sources import SOURCES, Item
+
+
+def run(root: Path, **cfg) -> tuple[list[Item], list[Reject]]:
+    """units() in this process, load() on a Source re-created from a pickled config (as a worker does)."""
+    config = SourceConfig(name="folder", format="image_folder", path=str(root), **cfg)
+    src = SOURCES.get("image_folder")(config)
+    units, rejects, items = [], [], []
+    for u in src.units():
+        (rejects if isinstance(u, Reject) else units).append(u)
+    worker = SOURCES.get("image_folder")(pickle.loads(pickle.dumps(config)))
+    for u in units:
+        for out in worker.load(pickle.loads(pickle.dumps(u))):
+            (items if isinstance(out, Item) else rejects).append(out)
+    return items, rejects
+
+
+def _tiles(img: np.ndarray, n: int, size: int) -> list[np.ndarray]:
+    step = (img.shape[1] - size) // max(1, n - 1)
+    return [img[:size, i * step:i * step + size] for i in range(n)]
+
+
+@pytest.fixture(scope="module")
+def images() -> dict[str, list[np.ndarray]]:
+    retina = data.retina()[300:1100, 300:1100][::4, ::4]  # fundus crops, 200 px
+    return {
+        "fundus": _tiles(retina, 3, 96),
+        "immunohistochemistry": _tiles(data.immunohistochemistry(), 3, 128),
+        "microaneurysms": [data.microaneurysms()],
+    }
+
+
+def _write(folder: Path, arrays: list[np.ndarray], ext: str) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, a in enumerate(arrays):
+        Image.fromarray(a).save(folder / f"img_{i:02d}{ext}")
+
+
+def test_flat_layout_with_junk(tmp_path, images):
+    root = tmp_path / "kvasir"
+    _write(root / "fundus", images["fundus"], ".jpg")
+    _write(root / "immunohistochemistry", images["immunohistochemistry"], ".tif")
+    _write(root / "microaneurysms", images["microaneurysms"], ".png")
+    (root / "README.txt").write_text("Kvasir-like test set\n")
+    (root / "fundus" / "notes.txt").write_text("junk")
+    (root / "fundus" / "labels.csv").write_text("a,b\n")
+    (root / "fundus" / ".DS_Store").write_bytes(b"\x00\x00\x00\x01Bud1")
+    (root / "immunohistochemistry" / ".ipynb_checkpoints").mkdir()
+    (root / "immunohistochemistry" / ".ipynb_checkpoints" / "x.png").write_bytes(b"x")
+    # truncated PNG: the first half of a real file
+    Image.fromarray(images["fundus"][0]).save(root / "microaneurysms" / "cut.png")
+    blob = (root / "microaneurysms" / "cut.png").read_bytes()
+    (root / "microaneurysms" / "cut.png").write_bytes(blob[: len(blob) // 2])
+
+    items, rejects = run(root, label_map={"immunohistochemistry": "DAB-stained tissue"})
+    by_item = {r.item: r.reason for r in rejects}
+
+    assert [i.source_file for i in items] == sorted(i.source_file for i in items)
+    assert {i.labels[0] for i in items} == {"fundus", "DAB-stained tissue", "microaneurysms"}
+    assert sum(i.labels == ["fundus"] for i in items) == 3
+    for it in items:
+        assert it.array.dtype == np.uint8 and it.array.ndim in (2, 3) and it.patient_raw is None
+    ihc_item = next(i for i in items if i.source_file == "immunohistochemistry/img_00.tif")
+    assert np.array_equal(ihc_item.array, images["immunohistochemistry"][0])
+
+    assert "fundus/notes.txt: not an image file (.txt)" == by_item["fundus/notes.txt"]
+    assert "not an image file (.csv)" in by_item["fundus/labels.csv"]
+    assert "fundus/.DS_Store" in by_item["fundus/.DS_Store"] and "hidden" in by_item["fundus/.DS_Store"]
+    assert "1 file inside" in by_item["immunohistochemistry/.ipynb_checkpoints"]
+    assert "README.txt" in by_item["README.txt"] and "not inside a class folder" in by_item["README.txt"]
+    assert "microaneurysms/cut.png" in by_item["microaneurysms/cut.png"]
+    assert "truncated" in by_item["microaneurysms/cut.png"]
+
+    # counts add up: every file on disk is an item or a reject (the hidden folder counts once)
+    files = [p for p in root.rglob("*") if p.is_file() and ".ipynb_checkpoints" not in p.parts]
+    assert len(items) + len(rejects) == len(files) + 1
+    assert len(items) == 7
+
+
+def test_split_layout_and_exclude(tmp_path, images):
+    root = tmp_path / "crc"
+    _write(root / "train" / "fundus", images["fundus"][:2], ".png")
+    _write(root / "train" / "immunohistochemistry", images["immunohistochemistry"][:2], ".png")
+    _write(root / "test" / "fundus", images["fundus"][2:], ".png")
+    _write(root / "test" / "immunohistochemistry", images["immunohistochemistry"][2:], ".png")
+    items, rejects = run(root, options={"split_dirs": ["train", "test"], "exclude_classes": ["immunohistochemistry"]})
+    assert [(i.source_file, i.extra["source_split"], i.labels) for i in items] == [
+        ("test/fundus/img_00.png", "test", ["fundus"]),
+        ("train/fundus/img_00.png", "train", ["fundus"]),
+        ("train/fundus/img_01.png", "train", ["fundus"]),
+    ]
+    assert len(rejects) == 3 and all(r.stage == "filter" and "exclude_classes" in r.reason for r in rejects)
+    assert all(r.item in r.reason for r in rejects)
+
+
+def test_deterministic_and_options_checked(tmp_path, images):
+    root = tmp_path / "d"
+    _write(root / "fundus", images["fundus"], ".png")
+    a, _ = run(root)
+    b, _ = run(root)
+    assert [i.source_file for i in a] == [i.source_file for i in b]
+    assert all(np.array_equal(x.array, y.array) for x, y in zip(a, b))
+    with pytest.raises(ValueError, match="split_dir"):
+        SourceConfig(name="x", format="image_folder", path=str(root), options={"split_dir": ["train"]})
