@@ -44,7 +44,8 @@ def test_jpeg_close_to_source(tmp_path, ihc):
 def test_16bit_is_percentile_normalized(tmp_path, t1, ext):
     raw = np.rint(t1 * 4000 + 100).astype(np.uint16)  # MR-like 16-bit range
     Image.fromarray(raw).save(tmp_path / f"t1{ext}")
-    assert Image.open(tmp_path / f"t1{ext}").mode.startswith("I")
+    with Image.open(tmp_path / f"t1{ext}") as check:
+        assert check.mode.startswith("I")
     out = read_raster(tmp_path / f"t1{ext}")
     assert out.dtype == np.uint8 and out.shape == raw.shape
     assert out.min() == 0 and out.max() == 255
@@ -68,6 +69,9 @@ def test_palette_rgba_la_and_bilevel(tmp_path, ihc):
     micro = data.microaneurysms()
     Image.fromarray(np.dstack([micro, micro]), "LA").save(tmp_path / "la.png")
     assert np.array_equal(read_raster(tmp_path / "la.png"), micro)
+    Image.fromarray(micro).convert("P", palette=Image.Palette.ADAPTIVE, colors=256).save(tmp_path / "gp.png")
+    gray_pal = read_raster(tmp_path / "gp.png")  # an all-gray palette reads as L, not RGB
+    assert gray_pal.ndim == 2 and np.abs(gray_pal.astype(int) - micro.astype(int)).max() <= 2
     Image.fromarray(micro > 128).save(tmp_path / "bw.png")
     assert set(np.unique(read_raster(tmp_path / "bw.png")).tolist()) == {0, 255}
 
@@ -81,6 +85,14 @@ def test_exif_orientation_applied(tmp_path, ihc):
     assert out.shape == (ihc.shape[1], ihc.shape[0], 3)
     expected = np.rot90(ihc, k=-1)
     assert np.abs(out.astype(int) - expected.astype(int)).mean() < 4
+
+
+def test_multipage_tiff_gives_first_frame(tmp_path, ihc):
+    frames = [Image.fromarray(ihc), Image.fromarray(ihc[::-1].copy())]
+    frames[0].save(tmp_path / "stack.tif", save_all=True, append_images=frames[1:])
+    with Image.open(tmp_path / "stack.tif") as check:
+        assert check.n_frames == 2
+    assert np.array_equal(read_raster(tmp_path / "stack.tif"), ihc)
 
 
 def test_npy_arrays(tmp_path, t1):

@@ -1,7 +1,8 @@
 """Raster (2D) image reading: PNG, JPEG, TIFF, BMP, GIF, WebP and ``.npy`` arrays -> uint8 arrays.
 
 ``read_raster`` gives what a record image needs: uint8 ``(H, W)`` or ``(H, W, 3)`` with EXIF orientation
-applied; palette / RGBA / LA / CMYK are converted to RGB or L (alpha is dropped, not composited); 16-bit
+applied; palette / RGBA / LA / CMYK are converted to RGB or L (L for an all-gray palette; alpha is dropped,
+not composited); 16-bit
 and float data are percentile-normalized (0.5-99.5). Multi-frame files (multi-page TIFF, animated GIF)
 give their first frame. ``read_mask`` gives an integer label map, keeping stored values (palette indices,
 8/16-bit gray levels) or, for colour masks, the ``(H, W, 3)`` colours for the caller to map.
@@ -61,8 +62,18 @@ def _open_loaded(path: Path) -> Image.Image:
     if path.stat().st_size == 0:
         raise RasterReadError(path, "empty file (0 bytes)")
     try:
-        img = Image.open(path)
-        img.load()
+        with Image.open(path) as opened:
+            opened.load()
+            if opened.width <= 0 or opened.height <= 0:
+                raise RasterReadError(path, f"zero-size image ({opened.width}x{opened.height})")
+            try:
+                img = ImageOps.exif_transpose(opened)
+            except Exception as e:  # a malformed EXIF block is a problem of this file, not of the run
+                raise RasterReadError(path, f"bad EXIF orientation data ({e})") from None
+            if img is opened:
+                img = opened.copy()
+    except RasterReadError:
+        raise
     except UnidentifiedImageError:
         raise RasterReadError(path, "not an image (unrecognized file content)") from None
     except Image.DecompressionBombError as e:
@@ -70,15 +81,16 @@ def _open_loaded(path: Path) -> Image.Image:
     except (OSError, SyntaxError, ValueError, EOFError) as e:
         text = str(e)
         if "truncated" in text.lower() or isinstance(e, EOFError):
-            raise RasterReadError(path, f"truncated or corrupt image data ({text or 'unexpected end of file'})") from None
+            detail = text or "unexpected end of file"
+            raise RasterReadError(path, f"truncated or corrupt image data ({detail})") from None
         raise RasterReadError(path, f"cannot decode image ({text or type(e).__name__})") from None
-    if img.width <= 0 or img.height <= 0:
-        raise RasterReadError(path, f"zero-size image ({img.width}x{img.height})")
-    try:
-        img = ImageOps.exif_transpose(img)
-    except Exception as e:  # a malformed EXIF block must not kill the read
-        raise RasterReadError(path, f"bad EXIF orientation data ({e})") from None
     return img
+
+
+def _gray_palette(img: Image.Image) -> bool:
+    """True when every palette entry is a gray level (R == G == B)."""
+    pal = img.getpalette("RGB") or []
+    return bool(pal) and all(pal[i] == pal[i + 1] == pal[i + 2] for i in range(0, len(pal) - 2, 3))
 
 
 def _load_npy(path: Path) -> np.ndarray:
@@ -115,6 +127,8 @@ def read_raster(path: str | Path) -> np.ndarray:
     if mode == "L":
         return np.asarray(img, dtype=np.uint8).copy()
     if mode in ("1", "LA", "La"):
+        return np.asarray(img.convert("L"), dtype=np.uint8).copy()
+    if mode in ("P", "PA") and _gray_palette(img):
         return np.asarray(img.convert("L"), dtype=np.uint8).copy()
     if mode in _RGB_MODES:
         return np.asarray(img.convert("RGB"), dtype=np.uint8).copy()

@@ -59,6 +59,13 @@ def boxes_item(source: Source, key: str, array: Any, boxes: list[dict[str, Any]]
     yield Item(array=array, source_file=key, labels=sorted({r.label for r in regions}), regions=regions)
 
 
+def _id_order(v: Any) -> tuple[int, float, str]:
+    """Sort key for COCO ids: numbers numerically, then anything else as text."""
+    if isinstance(v, (int, float)) and not isinstance(v, bool):
+        return (0, float(v), "")
+    return (1, 0.0, str(v))
+
+
 class CocoOptions(SourceOptions):
     """Options of the ``coco`` source."""
 
@@ -136,13 +143,13 @@ class CocoSource(Source):
                 yield self.reject(key, f"{key}: file not found (listed in {name})")
                 continue
             anns = []
-            for a in sorted(by_image.get(img_id, []), key=lambda a: str(a.get("id"))):
+            for a in sorted(by_image.get(img_id, []), key=lambda a: _id_order(a.get("id"))):
                 anns.append({"id": a.get("id"), "label": cats.get(a.get("category_id")),
                              "category_id": a.get("category_id"), "bbox": a.get("bbox"),
                              "iscrowd": bool(a.get("iscrowd", 0)), "segmentation": a.get("segmentation")})
             yield Unit(key=key, payload={"width": im.get("width"), "height": im.get("height"), "anns": anns})
         known_ids = {im.get("id") for im in entries}
-        for img_id in sorted((i for i in by_image if i not in known_ids), key=str):
+        for img_id in sorted((i for i in by_image if i not in known_ids), key=_id_order):
             n = len(by_image[img_id])
             yield self.reject(f"{name}#image{img_id}", f"{name}: {n} annotation(s) refer to unknown image id "
                                                        f"{img_id}", stage="validate")

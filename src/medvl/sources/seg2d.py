@@ -78,25 +78,31 @@ class Seg2dSource(Source):
                 yield self.reject(self.opts.images_dir if what == "images_dir" else self.opts.masks_dir,
                                   f"{d.name}: {what} folder not found inside the dataset folder")
                 return
+        shared = img_dir.resolve() == mask_dir.resolve()
+        if shared and not self.opts.mask_suffix:
+            yield self.reject(self.opts.masks_dir, f"{self.opts.masks_dir}: images_dir and masks_dir are the same "
+                                                   "folder; set options.mask_suffix to tell masks from images")
+            return
+        img_in_mask, mask_in_img = self._under(img_dir, mask_dir), self._under(mask_dir, img_dir)
         masks: dict[str, str] = {}  # mask path without extension (relative to masks_dir) -> rel to root
-        mask_files = []
+        mask_files: list[str] = []
         for p in sorted(mask_dir.rglob("*")):
             if not p.is_file():
                 continue
+            if (shared and not self._is_mask(p)) or (img_in_mask and self._under(p, img_dir)):
+                continue  # an image: listed below
             rel = p.relative_to(self.root).as_posix()
-            if not is_probably_image(p) or (self.opts.mask_ext and p.suffix.lower() != self.opts.mask_ext.lower()):
-                yield self.reject(rel, f"{rel}: not a mask file ({p.suffix or 'no extension'})")
-                continue
-            mask_files.append(rel)
-            stem = p.relative_to(mask_dir).with_suffix("").as_posix()
-            masks.setdefault(stem, rel)  # sorted: e.g. x.jpg before x.png; the first one wins
+            if self._is_mask(p):
+                mask_files.append(rel)
+                masks.setdefault(p.relative_to(mask_dir).with_suffix("").as_posix(), rel)  # sorted: first wins
+            else:
+                yield self.reject(rel, f"{rel}: not a mask file ({p.name} does not match "
+                                       f"*{self.opts.mask_suffix}{self.opts.mask_ext or '.<image ext>'})")
         used: set[str] = set()
         for p in sorted(img_dir.rglob("*")):
-            if not p.is_file():
-                continue
+            if not p.is_file() or (shared and self._is_mask(p)) or (mask_in_img and self._under(p, mask_dir)):
+                continue  # a mask (or junk among the masks): listed above
             rel = p.relative_to(self.root).as_posix()
-            if p.resolve() == mask_dir.resolve() or mask_dir.resolve() in p.resolve().parents:
-                continue  # masks_dir nested inside images_dir: handled above
             if not is_probably_image(p):
                 yield self.reject(rel, f"{rel}: not an image file ({p.suffix or 'no extension'})")
                 continue
@@ -111,6 +117,18 @@ class Seg2dSource(Source):
         for rel in mask_files:
             if rel not in used:
                 yield self.reject(rel, f"{rel}: mask has no matching image in {self.opts.images_dir}/")
+
+    def _is_mask(self, p: Path) -> bool:
+        """A file under masks_dir with an image extension (``mask_ext`` if set) and the ``mask_suffix``."""
+        if not is_probably_image(p):
+            return False
+        if self.opts.mask_ext and p.suffix.lower() != self.opts.mask_ext.lower():
+            return False
+        return not self.opts.mask_suffix or p.stem.endswith(self.opts.mask_suffix)
+
+    @staticmethod
+    def _under(p: Path, folder: Path) -> bool:
+        return folder.resolve() in p.resolve().parents
 
     def _label_map(self) -> dict[int, str]:
         out: dict[int, str] = {}
