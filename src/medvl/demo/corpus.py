@@ -250,7 +250,7 @@ def demo_recipe() -> dict[str, Any]:
              "options": {"label_from": "StudyDescription"},
              "label_synonyms": {"non-ossifying fibroma of distal tibia": "non-ossifying fibroma"}},
             {"name": "xray_csv", "format": "csv_labels", "path": "corpus/xray_csv", "modality": "X-ray",
-             "options": {"image_column": "image", "label_column": "labels", "separator": "|",
+             "options": {"csv": "labels.csv", "image_column": "image", "label_column": "labels", "separator": "|",
                          "patient_column": "patient_id", "view_column": "view"}},
             {"name": "mni152", "format": "decathlon", "path": "corpus/mni152", "department": "Neurosurgery",
              "body_region": "brain", "clinical_task": "Nervous Tissue",

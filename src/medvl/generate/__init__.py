@@ -1,0 +1,21 @@
+"""Generators: records -> samples. ``make_generator`` builds the one named in the recipe's
+``generation.generator`` ("template" ships here; an LLM-backed one plugs into the same interface,
+see :mod:`medvl.generate.base`)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from medvl.generate.base import GENERATORS, Generator
+
+if TYPE_CHECKING:
+    from medvl.pipeline.recipe import GenerationConfig
+
+
+def make_generator(config: "GenerationConfig", seed: int, label_spaces: dict[str, list[str]]) -> Generator:
+    """The registered generator named by ``config.generator``, ready to ``generate(record)``."""
+    cls = GENERATORS.get(config.generator)
+    return cls(config, seed, label_spaces)
+
+
+__all__ = ["GENERATORS", "Generator", "make_generator"]

@@ -1,0 +1,153 @@
+"""What a generator is: a registered class that turns one ``ImageRecord`` into ``Sample``s.
+
+The pipeline builds one generator per run with ``make_generator(config, seed, label_spaces)`` and calls
+``generate(record)`` for every record, possibly in several processes, so a generator must be
+deterministic and keep no state that depends on call order.
+
+Adding a generator = one new file in ``medvl/generate/`` with ``@GENERATORS.register("name")``.
+
+How an LLM-backed generator plugs in (GMAI-VL's "annotation-guided" generation):
+- subclass :class:`Generator`, register it (e.g. ``"llm"``), read the model / endpoint from
+  ``GenerationConfig.options``;
+- take its prompts from a data file (``templates/llm_prompts.yaml`` holds the two prompt families:
+  instruction QA and region caption), fill them with :meth:`Generator.record_fields`, send the image
+  plus prompt, parse the JSON answer and drop replies that name labels the record does not have;
+- keep the shared conventions by using :meth:`Generator.choose_lang`, :meth:`Generator.sample_id` and
+  :meth:`Generator.make_sample`: same ids, same meta, ``generator="llm:<model>"`` and
+  ``template_id="<model>+<sha256 of the filled prompt, 12 hex>"``, so exports and curation treat the
+  two kinds of samples alike. Caching replies by that prompt hash keeps reruns byte-identical."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from medvl.core.hashing import stable_int
+from medvl.core.records import ImageRecord, Sample, Turn
+from medvl.core.registry import Registry
+from medvl.taxonomy import (body_region_name, department_name, label_zh, modality_image_name, modality_name,
+                            normalize_body_region, normalize_department, normalize_modality, normalize_view,
+                            view_name)
+
+if TYPE_CHECKING:
+    from medvl.pipeline.recipe import GenerationConfig
+
+GENERATORS: Registry[type["Generator"]] = Registry("generator", "medvl.generate")
+
+_LANG_SCALE = 1_000_000
+
+
+class Generator:
+    """Base class. ``label_spaces`` maps dataset name -> sorted list of every normalized label in that
+    dataset (image labels and region labels); generators draw wrong options and negatives from it."""
+
+    registry_name: ClassVar[str] = ""
+
+    def __init__(self, config: "GenerationConfig", seed: int, label_spaces: dict[str, list[str]]):
+        self.config = config
+        self.seed = int(seed)
+        self.label_spaces = {k: sorted(v) for k, v in (label_spaces or {}).items()}
+        langs = list(config.languages)
+        if not langs:
+            raise ValueError("generation.languages: expected at least one of 'en', 'zh'")
+        self.languages = langs
+        self.zh_share = float(config.zh_share)
+
+    def generate(self, record: ImageRecord) -> list[Sample]:
+        """All samples for one record (an empty list when no kind applies)."""
+        raise NotImplementedError
+
+    # shared conventions ------------------------------------------------------------------------
+    def choose_lang(self, record_id: str, kind: str, n: int) -> str:
+        """Language of one sample: Chinese with probability ``zh_share`` when both languages are on,
+        decided by a hash of (seed, record id, kind, n), so it never depends on run order."""
+        has_en, has_zh = "en" in self.languages, "zh" in self.languages
+        if not has_zh:
+            return "en"
+        if not has_en:
+            return "zh"
+        u = stable_int(self.seed, record_id, kind, n, "lang") % _LANG_SCALE
+        return "zh" if u < self.zh_share * _LANG_SCALE else "en"
+
+    @staticmethod
+    def sample_id(record: ImageRecord, kind: str, lang: str, n: int) -> str:
+        return f"{record.id}#{kind}#{lang}#{n}"
+
+    @staticmethod
+    def record_labels(record: ImageRecord) -> list[str]:
+        """Image labels, then region labels not already listed (first-seen order)."""
+        out = list(record.labels)
+        for r in record.regions:
+            if r.label not in out:
+                out.append(r.label)
+        return out
+
+    @staticmethod
+    def localize_label(label: str, lang: str) -> str:
+        """A label as written in ``lang``: the glossary's Chinese term, else the English label."""
+        if lang == "zh":
+            return label_zh(label) or label
+        return label
+
+    @staticmethod
+    def record_fields(record: ImageRecord, lang: str) -> dict[str, str]:
+        """Text for the record's metadata in ``lang``: modality, modality_image(_a), and when known
+        body_region, department and view(_a). Unknown vocabulary values are used as written."""
+        f: dict[str, str] = {}
+        mod = normalize_modality(record.modality)
+        if mod is not None:
+            f["modality"] = modality_name(mod, lang)
+            f["modality_image"] = modality_image_name(mod, lang)
+            f["modality_image_a"] = modality_image_name(mod, lang, article=(lang == "en"))
+        else:
+            f["modality"] = str(record.modality)
+            f["modality_image"] = f"{record.modality} image" if lang == "en" else f"{record.modality}图像"
+            f["modality_image_a"] = (_article(f["modality_image"]) + " " if lang == "en" else "") + f["modality_image"]
+        if record.body_region:
+            br = normalize_body_region(record.body_region)
+            f["body_region"] = body_region_name(br, lang) if br else str(record.body_region)
+        if record.department:
+            dep = normalize_department(record.department)
+            f["department"] = department_name(dep, lang) if dep else str(record.department)
+        view_raw = (record.slice or {}).get("axis") or record.view
+        if view_raw:
+            v = normalize_view(str(view_raw))
+            f["view"] = view_name(v, lang) if v else str(view_raw)
+            f["view_a"] = f"{_article(f['view'])} {f['view']}" if lang == "en" else f["view"]
+        return f
+
+    def base_meta(self, record: ImageRecord) -> dict[str, Any]:
+        return {
+            "modality": record.modality,
+            "department": record.department,
+            "clinical_task": record.clinical_task,
+            "body_region": record.body_region,
+            "dataset": record.dataset,
+            "source_task": record.task,
+            "labels": self.record_labels(record),
+        }
+
+    def make_sample(self, record: ImageRecord, kind: str, lang: str, n: int, texts: list[str],
+                    template_ids: list[str], extra_meta: dict[str, Any] | None = None) -> Sample:
+        """A sample whose turns alternate user / assistant, starting with the user."""
+        if not texts or len(texts) % 2:
+            raise ValueError(f"{kind} sample for {record.id}: expected user/assistant pairs, got {len(texts)} turns")
+        turns = [Turn(role="user" if i % 2 == 0 else "assistant", text=t) for i, t in enumerate(texts)]
+        meta = self.base_meta(record)
+        if extra_meta:
+            meta.update(extra_meta)
+        return Sample(
+            id=self.sample_id(record, kind, lang, n),
+            images=[record.image],
+            turns=turns,
+            kind=kind,
+            lang=lang,
+            record_id=record.id,
+            generator=self.registry_name or "template",
+            template_id="+".join(template_ids),
+            meta=meta,
+        )
+
+
+def _article(phrase: str) -> str:
+    """'a' or 'an' by the first letter (good enough for the vocabulary phrases used here)."""
+    return "an" if phrase[:1].lower() in "aeio" else "a"

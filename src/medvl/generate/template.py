@@ -1,0 +1,411 @@
+"""The offline template generator: samples of every kind from the template banks in ``templates/``.
+
+Every choice (language, template, question type, region, wrong options) is a hash of
+(seed, record id, kind, n, purpose), so the same record and seed always give identical samples and
+different ``n`` rotate through different phrasings. Text says only what the record supports: its
+modality, body region, department, view, labels and annotated regions. "No" answers appear only where
+the labels make absence certain (single-label classification, or exhaustively labelled multi-label
+datasets flagged ``record.extra["multilabel"]``); wrong options and negatives are listed in
+``meta["distractors"]`` / ``meta["negatives"]``."""
+
+from __future__ import annotations
+
+import string
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from medvl.core.hashing import stable_int
+from medvl.core.records import ImageRecord, Region, Sample
+from medvl.generate.base import GENERATORS, Generator
+from medvl.imaging.boxes import box_to_text, ref
+
+TEMPLATE_DIR = Path(__file__).parent / "templates"
+OPTION_DEFAULTS: dict[str, int] = {"max_regions": 16, "max_boxes": 10, "max_options": 4}
+PERCEPTION_TYPES = ("box2label", "label2box", "box_mc", "cls", "cls_mc")
+INSTRUCTION_TYPES = ("modality", "department", "body_region", "view", "structures", "yes", "no", "count")
+_FMT = string.Formatter()
+
+
+@lru_cache(maxsize=None)
+def load_bank(lang: str) -> dict[str, dict[str, list[tuple[str, str]]]]:
+    """kind -> pool -> [(template id, text)] for one language, checked for unique ids and valid fields."""
+    path = TEMPLATE_DIR / f"{lang}.yaml"
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as e:
+        raise FileNotFoundError(f"{path}: cannot read template bank ({e.strerror})") from None
+    bank: dict[str, dict[str, list[tuple[str, str]]]] = {}
+    seen: set[str] = set()
+    for kind, pools in data.items():
+        if not isinstance(pools, dict):
+            continue
+        bank[kind] = {}
+        for pool, entries in pools.items():
+            items = []
+            for tid, text in (entries or {}).items():
+                if tid in seen:
+                    raise ValueError(f"{path}: template id {tid!r} is used twice")
+                if not isinstance(text, str) or not text.strip():
+                    raise ValueError(f"{path}: {kind}.{pool}.{tid}: expected a non-empty string")
+                list(_FMT.parse(text))  # raises on malformed braces
+                seen.add(tid)
+                items.append((str(tid), text))
+            bank[kind][pool] = items
+    return bank
+
+
+def _fields_of(text: str) -> set[str]:
+    return {name for _, name, _, _ in _FMT.parse(text) if name}
+
+
+def join_list(items: list[str], lang: str) -> str:
+    """'a', 'a and b', 'a, b and c' (English) / 'a、b和c' (Chinese)."""
+    if len(items) <= 1:
+        return "".join(items)
+    if lang == "zh":
+        return "、".join(items[:-1]) + "和" + items[-1]
+    return ", ".join(items[:-1]) + " and " + items[-1]
+
+
+@dataclass
+class _QA:
+    """One question-answer pair with the template ids used and what it added to meta."""
+
+    q: str
+    a: str
+    ids: list[str]
+    qa_type: str
+    distractors: list[str] = field(default_factory=list)
+    negatives: list[str] = field(default_factory=list)
+
+
+class _Job:
+    """Everything one sample needs: record, language, n, and deterministic choices."""
+
+    def __init__(self, gen: "TemplateGenerator", rec: ImageRecord, kind: str, lang: str, n: int):
+        self.gen, self.rec, self.kind, self.lang, self.n = gen, rec, kind, lang, n
+        self.bank = load_bank(lang)
+        self.fields = gen.record_fields(rec, lang)
+
+    def h(self, *purpose: object) -> int:
+        return stable_int(self.gen.seed, self.rec.id, self.kind, self.n, *purpose)
+
+    def rotate(self, options: list[Any], *purpose: object) -> Any:
+        """An element chosen by a hash that does not involve n, offset by n: consecutive n differ."""
+        base = stable_int(self.gen.seed, self.rec.id, self.kind, *purpose)
+        return options[(base + self.n) % len(options)]
+
+    def fill(self, section: str, pool: str, extra: dict[str, str] | None = None, slot: object = "") -> tuple[str, str] | None:
+        """Pick a template whose fields are all available and fill it; None when none fits."""
+        values = {**self.fields, **(extra or {})}
+        cands = [(tid, t) for tid, t in self.bank[section][pool] if _fields_of(t) <= values.keys()]
+        if not cands:
+            return None
+        tid, text = self.rotate(cands, section, pool, slot)
+        out = text.format(**values)
+        if self.lang == "en" and out[:1].islower():
+            out = out[0].upper() + out[1:]
+        return tid, out
+
+    def label(self, name: str) -> str:
+        return self.gen.localize_label(name, self.lang)
+
+    def boxes_of(self, label: str) -> list[Region]:
+        return [r for r in self.rec.regions if r.label == label]
+
+    def box_text(self, regions: list[Region]) -> str:
+        return box_to_text([list(r.box) for r in regions], self.rec.width, self.rec.height)
+
+
+@GENERATORS.register("template")
+class TemplateGenerator(Generator):
+    """Offline generator: template banks per language, choices by hash. Options (generation.options):
+    ``max_regions`` (regions per record that get region captions, default 16), ``max_boxes`` (a label
+    with more boxes is named without boxes, default 10), ``max_options`` (multiple-choice size, default 4)."""
+
+    def __init__(self, config, seed: int, label_spaces: dict[str, list[str]]):
+        super().__init__(config, seed, label_spaces)
+        unknown = sorted(set(config.options) - set(OPTION_DEFAULTS))
+        if unknown:
+            raise ValueError(f"generation.options: unknown key(s) {', '.join(unknown)} for the template generator; "
+                             f"allowed: {', '.join(OPTION_DEFAULTS)}")
+        self.opts = {**OPTION_DEFAULTS, **{k: int(v) for k, v in config.options.items()}}
+        for lang in self.languages:
+            load_bank(lang)
+
+    # --- entry point ----------------------------------------------------------------------------
+    def generate(self, record: ImageRecord) -> list[Sample]:
+        out: list[Sample] = []
+        for kind in ("caption", "region_caption", "perception_qa", "instruction_qa", "conversation"):
+            count = int(self.config.kinds.get(kind, 0))
+            if count <= 0:
+                continue
+            if kind == "region_caption":
+                regions = record.regions[: self.opts["max_regions"]]
+                jobs = [(i * count + j, r) for i, r in enumerate(regions) for j in range(count)]
+            else:
+                jobs = [(n, None) for n in range(count)]
+            for n, region in jobs:
+                lang = self.choose_lang(record.id, kind, n)
+                job = _Job(self, record, kind, lang, n)
+                qas = self._build(job, region)
+                if not qas:
+                    continue
+                texts = [t for qa in qas for t in (qa.q, qa.a)]
+                extra: dict[str, Any] = {"qa_types": [qa.qa_type for qa in qas]}
+                dis = sorted({d for qa in qas for d in qa.distractors})
+                neg = sorted({d for qa in qas for d in qa.negatives})
+                if dis:
+                    extra["distractors"] = dis
+                if neg:
+                    extra["negatives"] = neg
+                out.append(self.make_sample(record, kind, lang, n, texts, [i for qa in qas for i in qa.ids], extra))
+        return out
+
+    def _build(self, job: _Job, region: Region | None) -> list[_QA]:
+        if job.kind == "caption":
+            qa = self.caption(job, "caption", "question")
+            return [qa] if qa else []
+        if job.kind == "region_caption":
+            return [self.region_caption(job, region)] if region is not None else []
+        if job.kind == "perception_qa":
+            qa = self.pick_qa(job, PERCEPTION_TYPES, "ptype")
+            return [qa] if qa else []
+        if job.kind == "instruction_qa":
+            qa = self.pick_qa(job, INSTRUCTION_TYPES, "itype")
+            return [qa] if qa else []
+        if job.kind == "conversation":
+            return self.conversation(job)
+        raise ValueError(f"unknown sample kind {job.kind!r}")
+
+    # --- captions -------------------------------------------------------------------------------
+    def caption(self, job: _Job, section: str, qpool: str) -> _QA | None:
+        q = job.fill(section, qpool)
+        parts: list[tuple[str, str] | None] = [job.fill("caption", "modality")]
+        if "body_region" in job.fields:
+            parts.append(job.fill("caption", "body_region"))
+        if "view" in job.fields:
+            parts.append(job.fill("caption", "view"))
+        rec = job.rec
+        if rec.labels:
+            parts.append(job.fill("caption", "labels", {"labels": join_list([job.label(x) for x in rec.labels], job.lang)}))
+        if rec.regions:
+            parts.append(job.fill("caption", "regions", {"regions": self._regions_text(job)}))
+        elif rec.task in ("seg", "det") and not rec.labels:
+            parts.append(job.fill("caption", "no_regions"))
+        if "department" in job.fields:
+            parts.append(job.fill("caption", "department"))
+        got = [p for p in parts if p is not None]
+        if q is None or not got:
+            return None
+        sep = "" if job.lang == "zh" else " "
+        return _QA(q[1], sep.join(t for _, t in got), [q[0], *(i for i, _ in got)], "caption")
+
+    def _regions_text(self, job: _Job) -> str:
+        pieces = []
+        for lab in self._region_labels(job.rec):
+            regs = job.boxes_of(lab)
+            tag = ref(job.label(lab))
+            pieces.append(tag + job.box_text(regs) if len(regs) <= self.opts["max_boxes"] else tag)
+        return ("、" if job.lang == "zh" else ", ").join(pieces)
+
+    @staticmethod
+    def _region_labels(rec: ImageRecord) -> list[str]:
+        out: list[str] = []
+        for r in rec.regions:
+            if r.label not in out:
+                out.append(r.label)
+        return out
+
+    def region_caption(self, job: _Job, region: Region) -> _QA | None:
+        box = job.box_text([region])
+        q = job.fill("region_caption", "question", {"box": box})
+        a = job.fill("region_caption", "answer", {"ref": ref(job.label(region.label))})
+        if q is None or a is None:
+            return None
+        ids, text = [q[0], a[0]], a[1]
+        if "body_region" in job.fields:
+            ctx = job.fill("region_caption", "context")
+            if ctx is not None:
+                ids.append(ctx[0])
+                text += ("" if job.lang == "zh" else " ") + ctx[1]
+        return _QA(q[1], text, ids, "region_caption")
+
+    # --- question types -------------------------------------------------------------------------
+    def pick_qa(self, job: _Job, types: tuple[str, ...], purpose: str, exclude: set[str] | None = None) -> _QA | None:
+        """One of the question types that apply to the record, rotating with n so that consecutive
+        samples of a record ask different things."""
+        cands = [t for t in types if not (exclude and t in exclude)]
+        built = [qa for qa in (getattr(self, f"qa_{t}")(job) for t in cands) if qa is not None]
+        if not built:
+            return None
+        return job.rotate(built, purpose, *sorted(exclude or ()))
+
+    def _distractors(self, job: _Job, exclude: set[str]) -> list[str]:
+        space = [x for x in self.label_spaces.get(job.rec.dataset, []) if x not in exclude]
+        k = min(len(space), self.opts["max_options"] - 1)
+        order = sorted(space, key=lambda x: stable_int(self.seed, job.rec.id, job.kind, job.n, "distractor", x))
+        return sorted(order[:k])
+
+    def _options(self, job: _Job, correct: str, wrong: list[str]) -> tuple[str, str]:
+        opts = sorted([correct, *wrong], key=lambda x: stable_int(self.seed, job.rec.id, job.kind, job.n, "opt", x))
+        lines = [f"{chr(65 + i)}. {job.label(o)}" for i, o in enumerate(opts)]
+        return "\n".join(lines), lines[opts.index(correct)]
+
+    def _mc_qa(self, job: _Job, qpool: str, correct: str, exclude: set[str], extra: dict[str, str], t: str) -> _QA | None:
+        wrong = self._distractors(job, exclude)
+        if not wrong:
+            return None
+        options, answer = self._options(job, correct, wrong)
+        q = job.fill("perception_qa", qpool, {**extra, "options": options})
+        a = job.fill("perception_qa", "mc_a", {"answer": answer})
+        if q is None or a is None:
+            return None
+        return _QA(q[1], a[1], [q[0], a[0]], t, distractors=wrong)
+
+    def _qa(self, job: _Job, section: str, qpool: str, apool: str, extra: dict[str, str], t: str, **kw: Any) -> _QA | None:
+        q = job.fill(section, qpool, extra)
+        a = job.fill(section, apool, extra)
+        if q is None or a is None:
+            return None
+        return _QA(q[1], a[1], [q[0], a[0]], t, **kw)
+
+    def qa_box2label(self, job: _Job) -> _QA | None:
+        if not job.rec.regions:
+            return None
+        r = job.rotate(job.rec.regions, "region")
+        return self._qa(job, "perception_qa", "box2label_q", "box2label_a",
+                        {"box": job.box_text([r]), "ref": ref(job.label(r.label))}, "box2label")
+
+    def _grounded_label(self, job: _Job) -> str | None:
+        labs = [x for x in self._region_labels(job.rec) if len(job.boxes_of(x)) <= self.opts["max_boxes"]]
+        return job.rotate(labs, "region_label") if labs else None
+
+    def qa_label2box(self, job: _Job) -> _QA | None:
+        lab = self._grounded_label(job)
+        if lab is None:
+            return None
+        return self._qa(job, "perception_qa", "label2box_q", "label2box_a",
+                        {"box": job.box_text(job.boxes_of(lab)), "ref": ref(job.label(lab))}, "label2box")
+
+    def qa_box_mc(self, job: _Job) -> _QA | None:
+        if not job.rec.regions:
+            return None
+        r = job.rotate(job.rec.regions, "region")
+        present = set(self.record_labels(job.rec))
+        return self._mc_qa(job, "box_mc_q", r.label, present, {"box": job.box_text([r])}, "box_mc")
+
+    def qa_cls(self, job: _Job) -> _QA | None:
+        if not job.rec.labels:
+            return None
+        labels = join_list([job.label(x) for x in job.rec.labels], job.lang)
+        return self._qa(job, "perception_qa", "cls_q", "cls_a", {"labels": labels}, "cls")
+
+    def _absence_known(self, rec: ImageRecord) -> bool:
+        """True when a dataset label missing from this record is known to be absent."""
+        if rec.extra.get("multilabel"):
+            return True
+        return rec.task == "cls" and len(rec.labels) == 1
+
+    def qa_cls_mc(self, job: _Job) -> _QA | None:
+        if not job.rec.labels or not self._absence_known(job.rec):
+            return None
+        correct = job.rotate(job.rec.labels, "mc_label")
+        return self._mc_qa(job, "mc_q", correct, set(self.record_labels(job.rec)), {}, "cls_mc")
+
+    def qa_modality(self, job: _Job) -> _QA | None:
+        return self._qa(job, "instruction_qa", "modality_q", "modality_a", {}, "modality")
+
+    def qa_department(self, job: _Job) -> _QA | None:
+        if "department" not in job.fields:
+            return None
+        return self._qa(job, "instruction_qa", "department_q", "department_a", {}, "department")
+
+    def qa_body_region(self, job: _Job) -> _QA | None:
+        if "body_region" not in job.fields:
+            return None
+        return self._qa(job, "instruction_qa", "body_region_q", "body_region_a", {}, "body_region")
+
+    def qa_view(self, job: _Job) -> _QA | None:
+        if "view" not in job.fields:
+            return None
+        return self._qa(job, "instruction_qa", "view_q", "view_a", {}, "view")
+
+    def qa_structures(self, job: _Job) -> _QA | None:
+        if not job.rec.regions:
+            return None
+        labels = join_list([job.label(x) for x in self._region_labels(job.rec)], job.lang)
+        return self._qa(job, "instruction_qa", "structures_q", "structures_a", {"labels": labels}, "structures")
+
+    def qa_yes(self, job: _Job) -> _QA | None:
+        rec = job.rec
+        candidates = self.record_labels(rec)
+        if not candidates:
+            return None
+        lab = job.rotate(candidates, "yes_label")
+        extra = {"label": job.label(lab), "ref": ref(job.label(lab))}
+        regs = job.boxes_of(lab)
+        apool = "yes_label_a"
+        if regs and len(regs) <= self.opts["max_boxes"]:
+            extra["box"] = job.box_text(regs)
+            apool = "yes_region_a"
+        q = job.fill("instruction_qa", "yes_q", extra)
+        a = job.fill("instruction_qa", apool, extra)
+        if q is None or a is None:
+            return None
+        return _QA(q[1], a[1], [q[0], a[0]], "yes")
+
+    def qa_no(self, job: _Job) -> _QA | None:
+        rec = job.rec
+        if not self._absence_known(rec):
+            return None
+        present = set(self.record_labels(rec))
+        space = [x for x in self.label_spaces.get(rec.dataset, []) if x not in present]
+        if not space:
+            return None
+        neg = job.rotate(space, "neg")
+        extra = {"neg": job.label(neg)}
+        if rec.labels:
+            extra["label"] = job.label(job.rotate(rec.labels, "no_label"))
+        apool = "no_multi_a" if rec.extra.get("multilabel") else "no_single_a"
+        q = job.fill("instruction_qa", "yes_q", {"label": extra["neg"]})
+        a = job.fill("instruction_qa", apool, extra)
+        if q is None or a is None:
+            return None
+        return _QA(q[1], a[1], [q[0], a[0]], "no", negatives=[neg])
+
+    def qa_count(self, job: _Job) -> _QA | None:
+        labs = self._region_labels(job.rec)
+        if not labs:
+            return None
+        lab = job.rotate(labs, "count_label")
+        regs = job.boxes_of(lab)
+        extra = {"label": job.label(lab), "ref": ref(job.label(lab)), "count": str(len(regs)),
+                 "region_word": "region" if len(regs) == 1 else "regions"}
+        if job.lang == "zh":
+            extra["region_word"] = "区域"
+        if len(regs) <= self.opts["max_boxes"]:
+            extra["box"] = job.box_text(regs)
+        return self._qa(job, "instruction_qa", "count_q", "count_a", extra, "count")
+
+    # --- conversation ---------------------------------------------------------------------------
+    def conversation(self, job: _Job) -> list[_QA]:
+        """An overview turn (the caption answer) followed by 1-3 different grounded questions."""
+        first = self.caption(job, "conversation", "opener")
+        if first is None:
+            return []
+        qas = [first]
+        want = 1 + job.h("turns") % 3
+        used: set[str] = set()
+        types = INSTRUCTION_TYPES + PERCEPTION_TYPES
+        for i in range(want):
+            qa = self.pick_qa(job, types, f"conv{i}", exclude=used | {"cls"})
+            if qa is None:
+                break
+            used.add(qa.qa_type)
+            qas.append(qa)
+        return qas if len(qas) >= 2 else []
