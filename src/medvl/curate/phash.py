@@ -84,7 +84,7 @@ def as_hash_array(hashes: list[int]) -> np.ndarray:
 
 
 def near_pairs(queries: np.ndarray, refs: np.ndarray, max_distance: int,
-               block_elems: int = 1 << 24) -> Iterator[tuple[int, int, int]]:
+               block_elems: int = 1 << 22) -> Iterator[tuple[int, int, int]]:
     """Every ``(query index, ref index, distance)`` with Hamming distance <= ``max_distance``.
 
     Works on blocks of queries so at most ``block_elems`` distances are held at once; yields in

@@ -1,0 +1,60 @@
+"""``medvl bench-build BUILD_DIR -o OUT``: a GMAI-MMBench-style multiple-choice benchmark from built records."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.progress import track
+from rich.table import Table
+
+from medvl.curate.benchquestions import GRANULARITIES
+
+
+@click.command(name="bench-build")
+@click.argument("build_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("-o", "--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Output folder for bench.tsv, bench_manifest.json and skipped.jsonl.")
+@click.option("--split", default="test", show_default=True,
+              help="Use records of this split ('all' for every split).")
+@click.option("--per-label", type=int, default=50, show_default=True,
+              help="At most N questions per dataset, granularity and answer label (0 = no limit).")
+@click.option("--granularity", default=",".join(GRANULARITIES), show_default=True,
+              help="Comma-separated perceptual granularities: " + ", ".join(GRANULARITIES) + ".")
+@click.option("--options", "n_options", type=click.IntRange(2, 5), default=4, show_default=True,
+              help="Options per question (fewer when the dataset has fewer labels).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--lang", default="en", show_default=True, help="Language of the question phrasing pool.")
+def command(build_dir: Path, out_dir: Path, split: str, per_label: int, granularity: str, n_options: int,
+            seed: int, lang: str) -> None:
+    """Make a GMAI-MMBench-style multiple-choice benchmark (bench.tsv) from a `medvl build` output."""
+    from medvl.curate.benchbuild import BenchBuildConfig, build_benchmark
+    from medvl.curate.benchquestions import PhrasePoolError
+
+    grans = tuple(g.strip().lower() for g in granularity.split(",") if g.strip())
+    try:
+        cfg = BenchBuildConfig(split=None if split.lower() == "all" else split, per_label=per_label or None,
+                               granularities=grans, n_options=n_options, seed=seed, lang=lang)
+    except ValueError as e:
+        raise click.BadParameter(str(e)) from None
+    console = Console()
+    try:
+        result = build_benchmark(build_dir, out_dir, cfg,
+                                 progress=lambda it, n: track(it, total=n, description="drawing questions",
+                                                              console=console, transient=True))
+    except (FileNotFoundError, PhrasePoolError) as e:
+        raise click.ClickException(str(e)) from None
+    m = result.manifest
+    for key, title in (("by_granularity", "granularity"), ("by_task", "clinical VQA task"),
+                       ("by_modality", "modality"), ("by_department", "department"), ("by_answer", "answer letter")):
+        table = Table(title=f"questions by {title}")
+        table.add_column(title)
+        table.add_column("questions", justify="right")
+        for name, n in m[key].items():
+            table.add_row(str(name), str(n))
+        console.print(table)
+    console.print(f"{m['questions']} questions from {m['records_in_split']} records "
+                  f"(split: {cfg.split or 'all'}); {m['dropped_by_per_label']} dropped by --per-label; "
+                  f"{m['skipped']} skipped {m['skipped_by_code']}")
+    console.print(f"wrote {result.tsv}, {result.manifest_path}, {result.skipped_path}")

@@ -1,0 +1,363 @@
+"""``bench-build``: a GMAI-MMBench-style multiple-choice benchmark from labelled records.
+
+From a ``medvl build`` output (``records.jsonl`` + ``images/`` + ``masks/``), every record of the chosen
+split yields questions at up to four perceptual granularities:
+
+- image level: the record's image-level label is the answer;
+- box level: a region's box is drawn on a copy of the image, its label is the answer;
+- mask level / contour level: the region's mask (from ``record.mask`` / ``record.mask_values``) is
+  overlaid semi-transparently / outlined.
+
+Wrong options come from the same label space (all labels seen in records of the record's dataset, any
+split), never include a label that is true for the item, are distinct, and are placed deterministically
+(sha256-based stable hashing). Answer letters are spread evenly over the option positions. Items that
+cannot become a question are listed in ``skipped.jsonl`` with a reason. Output: ``bench.tsv`` in the
+GMAI-MMBench VLMEvalKit layout, ``bench_manifest.json`` with counts per department / task / modality /
+granularity, and ``skipped.jsonl``. Same inputs and seed give byte-identical files."""
+
+from __future__ import annotations
+
+import base64
+import csv
+import io
+import json
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from medvl.core.hashing import stable_int
+from medvl.core.records import ImageRecord
+from medvl.curate.benchquestions import GRANULARITIES, PhrasePool, load_phrase_pool
+from medvl.curate.overlay import draw_box, draw_contour, draw_mask
+from medvl.curate.phash import canonical_rgb
+from medvl.imaging.boxes import box_inside
+
+LETTERS = "ABCDE"
+TSV_COLUMNS = ("index", "image", "question", "A", "B", "C", "D", "E", "answer", "category", "clinical vqa task",
+               "department", "perceptual granularity", "modality", "source_record", "source_region")
+
+
+@dataclass
+class BenchBuildConfig:
+    """Options of ``bench-build`` (the CLI flags mirror these)."""
+
+    split: str | None = "test"  # records of this split only; None = all splits
+    per_label: int | None = 50  # at most this many questions per (dataset, granularity, answer label)
+    granularities: tuple[str, ...] = GRANULARITIES
+    n_options: int = 4  # 2..5
+    seed: int = 0
+    lang: str = "en"
+
+    def __post_init__(self) -> None:
+        if not 2 <= self.n_options <= 5:
+            raise ValueError(f"options must be between 2 and 5, got {self.n_options}")
+        bad = [g for g in self.granularities if g not in GRANULARITIES]
+        if bad or not self.granularities:
+            raise ValueError(f"granularity {bad or '(none)'} not allowed; allowed: {', '.join(GRANULARITIES)}")
+        if self.per_label is not None and self.per_label < 1:
+            raise ValueError(f"per-label must be >= 1, got {self.per_label}")
+
+
+@dataclass
+class Candidate:
+    """One potential question: a record, a granularity, the region (for box/mask/contour) and the answer."""
+
+    record: ImageRecord
+    record_id: str
+    granularity: str
+    region: int | None
+    answer: str
+    true_labels: frozenset[str]  # labels that must not appear as wrong options
+    options: list[str] = field(default_factory=list)
+    answer_letter: str = ""
+
+    @property
+    def key(self) -> str:
+        return f"{self.record_id}|{self.granularity}|{'' if self.region is None else self.region}"
+
+
+@dataclass
+class BenchBuildResult:
+    """What a run produced: paths, the manifest (counts) and the skipped items."""
+
+    tsv: Path
+    manifest_path: Path
+    skipped_path: Path
+    manifest: dict[str, Any]
+    skipped: list[dict[str, Any]]
+
+
+def _skip(rid: str, gran: str | None, region: int | None, code: str, reason: str) -> dict[str, Any]:
+    return {"record": rid, "granularity": gran, "region": region, "code": code, "reason": reason}
+
+
+def read_records(build_dir: Path) -> tuple[list[ImageRecord], list[dict[str, Any]]]:
+    """Records of a build output; unreadable lines become skipped entries naming the line."""
+    path = build_dir / "records.jsonl"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: not found; expected the output folder of `medvl build`")
+    records, skipped = [], []
+    known = {f.name for f in fields(ImageRecord)}
+    with path.open(encoding="utf-8") as f:
+        for n, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                d = json.loads(line)
+                records.append(ImageRecord.from_dict({k: v for k, v in d.items() if k in known}))
+            except (ValueError, TypeError, KeyError) as e:
+                skipped.append(_skip(f"records.jsonl:{n}", None, None, "bad_record", f"records.jsonl:{n}: not a record ({type(e).__name__}: {e})"))
+    return records, skipped
+
+
+def label_spaces(records: Iterable[ImageRecord]) -> dict[str, list[str]]:
+    """Per dataset, the sorted labels seen in its records (image labels, region labels, mask labels)."""
+    spaces: dict[str, set[str]] = defaultdict(set)
+    for r in records:
+        s = spaces[r.dataset]
+        s.update(r.labels)
+        s.update(reg.label for reg in r.regions)
+        s.update(v for v in r.mask_values.values())
+    return {d: sorted(x for x in s if x and x.lower() != "background") for d, s in sorted(spaces.items())}
+
+
+def _mask_values(rec: ImageRecord, label: str) -> list[int]:
+    return sorted(int(k) for k, v in rec.mask_values.items() if v == label)
+
+
+def plan_candidates(records: list[ImageRecord], spaces: dict[str, list[str]], cfg: BenchBuildConfig
+                    ) -> tuple[list[Candidate], list[dict[str, Any]], Counter]:
+    """All candidate questions of the records, the skipped ones, and not-applicable counts per granularity."""
+    cands: list[Candidate] = []
+    skipped: list[dict[str, Any]] = []
+    na: Counter = Counter()
+    for rec in records:
+        rid = rec.to_dict()["id"]
+        space = spaces.get(rec.dataset, [])
+        for gran in cfg.granularities:
+            if gran == "image":
+                items = [(None, sorted(rec.labels))] if rec.labels else []
+            elif gran == "box":
+                items = [(i, [r.label]) for i, r in enumerate(rec.regions)]
+            else:
+                items = [(i, [r.label]) for i, r in enumerate(rec.regions) if rec.mask and r.source == "mask"]
+            if not items:
+                na[gran] += 1
+                continue
+            for region, labels in items:
+                if len(space) < 2:
+                    skipped.append(_skip(rid, gran, region, "too_few_labels",
+                                         f"dataset {rec.dataset!r} has {len(space)} label(s) {space}; "
+                                         f"a multiple-choice question needs at least 2"))
+                    continue
+                if region is not None:
+                    reg = rec.regions[region]
+                    if not box_inside(reg.box, rec.width, rec.height):
+                        skipped.append(_skip(rid, gran, region, "bad_box",
+                                             f"region box {list(reg.box)} is not inside the {rec.width}x{rec.height} image"))
+                        continue
+                    if gran in ("mask", "contour") and not _mask_values(rec, reg.label):
+                        skipped.append(_skip(rid, gran, region, "no_mask_value",
+                                             f"label {reg.label!r} has no value in mask_values of {rec.mask}"))
+                        continue
+                true = set(labels)
+                if region is not None:  # regions with the same box are also true for it
+                    true.update(r.label for r in rec.regions if tuple(r.box) == tuple(rec.regions[region].box))
+                answer = labels[stable_int(cfg.seed, "answer-label", rid) % len(labels)]
+                cands.append(Candidate(rec, rid, gran, region, answer, frozenset(true)))
+    return cands, skipped, na
+
+
+def select_per_label(cands: list[Candidate], per_label: int | None, seed: int) -> tuple[list[Candidate], int]:
+    """At most ``per_label`` candidates per (dataset, granularity, answer), chosen by stable hash; sorted output."""
+    groups: dict[tuple[str, str, str], list[Candidate]] = defaultdict(list)
+    for c in cands:
+        groups[(c.record.dataset, c.granularity, c.answer)].append(c)
+    chosen: list[Candidate] = []
+    for key in sorted(groups):
+        group = sorted(groups[key], key=lambda c: (stable_int(seed, "pick", c.key), c.key))
+        chosen.extend(group if per_label is None else group[:per_label])
+    order = {g: i for i, g in enumerate(GRANULARITIES)}
+    chosen.sort(key=lambda c: (c.record.dataset, order[c.granularity], c.record_id, -1 if c.region is None else c.region))
+    return chosen, len(cands) - len(chosen)
+
+
+def assign_options(cands: list[Candidate], spaces: dict[str, list[str]], n_options: int, seed: int
+                   ) -> list[dict[str, Any]]:
+    """Fill ``options`` / ``answer_letter`` in place; answer positions cycle evenly within each option count.
+    Returns skipped entries for candidates without any usable wrong option."""
+    skipped: list[dict[str, Any]] = []
+    by_n: dict[int, list[Candidate]] = defaultdict(list)
+    for c in cands:
+        wrong = [lab for lab in spaces[c.record.dataset] if lab not in c.true_labels]
+        if not wrong:
+            skipped.append(_skip(c.record_id, c.granularity, c.region, "no_wrong_option",
+                                 f"every label of dataset {c.record.dataset!r} is true for this item"))
+            continue
+        wrong.sort(key=lambda lab: (stable_int(seed, "distractor", c.key, lab), lab))
+        c.options = wrong[: n_options - 1]
+        by_n[len(c.options) + 1].append(c)
+    for n, group in sorted(by_n.items()):
+        group = sorted(group, key=lambda c: (stable_int(seed, "position", c.key), c.key))
+        offset = stable_int(seed, "offset", n) % n
+        for rank, c in enumerate(group):
+            pos = (rank + offset) % n
+            c.options = c.options[:pos] + [c.answer] + c.options[pos:]
+            c.answer_letter = LETTERS[pos]
+    return skipped
+
+
+def region_mask(rec: ImageRecord, region: int, label_map: np.ndarray) -> np.ndarray:
+    """Boolean mask of one region: pixels with the region label's mask values, inside its box."""
+    reg = rec.regions[region]
+    m = np.isin(label_map, _mask_values(rec, reg.label))
+    x1, y1, x2, y2 = (int(round(v)) for v in reg.box)
+    keep = np.zeros_like(m)
+    keep[max(0, y1):max(0, y2), max(0, x1):max(0, x2)] = True
+    return m & keep
+
+
+def check_sources(cands: list[Candidate], build_dir: Path) -> tuple[list[Candidate], list[dict[str, Any]]]:
+    """Drop candidates whose image is unreadable or of the wrong size, or whose mask is missing, misaligned
+    or has no pixel of the region (before answer letters are balanced, so the balance holds)."""
+    ok: list[Candidate] = []
+    skipped: list[dict[str, Any]] = []
+    img_state: tuple[str, str] = ("", "")  # (image path, problem or "") of the last record seen
+    mask_state: tuple[str, str | np.ndarray] = ("", "")  # (mask path, label map or problem)
+    for c in cands:
+        rec = c.record
+        ipath = build_dir / rec.image
+        if img_state[0] != rec.image:
+            try:
+                with Image.open(ipath) as im:
+                    size = im.size
+                bad = "" if size == (rec.width, rec.height) else \
+                    f"{rec.image}: image is {size[0]}x{size[1]}, record says {rec.width}x{rec.height}"
+            except OSError as e:
+                bad = f"{rec.image}: cannot read image ({e.strerror or type(e).__name__})"
+            img_state = (rec.image, bad)
+        problem = img_state[1]
+        if not problem and c.granularity in ("mask", "contour"):
+            mpath = str(rec.mask)
+            if mask_state[0] != mpath:
+                try:
+                    with Image.open(build_dir / mpath) as mm:
+                        mask_state = (mpath, np.asarray(mm))
+                except OSError as e:
+                    mask_state = (mpath, f"{mpath}: cannot read mask ({e.strerror or type(e).__name__})")
+            lm = mask_state[1]
+            if isinstance(lm, str):
+                problem = lm
+            elif lm.shape[:2] != (rec.height, rec.width):
+                problem = f"{mpath}: mask shape {lm.shape[:2]} differs from image {(rec.height, rec.width)}"
+            elif not region_mask(rec, c.region, lm).any():  # type: ignore[arg-type]
+                problem = f"{mpath}: no pixel of label {rec.regions[c.region].label!r} inside its box"  # type: ignore[index]
+        if problem:
+            skipped.append(_skip(c.record_id, c.granularity, c.region, "bad_source", problem))
+        else:
+            ok.append(c)
+    return ok, skipped
+
+
+def render(c: Candidate, build_dir: Path, pool: PhrasePool) -> bytes:
+    """The question image (PNG bytes): the record image with the region drawn for box/mask/contour."""
+    rec = c.record
+    img_path = build_dir / rec.image
+    with Image.open(img_path) as im:
+        rgb = canonical_rgb(im)
+    if c.granularity != "image":
+        style = pool.draw.get(c.granularity, {})
+        color = tuple(int(v) for v in style.get("color", (255, 0, 0)))
+        if c.granularity == "box":
+            rgb = draw_box(rgb, rec.regions[c.region].box, color=color)  # type: ignore[index]
+        else:
+            mask_path = build_dir / str(rec.mask)
+            with Image.open(mask_path) as mm:
+                label_map = np.asarray(mm)
+            if label_map.shape[:2] != rgb.shape[:2]:
+                raise ValueError(f"{mask_path}: mask shape {label_map.shape[:2]} differs from image {rgb.shape[:2]}")
+            m = region_mask(rec, c.region, label_map)  # type: ignore[arg-type]
+            if not m.any():
+                raise ValueError(f"{mask_path}: no pixel of label {rec.regions[c.region].label!r} inside its box")  # type: ignore[index]
+            if c.granularity == "mask":
+                rgb = draw_mask(rgb, m, color=color, alpha=float(style.get("alpha", 0.4)))
+            else:
+                rgb = draw_contour(rgb, m, color=color)
+    buf = io.BytesIO()
+    Image.fromarray(rgb, mode="RGB").save(buf, format="PNG", optimize=False, compress_level=6)
+    return buf.getvalue()
+
+
+def build_benchmark(build_dir: str | Path, out_dir: str | Path, cfg: BenchBuildConfig | None = None,
+                    progress: Callable[[Iterable[Candidate], int], Iterable[Candidate]] | None = None) -> BenchBuildResult:
+    """Make ``bench.tsv``, ``bench_manifest.json`` and ``skipped.jsonl`` in ``out_dir``."""
+    cfg = cfg or BenchBuildConfig()
+    build_dir, out_dir = Path(build_dir), Path(out_dir)
+    pool = load_phrase_pool(cfg.lang)
+    records, skipped = read_records(build_dir)
+    spaces = label_spaces(records)
+    chosen_split = [r for r in records if cfg.split is None or r.split == cfg.split]
+    cands, sk, na = plan_candidates(chosen_split, spaces, cfg)
+    skipped += sk
+    selected, dropped = select_per_label(cands, cfg.per_label, cfg.seed)
+    selected, sk = check_sources(selected, build_dir)
+    skipped += sk
+    skipped += assign_options(selected, spaces, cfg.n_options, cfg.seed)
+    selected = [c for c in selected if c.answer_letter]
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tsv_path = out_dir / "bench.tsv"
+    counts: dict[str, Counter] = {k: Counter() for k in ("department", "task", "modality", "granularity", "dataset", "answer")}
+    n_written = 0
+    iterable = progress(selected, len(selected)) if progress else selected
+    with tsv_path.open("w", encoding="utf-8", newline="") as f:
+        w = csv.writer(f, delimiter="\t", lineterminator="\n", quoting=csv.QUOTE_MINIMAL)
+        w.writerow(TSV_COLUMNS)
+        for c in iterable:
+            rec = c.record
+            try:
+                png = render(c, build_dir, pool)
+            except (OSError, ValueError) as e:
+                skipped.append(_skip(c.record_id, c.granularity, c.region, "render_failed",
+                                     f"{rec.image}: {e}".replace(str(build_dir) + "/", "")))
+                continue
+            pick = stable_int(cfg.seed, "phrasing", c.key)
+            task_name = rec.clinical_task or "unspecified"
+            question = pool.question(rec.clinical_task, c.granularity, rec.modality, pick)
+            opts = c.options + [""] * (len(LETTERS) - len(c.options))
+            gran_name = f"{c.granularity} level"
+            w.writerow([n_written, base64.b64encode(png).decode("ascii"), question, *opts, c.answer_letter,
+                        task_name, task_name, rec.department or "", gran_name, pool.modality(rec.modality), c.record_id,
+                        "" if c.region is None else c.region])
+            n_written += 1
+            for k, v in (("department", rec.department or "unspecified"), ("task", task_name),
+                         ("modality", rec.modality), ("granularity", gran_name), ("dataset", rec.dataset),
+                         ("answer", c.answer_letter)):
+                counts[k][v] += 1
+    skipped.sort(key=lambda s: (s["record"], s["granularity"] or "", -1 if s["region"] is None else s["region"], s["code"]))
+    skipped_path = out_dir / "skipped.jsonl"
+    with skipped_path.open("w", encoding="utf-8", newline="\n") as f:
+        for s in skipped:
+            f.write(json.dumps(s, ensure_ascii=False, sort_keys=True) + "\n")
+    manifest = {
+        "benchmark": "bench.tsv",
+        "layout": "GMAI-MMBench (VLMEvalKit TSV)",
+        "config": {"split": cfg.split, "per_label": cfg.per_label, "granularities": list(cfg.granularities),
+                   "options": cfg.n_options, "seed": cfg.seed, "lang": cfg.lang},
+        "records_in_split": len(chosen_split),
+        "candidates": len(cands),
+        "dropped_by_per_label": dropped,
+        "questions": n_written,
+        "skipped": len(skipped),
+        "skipped_by_code": dict(sorted(Counter(s["code"] for s in skipped).items())),
+        "not_applicable": dict(sorted(na.items())),
+        "label_spaces": spaces,
+        **{f"by_{k}": dict(sorted(v.items())) for k, v in counts.items()},
+    }
+    manifest_path = out_dir / "bench_manifest.json"
+    manifest_path.write_text(json.dumps(manifest, indent=2, ensure_ascii=False, sort_keys=True) + "\n", encoding="utf-8")
+    return BenchBuildResult(tsv_path, manifest_path, skipped_path, manifest, skipped)
