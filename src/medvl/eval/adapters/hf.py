@@ -46,6 +46,8 @@ class HFAdapter(ModelAdapter):
         seed: int = 0,
         **options: Any,
     ):
+        if options:
+            raise AdapterError(f"unknown hf adapter option(s) {sorted(options)}; allowed: dtype, device, seed")
         import torch
         import transformers
 

@@ -1,0 +1,141 @@
+"""A self-contained HTML report of one evaluation run: overall accuracy with its CI, per-group bars
+(matplotlib, embedded as base64 PNG), parse failures, the scorer spread when present, and a sample of wrong
+answers. Every value taken from a sample is HTML-escaped."""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+from pathlib import Path
+from typing import Any
+
+MAX_WRONG = 25
+MAX_BARS = 30
+
+
+def _pct(x: float | None) -> str:
+    return "n/a" if x is None else f"{100 * float(x):.2f}%"
+
+
+def _e(x: Any) -> str:
+    return html.escape("" if x is None else str(x), quote=True)
+
+
+def group_rows(groups: dict[str, Any]) -> dict[str, list[tuple[str, float, int, list[float] | None]]]:
+    """``{key: [(value, accuracy, n, ci95 or None), ...]}`` from a per-group summary, tolerating the
+    common shapes (``{key: {value: {accuracy|acc|mean, n|count, ci95?}}}``)."""
+    out: dict[str, list[tuple[str, float, int, list[float] | None]]] = {}
+    for key in sorted(groups or {}):
+        entries = groups[key]
+        if not isinstance(entries, dict):
+            continue
+        rows = []
+        for value in sorted(entries, key=str):
+            st = entries[value]
+            if not isinstance(st, dict):
+                continue
+            acc = next((st[k] for k in ("accuracy", "acc", "mean", "score") if st.get(k) is not None), None)
+            n = next((st[k] for k in ("n", "count", "n_scored") if st.get(k) is not None), 0)
+            if acc is None:
+                continue
+            ci = st.get("ci95") or st.get("ci")
+            rows.append((str(value), float(acc), int(n), list(ci) if ci else None))
+        if rows:
+            out[key] = rows
+    return out
+
+
+def _png(fig: Any) -> str:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=80, bbox_inches="tight", metadata={"Software": None})
+    return base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def _bar_plot(title: str, rows: list[tuple[str, float, int, list[float] | None]]) -> str:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = sorted(rows, key=lambda r: (-r[2], r[0]))[:MAX_BARS]
+    labels = [f"{r[0][:40]} (n={r[2]})" for r in rows]
+    accs = [100 * r[1] for r in rows]
+    fig, ax = plt.subplots(figsize=(7, 0.35 * len(rows) + 1.2))
+    ax.barh(range(len(rows)), accs, color="#4c72b0")
+    for i, r in enumerate(rows):
+        if r[3]:
+            ax.plot([100 * r[3][0], 100 * r[3][1]], [i, i], color="black", linewidth=1)
+    ax.set_yticks(range(len(rows)))
+    ax.set_yticklabels(labels, fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlim(0, 100)
+    ax.set_xlabel("accuracy (%)")
+    ax.set_title(title)
+    data = _png(fig)
+    plt.close(fig)
+    return data
+
+
+def _table(header: list[str], rows: list[list[Any]]) -> str:
+    head = "".join(f"<th>{_e(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{_e(c)}</td>" for c in r) + "</tr>" for r in rows)
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+CSS = ("body{font-family:sans-serif;max-width:1000px;margin:2em auto;color:#222}"
+       "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px;"
+       "text-align:left;vertical-align:top;font-size:13px}pre{white-space:pre-wrap;margin:0}"
+       ".big{font-size:28px;font-weight:bold}")
+
+
+def render(results: dict[str, Any], samples: list[dict[str, Any]]) -> str:
+    """The report as an HTML string."""
+    parts = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>medvl eval: {_e(results.get('benchmark'))}"
+             f"</title><style>{CSS}</style></head><body>"]
+    parts.append(f"<h1>{_e(results.get('benchmark'))} &mdash; {_e(results.get('model'))}</h1>")
+    if results.get("description"):
+        parts.append(f"<p>{_e(results['description'])}</p>")
+    ci = results.get("ci95")
+    ci_txt = f" (95% CI {_pct(ci[0])} &ndash; {_pct(ci[1])})" if ci else ""
+    parts.append(f"<p class='big'>{_pct(results.get('accuracy'))}{ci_txt}</p>")
+    parts.append(_table(["field", "value"], [
+        ["split", results.get("split")], ["protocol", results.get("protocol")], ["scorer", results.get("scorer")],
+        ["samples", results.get("n")], ["scored (gold known)", results.get("n_scored")],
+        ["parse failures", f"{results.get('parse_failures', 0)} ({_pct(results.get('parse_failure_rate'))})"],
+        ["missing answers", len(results.get("missing_ids") or [])],
+        ["model errors", len(results.get("error_ids") or [])],
+        ["medvl version", results.get("medvl_version")],
+    ] + ([["submission file", results["submission"]]] if results.get("submission") else [])))
+    spread = results.get("scorer_spread")
+    if spread:
+        parts.append("<h2>Same predictions, different scorers</h2>")
+        rows = [[name, _pct(v.get("accuracy")),
+                 f"{_pct(v['ci95'][0])} – {_pct(v['ci95'][1])}" if v.get("ci95") else "n/a",
+                 v.get("parse_failures")] for name, v in sorted(spread["scorers"].items())]
+        parts.append(_table(["scorer", "accuracy", "95% CI", "parse failures"], rows))
+        parts.append(f"<p>Spread (max &minus; min accuracy): {_pct(spread.get('spread'))}</p>")
+    for key, rows in group_rows(results.get("groups") or {}).items():
+        if len(rows) < 1:
+            continue
+        parts.append(f"<h2>By {_e(key)}</h2><img alt='accuracy by {_e(key)}' "
+                     f"src='data:image/png;base64,{_bar_plot(key, rows)}'>")
+    failures = [s for s in samples if s.get("unparsed") and not s.get("missing") and not s.get("error")]
+    if failures:
+        parts.append(f"<h2>Parse failures (first {min(MAX_WRONG, len(failures))} of {len(failures)})</h2>")
+        parts.append(_table(["id", "response"], [[s["id"], s.get("response")] for s in failures[:MAX_WRONG]]))
+    wrong = [s for s in samples if s.get("correct") is False and not s.get("unparsed")]
+    if wrong:
+        parts.append(f"<h2>Wrong answers (first {min(MAX_WRONG, len(wrong))} of {len(wrong)})</h2>")
+        parts.append(_table(["id", "prompt", "response", "parsed", "gold"],
+                            [[s["id"], s.get("prompt"), s.get("response"), s.get("parsed"),
+                              s.get("gold_text") or s.get("answer")] for s in wrong[:MAX_WRONG]]))
+    parts.append("</body></html>\n")
+    return "".join(parts)
+
+
+def write_report(path: str | Path, results: dict[str, Any], samples: list[dict[str, Any]]) -> Path:
+    """Write the report to ``path`` and return it."""
+    p = Path(path)
+    p.write_text(render(results, samples), encoding="utf-8")
+    return p
