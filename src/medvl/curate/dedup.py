@@ -95,7 +95,8 @@ def exclude_by_md5(records: Iterable[ImageRecord], md5s: Iterable[str],
 
 def _md5s_from_json(data: object, path: Path) -> set[str]:
     """MD5s from a JSON list of strings or of objects with an ``"md5"`` key (or such a list under
-    ``"overlaps"`` / ``"items"`` / ``"md5s"`` in a top-level object)."""
+    ``"overlaps"`` / ``"items"`` / ``"md5s"`` in a top-level object, as ``medvl audit`` writes it).
+    Objects whose ``"md5"`` is null are skipped."""
     if isinstance(data, dict):
         for key in ("overlaps", "items", "md5s", "exclude"):
             if isinstance(data.get(key), list):
@@ -108,6 +109,8 @@ def _md5s_from_json(data: object, path: Path) -> set[str]:
     out: set[str] = set()
     for i, entry in enumerate(data):
         value = entry.get("md5") if isinstance(entry, dict) else entry
+        if isinstance(entry, dict) and "md5" in entry and value is None:
+            continue  # an overlap without a training image file (nothing to exclude)
         if not isinstance(value, str) or not _MD5.match(value.strip()):
             raise ValueError(f"{path}: entry [{i}]: expected an 'md5' of 32 hex digits, got {value!r}")
         out.add(value.strip().lower())

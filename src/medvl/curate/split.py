@@ -12,9 +12,10 @@ How a dataset is split:
    fraction; the rest of that patient's records follow. A patient whose records the source put in more
    than one split cannot be fixed by us: it is counted in ``SplitReport.leaked_patients``.
 3. Free patients are ordered by a seeded stable hash (independent of input order and PYTHONHASHSEED).
-   If there are at least as many free patients as empty splits, each empty split with a non-zero fraction
-   first gets one of the smallest patients; then every patient goes to the split with the largest record
-   deficit (target records minus records so far). Splits end up close to the fractions in records.
+   Each still-empty split with a non-zero fraction first gets one of the smallest patients (when there are
+   fewer patients than empty splits, the largest fractions come first, ties by name: train, test, val);
+   then every patient goes to the split with the largest record deficit (target records minus records so
+   far). Splits end up close to the fractions in records (within about one patient's records).
 """
 
 from __future__ import annotations
@@ -119,13 +120,14 @@ def assign_splits_with_report(records: Iterable[ImageRecord], fractions: Mapping
         targets = {s: fr[s] * n_total for s in active}
         free.sort(key=lambda pk: (stable_int("split", seed, ds, pk), pk))
         empty = sorted((s for s in active if counts[s] == 0), key=lambda s: rank[s])
-        if free and len(free) >= len(empty):
-            # seed each empty split with one of the smallest patients (smallest fractions get the smallest)
-            pos = {p: n for n, p in enumerate(free)}
-            for s in sorted(empty, key=lambda s: (fr[s], rank[s])):
-                pk = min(free, key=lambda p: (len(patients[p]), pos[p]))
-                free.remove(pk)
-                _place(pk, s, patients, out_split, counts, placed)
+        # seed empty splits with one small patient each (largest fractions first when patients are few,
+        # so two patients give train + test); the smallest fractions get the smallest patients
+        seeds = empty[:len(free)]
+        pos = {p: n for n, p in enumerate(free)}
+        for s in sorted(seeds, key=lambda s: (fr[s], rank[s])):
+            pk = min(free, key=lambda p: (len(patients[p]), pos[p]))
+            free.remove(pk)
+            _place(pk, s, patients, out_split, counts, placed)
         for pk in free:
             best = max(active, key=lambda s: (targets[s] - counts[s], -rank[s]))
             _place(pk, best, patients, out_split, counts, placed)

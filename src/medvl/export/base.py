@@ -141,6 +141,14 @@ def write_text(path: Path, text: str) -> None:
     tmp.replace(path)
 
 
+def write_bytes(path: Path, data: bytes) -> None:
+    """Write bytes through a temporary file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(data)
+    tmp.replace(path)
+
+
 def clear_outputs(folder: Path, patterns: Iterable[str]) -> None:
     """Remove this export's files from an earlier run (only files matching ``patterns``) so stale splits vanish."""
     if not folder.is_dir():

@@ -5,7 +5,7 @@ Per-dataset annotation files make per-dataset ratios possible: ``mixture/<split>
 (LLaVA JSONL rows, as in ``llava/``), listed in ``mixture/<split>.json``. ``mixture.json`` at the top is the
 train split's list (what a trainer consumes; the first split when there is no train split). All paths are
 relative to the output folder; ``image_dir`` is ``"."`` because image paths already start with
-``images/``. Options: ``ratios`` (dataset -> sample_ratio), ``default_ratio`` (1.0), ``image_dir``."""
+``images/``. Samples without a dataset go to ``text`` (text-only) or ``unknown``. Options: ``ratios`` (dataset -> sample_ratio), ``default_ratio`` (1.0), ``image_dir``."""
 
 from __future__ import annotations
 
@@ -46,7 +46,7 @@ def export_mixture(records, samples, out_dir: Path, recipe=None, *, rejects=None
     for split, vs in views.items():
         by_ds: dict[str, list] = defaultdict(list)
         for v in vs:
-            by_ds[str(v.meta.get("dataset") or "unknown")].append(v)
+            by_ds[str(v.meta.get("dataset") or ("text" if not v.images else "unknown"))].append(v)
         mapping: dict[str, Any] = {}
         for ds in sorted(by_ds):
             rel = f"mixture/{split}/{_file_name(ds)}.jsonl"

@@ -22,8 +22,9 @@ from medvl.pipeline.process import Job, UnitResult, get_source, run_job
 from medvl.pipeline.recipe import Recipe
 from medvl.sources.base import Unit
 
-OWNED = ("images", "masks", "llava", "messages", "parquet", "records.jsonl", "samples.jsonl", "rejects.jsonl",
-         "summary.json", "manifest.json", "mixture.json", "dataset_card.md", "dataset_card.html", "recipe.yaml")
+OWNED = ("images", "masks", "llava", "messages", "parquet", "mixture", "card", "records.jsonl", "samples.jsonl",
+         "rejects.jsonl", "summary.json", "manifest.json", "mixture.json", "dataset_card.md", "dataset_card.html",
+         "dataset_info.json", "recipe.yaml")
 
 
 class BuildError(RuntimeError):
@@ -126,23 +127,20 @@ def load_all(recipe: Recipe, out_dir: Path, workers: int, progress: Callable[[in
     return records, rejects, stats
 
 
-def curate(recipe: Recipe, records: list[ImageRecord], out_dir: Path) -> tuple[list[ImageRecord], list[Reject]]:
-    from medvl.curate.dedup import dedup_records, exclude_by_md5, read_exclusions
-    from medvl.curate.split import assign_splits
+def curate(recipe: Recipe, records: list[ImageRecord], out_dir: Path
+           ) -> tuple[list[ImageRecord], list[Reject], dict[str, Any]]:
+    """Exclusions, dedup and patient-level splits (see ``medvl.curate``); records come back sorted by id."""
+    from medvl.curate import curate_records
 
-    rejects: list[Reject] = []
-    md5s = set(recipe.curation.exclude_md5)
-    if recipe.curation.exclude_file:
-        md5s |= read_exclusions(Path(recipe.curation.exclude_file))
-    if md5s:
-        records, rej = exclude_by_md5(records, md5s, out_dir)
-        rejects += rej
-    if recipe.curation.dedup:
-        records, rej = dedup_records(records)
-        rejects += rej
-    records = assign_splits(records, recipe.curation.splits, recipe.seed)
+    records, rejects, report = curate_records(records, recipe.curation, out_dir, recipe.seed)
     records.sort(key=lambda r: r.id)
-    return records, rejects
+    return records, rejects, _report_dict(report)
+
+
+def _report_dict(report: Any) -> dict[str, Any]:
+    from dataclasses import asdict, is_dataclass
+
+    return asdict(report) if is_dataclass(report) else dict(getattr(report, "__dict__", {}))
 
 
 def generate(recipe: Recipe, records: list[ImageRecord]) -> list[Sample]:
@@ -213,7 +211,7 @@ def run_build(recipe: Recipe, out_dir: Path, workers: int | None = None, overwri
     out_dir = Path(out_dir).resolve()
     prepare_out_dir(out_dir, overwrite)
     records, rejects, stats = load_all(recipe, out_dir, workers or recipe.workers, progress)
-    records, cur_rejects = curate(recipe, records, out_dir)
+    records, cur_rejects, split_report = curate(recipe, records, out_dir)
     rejects += cur_rejects
     remove_orphans(out_dir, records)
     samples = generate(recipe, records)
@@ -225,6 +223,7 @@ def run_build(recipe: Recipe, out_dir: Path, workers: int | None = None, overwri
     (out_dir / "recipe.yaml").write_text(_recipe_yaml(recipe), encoding="utf-8")
     entries = run_exports(recipe.exports, records, samples, out_dir, recipe, rejects)
     summary = summarize(recipe, records, samples, rejects, stats)
+    summary["splits"] = split_report
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     n_images = len({r.image for r in records})
     n_masks = len({r.mask for r in records if r.mask})

@@ -175,6 +175,8 @@ class Recipe(_Strict):
     curation: CurationConfig = CurationConfig()
     image: ImageConfig = ImageConfig()
     exports: list[str] = list(EXPORT_NAMES)
+    export_options: dict[str, dict[str, Any]] = {}  # per export, e.g. {parquet: {rows_per_shard: 5000},
+    #                                                 mixture: {ratios: {kvasir: 0.5}}}
 
     @field_validator("exports")
     @classmethod

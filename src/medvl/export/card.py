@@ -1,0 +1,264 @@
+"""The dataset card: ``dataset_card.md`` (Hugging Face style, YAML front matter, plots under ``card/``) and
+``dataset_card.html`` (self-contained, plots embedded as base64 PNG).
+
+Counts of records and samples by modality, department, clinical task, kind, language, source dataset and
+split; rejects by stage and by reason; the recipe (without its salt or source paths); the file list.
+Byte-identical across runs: no timestamps, fixed fonts and dpi, PNGs without a Software tag.
+Prose lives in ``card_template.md`` / ``card_template.html``."""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+import re
+from collections import Counter
+from pathlib import Path
+from string import Template
+from typing import Any, Iterable
+
+import yaml
+
+from medvl.core.records import ImageRecord, Reject, Sample
+from medvl.export.base import EXPORTS, check_options, clear_outputs, split_sort_key, write_bytes, write_text
+from medvl.export.manifest import ManifestEntry
+
+HERE = Path(__file__).parent
+NONE = "(unspecified)"
+SIZE_CATEGORIES = [(1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"), (1_000_000, "100K<n<1M"),
+                   (10_000_000, "1M<n<10M"), (100_000_000, "10M<n<100M")]
+KIND_TASKS = {"caption": "image-to-text", "region_caption": "image-to-text", "perception_qa": "visual-question-answering",
+              "instruction_qa": "visual-question-answering", "conversation": "visual-question-answering",
+              "text": "question-answering"}
+DEFAULTS: dict[str, Any] = {"plots": True, "top": 25}
+
+Table = tuple[str, str, list[str], list[list[Any]]]  # key, title, header, rows
+
+
+def _counts(key: str, title: str, col: str, values: Iterable[Any], top: int) -> Table:
+    c = Counter(NONE if v is None or v == "" else str(v) for v in values)
+    total = sum(c.values()) or 1
+    items = sorted(c.items(), key=lambda kv: (-kv[1], kv[0]))
+    rows = [[k, n, f"{100 * n / total:.1f}%"] for k, n in items[:top]]
+    if len(items) > top:
+        rest = sum(n for _, n in items[top:])
+        rows.append([f"({len(items) - top} more)", rest, f"{100 * rest / total:.1f}%"])
+    return key, title, ["value", col, "share"], rows
+
+
+def reason_class(r: Reject) -> str:
+    """A reject reason with its specifics (ids, files, numbers, quoted values) blanked, so reasons group."""
+    text = r.reason
+    for s in sorted({r.item, r.source} - {""}, key=len, reverse=True):
+        text = re.sub(rf"(?<![\w/.@-]){re.escape(s)}(?![\w/.@-])", "{item}", text)
+    text = re.sub(r"[^\s:;,()]*#[^\s:;,()]*", "{id}", text)
+    text = re.sub(r"[^\s:;,()]+/[^\s:;,()]+|[^\s:;,()]+\.(?:png|jpe?g|tiff?|bmp|dcm|nii|gz|mha|mhd|nrrd|json|csv|txt)\b",
+                  "{file}", text)
+    text = re.sub(r"'[^']*'|\"[^\"]*\"", "'…'", text)
+    text = re.sub(r"\b[0-9a-fA-F]{8,}\b", "{hash}", text)
+    text = re.sub(r"\b\d+(?:\.\d+)?\b", "N", text)
+    text = re.sub(r"^(?:\{item\}|\{id\}|\{file\})\s*:\s*", "", text).strip()
+    return text[:120]
+
+
+def collect_tables(records: list[ImageRecord], samples: list[Sample], rejects: list[Reject],
+                   top: int) -> list[Table]:
+    """All count tables of the card, in display order."""
+    rec_split = {r.id: r.split for r in records}
+    splits = sorted({r.split or NONE for r in records}, key=split_sort_key)
+    by_ds: dict[str, Counter] = {}
+    for r in records:
+        by_ds.setdefault(r.dataset, Counter())[r.split or NONE] += 1
+    ds_rows = [[ds, *[by_ds[ds][s] for s in splits], sum(by_ds[ds].values())] for ds in sorted(by_ds)]
+    kind_lang = Counter((s.kind, s.lang) for s in samples)
+    tables: list[Table] = [
+        ("records_by_dataset_split", "Records by source dataset and split", ["dataset", *splits, "total"], ds_rows),
+        _counts("records_by_modality", "Records by modality", "records", (r.modality for r in records), top),
+        _counts("records_by_department", "Records by department", "records", (r.department for r in records), top),
+        _counts("records_by_clinical_task", "Records by clinical task", "records",
+                (r.clinical_task for r in records), top),
+        _counts("records_by_source_task", "Records by source task", "records", (r.task for r in records), top),
+        _counts("samples_by_kind", "Samples by kind", "samples", (s.kind for s in samples), top),
+        _counts("samples_by_language", "Samples by language", "samples", (s.lang for s in samples), top),
+        _counts("samples_by_split", "Samples by split", "samples",
+                (s.split or rec_split.get(s.record_id or "") for s in samples), top),
+        ("samples_by_kind_language", "Samples by kind and language", ["kind", "language", "samples"],
+         [[k, lang, n] for (k, lang), n in sorted(kind_lang.items())]),
+        _counts("rejects_by_stage", "Rejected items by stage", "rejects", (r.stage for r in rejects), top),
+    ]
+    reasons = Counter((r.stage, reason_class(r)) for r in rejects)
+    tables.append(("rejects_by_reason", "Rejected items by reason", ["stage", "reason", "rejects"],
+                   [[st, why, n] for (st, why), n in sorted(reasons.items(), key=lambda kv: (-kv[1], kv[0]))[:top]]))
+    return tables
+
+
+PLOTTED = ("records_by_modality", "records_by_department", "records_by_clinical_task", "samples_by_kind",
+           "samples_by_language", "rejects_by_stage")
+
+
+def bar_png(title: str, rows: list[list[Any]]) -> bytes:
+    """A horizontal bar chart of (label, count) rows as PNG bytes, rendered identically on every run."""
+    import matplotlib
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
+
+    labels = [str(r[0])[:40] for r in rows][::-1]
+    values = [int(r[1]) for r in rows][::-1]
+    with matplotlib.rc_context({"font.family": "DejaVu Sans", "font.size": 9, "svg.hashsalt": "medvl",
+                                "path.simplify": True, "figure.dpi": 100, "savefig.dpi": 100}):
+        fig = Figure(figsize=(6.4, 0.9 + 0.28 * max(len(rows), 1)))
+        FigureCanvasAgg(fig)
+        ax = fig.add_subplot(1, 1, 1)
+        ax.barh(range(len(values)), values, color="#4c72b0")
+        ax.set_yticks(range(len(values)), labels)
+        ax.set_title(title)
+        ax.set_xlabel("count")
+        for i, v in enumerate(values):
+            ax.text(v, i, f" {v}", va="center", fontsize=8)
+        ax.set_xlim(0, max(values + [1]) * 1.15)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        fig.tight_layout()
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", metadata={"Software": None})
+    return buf.getvalue()
+
+
+def front_matter(records: list[ImageRecord], samples: list[Sample], recipe: Any,
+                 entries: list[ManifestEntry]) -> str:
+    """The YAML block of a Hugging Face dataset card."""
+    lic = sorted({re.sub(r"[\s_]+", "-", r.licence.strip().lower()) for r in records if r.licence})
+    n = len(samples)
+    meta: dict[str, Any] = {
+        "pretty_name": getattr(recipe, "name", None) or "medvl corpus",
+        "license": lic[0] if len(lic) == 1 else ("other" if lic else "unknown"),
+        "language": sorted({s.lang for s in samples}) or ["en"],
+        "task_categories": sorted({KIND_TASKS.get(s.kind, "visual-question-answering") for s in samples}),
+        "size_categories": [next((c for lim, c in SIZE_CATEGORIES if n < lim), "n>100M")],
+        "tags": ["medical", *sorted({r.modality.lower() for r in records if r.modality})],
+    }
+    shards: dict[str, list[str]] = {}
+    for e in entries:
+        if e.format == "parquet" and e.split:
+            shards.setdefault(e.split, []).append(e.path)
+    if shards:
+        meta["configs"] = [{"config_name": "default", "data_files": [
+            {"split": s, "path": f"parquet/{s}-*.parquet"} for s in sorted(shards, key=split_sort_key)]}]
+    return "---\n" + yaml.safe_dump(meta, sort_keys=False, allow_unicode=True, width=1000) + "---\n"
+
+
+def recipe_rows(recipe: Any) -> tuple[list[list[str]], list[list[Any]]]:
+    """Recipe facts (never the salt or source paths): settings rows and one row per source."""
+    if recipe is None:
+        return [["recipe", "(not given)"]], []
+    g, c, im = recipe.generation, recipe.curation, recipe.image
+    settings = [["name", recipe.name], ["seed", str(recipe.seed)],
+                ["generator", g.generator], ["kinds", json.dumps(g.kinds, sort_keys=True)],
+                ["languages", ", ".join(g.languages)], ["zh_share", str(g.zh_share)],
+                ["splits", json.dumps(c.splits, sort_keys=True)], ["dedup", str(c.dedup)],
+                ["excluded MD5s", str(len(c.exclude_md5)) + (" + file" if c.exclude_file else "")],
+                ["image max_side / min_side", f"{im.max_side} / {im.min_side}"], ["exports", ", ".join(recipe.exports)]]
+    sources = [[s.name, s.format, s.modality, s.department, s.clinical_task, s.task, s.licence] for s in recipe.sources]
+    return settings, sources
+
+
+def _md_table(header: list[str], rows: list[list[Any]]) -> str:
+    cell = lambda v: (NONE if v is None else str(v)).replace("|", "\\|").replace("\n", " ")  # noqa: E731
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(cell(v) for v in r) + " |" for r in rows]
+    return "\n".join(lines) + "\n"
+
+
+def _html_table(header: list[str], rows: list[list[Any]]) -> str:
+    def td(v: Any) -> str:
+        cls = ' class="n"' if isinstance(v, int) else ""
+        return f"<td{cls}>{html.escape(NONE if v is None else str(v))}</td>"
+
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(td(v) for v in r) + "</tr>\n" for r in rows)
+    return f"<table>\n<tr>{head}</tr>\n{body}</table>\n"
+
+
+def loading_lines(entries: list[ManifestEntry]) -> tuple[str, str]:
+    """The "How to load" list (markdown, HTML) for the formats that were written."""
+    lines = yaml.safe_load((HERE / "card_loading.yaml").read_text(encoding="utf-8"))
+    have = {e.format for e in entries}
+    chosen = [text for fmt, text in lines.items() if fmt in have]
+    if not chosen:
+        return "Only the JSONL tables (`records.jsonl`, `samples.jsonl`) were written.\n", "<p>Only the JSONL tables.</p>"
+    code = lambda t: re.sub(r"`([^`]*)`", lambda m: f"<code>{m.group(1)}</code>", html.escape(t, quote=False))  # noqa: E731
+    return "".join(f"- {t}\n" for t in chosen), "<ul>\n" + "".join(f"<li>{code(t)}</li>\n" for t in chosen) + "</ul>"
+
+
+def _read_rejects(out_dir: Path) -> list[Reject]:
+    p = out_dir / "rejects.jsonl"
+    if not p.is_file():
+        return []
+    out = []
+    for line in p.read_text(encoding="utf-8").splitlines():
+        if line.strip():
+            d = json.loads(line)
+            out.append(Reject(**{k: d.get(k, "") for k in ("source", "item", "reason", "stage")}))
+    return out
+
+
+@EXPORTS.register("card")
+def export_card(records, samples, out_dir: Path, recipe=None, *, rejects=None, options=None,
+                entries=None) -> list[ManifestEntry]:
+    """Write ``dataset_card.md``, ``dataset_card.html`` and ``card/*.png``; ``rejects`` default to
+    ``<out_dir>/rejects.jsonl`` when not given."""
+    opts = check_options("card", options, DEFAULTS)
+    out_dir = Path(out_dir)
+    records, samples, entries = list(records), list(samples), list(entries or [])
+    rejects = list(rejects) if rejects is not None else _read_rejects(out_dir)
+    clear_outputs(out_dir / "card", ["*.png"])
+    tables = collect_tables(records, samples, rejects, int(opts["top"]))
+    n_images = len({r.image for r in records} | {p for s in samples for p in s.images})
+    summary_rows = [["records", len(records)], ["samples", len(samples)], ["images", n_images],
+                    ["source datasets", len({r.dataset for r in records})], ["rejected items", len(rejects)]]
+    out: list[ManifestEntry] = []
+    md_sections, html_sections = [], []
+    for key, title, header, rows in tables:
+        md, ht = f"### {title}\n\n", f"<h3>{html.escape(title)}</h3>\n"
+        if not rows:
+            md, ht = md + "(none)\n", ht + "<p>(none)</p>\n"
+        else:
+            md, ht = md + _md_table(header, rows), ht + _html_table(header, rows)
+            if opts["plots"] and key in PLOTTED:
+                png = bar_png(title, rows)
+                write_bytes(out_dir / "card" / f"{key}.png", png)
+                out.append(ManifestEntry(f"card/{key}.png", "png", None, None, None, {"plot": key}))
+                md += f"\n![{title}](card/{key}.png)\n"
+                b64 = base64.b64encode(png).decode("ascii")
+                ht += f'<img alt="{html.escape(title)}" src="data:image/png;base64,{b64}">\n'
+        md_sections.append(md + "\n")
+        html_sections.append(ht)
+    settings, sources = recipe_rows(recipe)
+    src_header = ["source", "format", "modality", "department", "clinical task", "task", "licence"]
+    file_rows = [[e.path, e.format, e.split, e.samples] for e in sorted(entries, key=lambda e: e.path)]
+    file_header = ["path", "format", "split", "samples"]
+    loading_md, loading_html = loading_lines(entries)
+    langs = ", ".join(sorted({s.lang for s in samples})) or "no language"
+    common = {"title": getattr(recipe, "name", None) or "medvl corpus",
+              "n_datasets": str(len({r.dataset for r in records})), "languages": langs}
+    md_parts = {
+        "front_matter": front_matter(records, samples, recipe, entries),
+        "summary": _md_table(["", "count"], summary_rows), "loading": loading_md, "sections": "".join(md_sections),
+        "files": _md_table(file_header, file_rows) if file_rows else "(this card only)\n",
+        "recipe": _md_table(["setting", "value"], settings) + ("\n" + _md_table(src_header, sources) if sources else ""),
+    }
+    html_parts = {
+        "summary": _html_table(["", "count"], summary_rows), "loading": loading_html, "sections": "".join(html_sections),
+        "files": _html_table(file_header, file_rows) if file_rows else "<p>(this card only)</p>",
+        "recipe": _html_table(["setting", "value"], settings) + (_html_table(src_header, sources) if sources else ""),
+    }
+    md_text = Template((HERE / "card_template.md").read_text(encoding="utf-8")).substitute(common, **md_parts)
+    html_text = Template((HERE / "card_template.html").read_text(encoding="utf-8")).substitute(
+        {k: html.escape(v) for k, v in common.items()}, **html_parts)
+    write_text(out_dir / "dataset_card.md", md_text)
+    write_text(out_dir / "dataset_card.html", html_text)
+    out += [ManifestEntry("dataset_card.md", "dataset-card-md", None, len(samples), n_images),
+            ManifestEntry("dataset_card.html", "dataset-card-html", None, len(samples), n_images)]
+    return out
+
