@@ -242,9 +242,11 @@ def run_build(recipe: Recipe, out_dir: Path, workers: int | None = None, overwri
 
 
 def _recipe_yaml(recipe: Recipe) -> str:
-    """The resolved recipe as run (salt withheld: it is a secret)."""
+    """The resolved recipe as run (salt withheld: it is a secret; ``workers`` left out: it changes speed,
+    never outputs, so builds with different pools stay byte-identical)."""
     import yaml
 
     data = recipe.model_dump(mode="json")
     data["salt"] = "<withheld>"
+    data.pop("workers", None)
     return yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
