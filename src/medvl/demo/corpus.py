@@ -168,7 +168,7 @@ def _dab_mask(ihc: np.ndarray) -> np.ndarray:
     return dab > filters.threshold_otsu(dab)
 
 
-def write_ihc(root: Path, tile: int = 128, stride: int = 64) -> None:
+def write_ihc(root: Path, tile: int = 128, stride: int = 48) -> None:
     from scipy import ndimage
     from skimage import data
 
@@ -203,7 +203,7 @@ def write_ihc(root: Path, tile: int = 128, stride: int = 64) -> None:
     (c / "annotations.json").write_text(json.dumps(coco, indent=1), encoding="utf-8")
 
 
-def write_retina(root: Path, tile: int = 352, stride: int = 264) -> None:
+def write_retina(root: Path, tile: int = 320, stride: int = 160) -> None:
     from skimage import data, filters
 
     rgb = data.retina()
@@ -254,7 +254,7 @@ def demo_recipe() -> dict[str, Any]:
                          "patient_column": "patient_id", "view_column": "view"}},
             {"name": "mni152", "format": "decathlon", "path": "corpus/mni152", "department": "Neurosurgery",
              "body_region": "brain", "clinical_task": "Nervous Tissue",
-             "slicing": {"axes": ["axial", "coronal", "sagittal"], "per_label": 24, "min_area": 200, "min_gap": 3}},
+             "slicing": {"axes": ["axial", "coronal", "sagittal"], "per_label": 40, "min_area": 200, "min_gap": 2}},
             {"name": "ihc_tiles", "format": "image_folder", "path": "corpus/ihc_tiles", "modality": "pathology",
              "department": "Laboratory Medicine & Pathology", "clinical_task": "Attribute Recognition",
              "body_region": "gastrointestinal tract"},
@@ -267,7 +267,8 @@ def demo_recipe() -> dict[str, Any]:
              "options": {"images_dir": "images", "masks_dir": "masks", "min_region_size": 64}},
         ],
         "generation": {"kinds": {"caption": 1, "region_caption": 1, "perception_qa": 2, "instruction_qa": 2,
-                                 "conversation": 1}, "languages": ["en", "zh"], "zh_share": 0.3},
+                                 "conversation": 1}, "languages": ["en", "zh"], "zh_share": 0.3,
+                       "options": {"max_regions": 4}},
         "curation": {"splits": {"train": 0.8, "val": 0.1, "test": 0.1}, "dedup": True},
         "exports": ["llava", "messages", "parquet", "mixture", "card"],
     }
