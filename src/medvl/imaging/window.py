@@ -121,16 +121,20 @@ def _window_spec(window: Any) -> tuple[float, float] | None:
 
 
 def resolve_window(arr: np.ndarray, modality: str | None, window: Any = None,
-                   photometric: str | None = None, voi: tuple[float, float] | None = None) -> WindowChoice:
+                   photometric: str | None = None, voi: tuple[float, float] | None = None,
+                   rgb: bool | None = None) -> WindowChoice:
     """Decide how ``arr`` (a slice or a whole volume) maps to uint8.
 
     ``window``: None, a preset name, ``{level, width}`` (dict / object / pair), ``"percentile"`` or
     ``"native"``. CT presets apply to CT (or unknown modality); for a known non-CT modality a preset name
     falls back to percentile, since presets are in HU. ``voi`` (the file's WindowCenter/Width) is used for
-    non-CT data when no window is given. RGB arrays are always kept native."""
+    non-CT data when no window is given. RGB arrays (``rgb``; by default: 3-D uint8 with 3 channels last)
+    are always kept native."""
     invert = (photometric or "").upper() == "MONOCHROME1"
     a = np.asarray(arr)
-    if a.ndim >= 3 and a.shape[-1] in (3, 4) and a.ndim != 3 or (a.ndim == 3 and a.shape[-1] == 3 and a.dtype == np.uint8):
+    if rgb is None:
+        rgb = a.ndim == 3 and a.shape[-1] == 3 and a.dtype == np.uint8
+    if rgb:
         return WindowChoice("native")
     spec = _window_spec(window)
     if spec is not None:
@@ -156,7 +160,7 @@ def resolve_window(arr: np.ndarray, modality: str | None, window: Any = None,
 
 
 def render(arr: np.ndarray, modality: str | None, window: Any = None, photometric: str | None = None,
-           voi: tuple[float, float] | None = None) -> tuple[np.ndarray, str]:
+           voi: tuple[float, float] | None = None, rgb: bool | None = None) -> tuple[np.ndarray, str]:
     """uint8 image and the name of the window used (see :func:`resolve_window`)."""
-    choice = resolve_window(arr, modality, window, photometric, voi)
+    choice = resolve_window(arr, modality, window, photometric, voi, rgb)
     return choice.apply(arr), choice.name

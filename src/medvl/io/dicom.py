@@ -1,0 +1,419 @@
+"""DICOM reader: one file -> frames in physical units (modality LUT applied, so CT is in HU), pixel
+spacing, geometry for series ordering, the few free-text fields we use, and the set of identifying values
+seen in the header (to be scrubbed, never stored). Series: group by SeriesInstanceUID and order slices by
+ImagePositionPatient projected on the slice normal. SEG: read with highdicom and map masks to the
+referenced source instances by SOPInstanceUID.
+
+Every failure is a ``DicomReadError`` naming the file and the problem."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pydicom
+from pydicom.dataset import Dataset
+from pydicom.errors import InvalidDicomError
+
+SEG_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.66.4"
+DICOMDIR_SOP_CLASS = "1.2.840.10008.1.3.10"
+TEXT_FIELDS = ("StudyDescription", "SeriesDescription", "BodyPartExamined")
+
+# Header keywords whose values identify a patient, a visit, a person or a place.
+_IDENTIFYING = frozenset({
+    "PatientName", "PatientID", "OtherPatientIDs", "OtherPatientNames", "OtherPatientIDsSequence",
+    "IssuerOfPatientID", "PatientBirthName", "PatientMotherBirthName", "PatientAddress", "PatientTelephoneNumbers",
+    "MedicalRecordLocator", "MilitaryRank", "BranchOfService", "PatientInsurancePlanCodeSequence",
+    "InstitutionName", "InstitutionAddress", "InstitutionalDepartmentName", "ReferringPhysicianName",
+    "ReferringPhysicianAddress", "ReferringPhysicianTelephoneNumbers", "PerformingPhysicianName",
+    "NameOfPhysiciansReadingStudy", "PhysiciansOfRecord", "RequestingPhysician", "OperatorsName",
+    "ScheduledPerformingPhysicianName", "AccessionNumber", "StudyID", "DeviceSerialNumber", "StationName",
+    "AdmissionID", "RequestedProcedureID", "ScheduledProcedureStepID", "PerformedProcedureStepID",
+    "FillerOrderNumberImagingServiceRequest", "PlacerOrderNumberImagingServiceRequest", "StudyInstanceUID",
+    "SeriesInstanceUID", "SOPInstanceUID", "FrameOfReferenceUID", "MediaStorageSOPInstanceUID",
+    "ReferencedSOPInstanceUID", "PatientBirthDate", "PatientBirthTime", "EthnicGroup", "Occupation",
+    "AdditionalPatientHistory", "PatientComments", "ImageComments", "StudyComments", "RequestedProcedureComments",
+    "IssuerOfAccessionNumberSequence", "InstanceCreatorUID", "IrradiationEventUID", "ContentCreatorName",
+    "DetectorID",
+})
+_NOT_IDENTIFYING = frozenset({"PatientPosition", "PatientOrientation", "PatientSex", "PatientSize",
+                              "PatientWeight", "PatientAge"})
+_MIN_SENSITIVE_LEN = 2  # a one-character value identifies no one and would wreck scrubbing
+
+
+class DicomReadError(Exception):
+    """A DICOM file could not be read; the message names the file and the problem."""
+
+    def __init__(self, path: str | Path, problem: str):
+        self.path = str(path)
+        self.problem = problem
+        super().__init__(f"{path}: {problem}")
+
+
+@dataclass
+class DicomImage:
+    """A decoded DICOM image: ``frames`` is (F, H, W) float32 in modality units (HU for CT) or
+    (F, H, W, 3) uint8 RGB for colour data."""
+
+    path: Path
+    frames: np.ndarray
+    modality: str | None
+    photometric: str
+    spacing: tuple[float, float]  # (row, column) mm
+    rgb: bool
+    voi: tuple[float, float] | None  # WindowCenter/Width from the file, if any
+    text: dict[str, str] = field(default_factory=dict)  # StudyDescription / SeriesDescription / BodyPartExamined
+    patient_id: str | None = None
+    view: str | None = None  # ViewPosition (e.g. "PA", "AP", "LL") when present
+    sop_uid: str = ""
+    sensitive: set[str] = field(default_factory=set)
+
+
+@dataclass
+class SliceGeometry:
+    """What a series needs from one file's header to be ordered and stacked."""
+
+    rel: str  # path relative to the source root
+    series_uid: str
+    sop_uid: str
+    frames: int
+    rows: int
+    cols: int
+    position: tuple[float, float, float] | None
+    orientation: tuple[float, ...] | None
+    spacing: tuple[float, float]
+    instance: int | None
+    is_seg: bool = False
+
+
+# --- reading ---------------------------------------------------------------------------------------------
+
+def read_dataset(path: str | Path, header_only: bool = False) -> Dataset:
+    """``dcmread`` with clear errors: non-DICOM junk, unreadable or truncated files raise
+    ``DicomReadError``. Files without the 128-byte preamble are accepted when they parse as DICOM."""
+    path = Path(path)
+    if not path.is_file():
+        raise DicomReadError(path, "file not found")
+    try:
+        ds = pydicom.dcmread(str(path), stop_before_pixels=header_only)
+    except InvalidDicomError:
+        try:
+            ds = pydicom.dcmread(str(path), stop_before_pixels=header_only, force=True)
+        except Exception:  # noqa: BLE001 - any parse failure means junk
+            raise DicomReadError(path, "not a DICOM file") from None
+        if not any(k in ds for k in ("SOPClassUID", "Modality", "PixelData", "Rows")):
+            raise DicomReadError(path, "not a DICOM file")
+    except Exception as e:  # noqa: BLE001 - pydicom raises many types on truncated files
+        raise DicomReadError(path, f"unreadable DICOM ({type(e).__name__}: {e})") from None
+    if not header_only and "PixelData" not in ds and "FloatPixelData" not in ds:
+        raise DicomReadError(path, "no PixelData (not an image)")
+    return ds
+
+
+def _first_float(v: Any) -> float | None:
+    try:
+        if isinstance(v, (list, tuple, pydicom.multival.MultiValue)):
+            v = v[0]
+        return float(v)
+    except (TypeError, ValueError, IndexError):
+        return None
+
+
+def _pair(v: Any) -> tuple[float, float] | None:
+    try:
+        a, b = float(v[0]), float(v[1])
+    except (TypeError, ValueError, IndexError, KeyError):
+        return None
+    if a > 0 and b > 0 and np.isfinite([a, b]).all():
+        return a, b
+    return None
+
+
+def pixel_spacing(ds: Dataset) -> tuple[float, float]:
+    """(row, column) spacing in mm: PixelSpacing, then ImagerPixelSpacing (X-ray), then the enhanced
+    functional groups, else (1, 1). Zero or malformed values are skipped."""
+    for kw in ("PixelSpacing", "ImagerPixelSpacing"):
+        sp = _pair(ds.get(kw))
+        if sp:
+            return sp
+    for grp in ("SharedFunctionalGroupsSequence", "PerFrameFunctionalGroupsSequence"):
+        try:
+            sp = _pair(ds[grp][0].PixelMeasuresSequence[0].PixelSpacing)
+        except (KeyError, AttributeError, IndexError):
+            sp = None
+        if sp:
+            return sp
+    return 1.0, 1.0
+
+
+def _text(v: Any) -> str:
+    return str(v).strip() if v is not None else ""
+
+
+def identifying_values(ds: Dataset) -> set[str]:
+    """Every identifying value in the header (recursing into sequences): names, IDs, UIDs, dates and
+    times, institutions, physicians, operators, accession numbers, stations, serials. Person names also
+    contribute their components. Values shorter than 2 characters are skipped."""
+    found: set[str] = set()
+
+    def add(value: Any) -> None:
+        vals = value if isinstance(value, (list, tuple, pydicom.multival.MultiValue)) else [value]
+        for v in vals:
+            if isinstance(v, pydicom.valuerep.PersonName):
+                parts = [v.family_name, v.given_name, v.middle_name, str(v)]
+                parts += [str(v).replace("^", " ").strip()]
+                for p in parts:
+                    if p and len(p.strip()) >= _MIN_SENSITIVE_LEN:
+                        found.add(p.strip())
+                continue
+            s = _text(v)
+            if len(s) >= _MIN_SENSITIVE_LEN:
+                found.add(s)
+
+    def visit(d: Dataset, elem: Any) -> None:
+        kw = elem.keyword or ""
+        if elem.VR == "SQ" or kw in _NOT_IDENTIFYING or elem.value is None:
+            return
+        if (kw in _IDENTIFYING or elem.VR in ("PN", "DA", "DT", "TM") or kw.endswith(("Date", "Time", "DateTime"))
+                or (kw.startswith("Patient") and elem.VR in ("LO", "SH", "LT", "PN"))):
+            add(elem.value)
+
+    ds.walk(visit)
+    if hasattr(ds, "file_meta"):
+        ds.file_meta.walk(visit)
+    return found
+
+
+def _voi(ds: Dataset) -> tuple[float, float] | None:
+    c, w = _first_float(ds.get("WindowCenter")), _first_float(ds.get("WindowWidth"))
+    if c is None or w is None or w <= 0:
+        return None
+    return c, w
+
+
+def read_dicom(path: str | Path) -> DicomImage:
+    """Decode one DICOM image file: frames after the modality LUT (Rescale Slope/Intercept -> HU for CT),
+    RGB/YBR/PALETTE COLOR converted to RGB uint8, spacing, VOI window, free text, identifying values."""
+    path = Path(path)
+    ds = read_dataset(path)
+    if str(ds.get("SOPClassUID", "")) == SEG_SOP_CLASS:
+        raise DicomReadError(path, "is a DICOM SEG (segmentation), not an image")
+    photometric = _text(ds.get("PhotometricInterpretation")).upper() or "MONOCHROME2"
+    try:
+        arr = ds.pixel_array
+    except Exception as e:  # noqa: BLE001 - decoders raise many types
+        raise DicomReadError(path, f"cannot decode pixel data ({type(e).__name__}: {e})") from None
+    n_frames = int(_first_float(ds.get("NumberOfFrames")) or 1)
+    samples = int(_first_float(ds.get("SamplesPerPixel")) or 1)
+    rgb = samples == 3 or photometric == "PALETTE COLOR"
+    try:
+        if photometric == "PALETTE COLOR":
+            from pydicom.pixels import apply_color_lut
+
+            arr = apply_color_lut(arr, ds)
+        elif not rgb:
+            from pydicom.pixels import apply_modality_lut
+
+            arr = apply_modality_lut(arr, ds)
+    except Exception as e:  # noqa: BLE001
+        raise DicomReadError(path, f"cannot apply LUT ({type(e).__name__}: {e})") from None
+    if rgb:
+        if arr.dtype != np.uint8:  # 16/32-bit colour: scale to 8 bit by the stored bit depth
+            bits = int(_first_float(ds.get("BitsStored")) or 8)
+            arr = np.clip(np.asarray(arr, dtype=np.float64) * (255.0 / (2 ** bits - 1)), 0, 255)
+            arr = np.floor(arr + 0.5).astype(np.uint8)
+        frames = arr if (n_frames > 1 and arr.ndim == 4) else arr[None]
+    else:
+        arr = np.asarray(arr, dtype=np.float32)
+        frames = arr if (n_frames > 1 and arr.ndim == 3) else arr[None]
+    if frames.shape[0] < 1 or frames.shape[1] < 1 or frames.shape[2] < 1:
+        raise DicomReadError(path, f"empty pixel array {frames.shape}")
+    pid = _text(ds.get("PatientID")) or None
+    return DicomImage(
+        path=path, frames=frames, modality=_text(ds.get("Modality")).upper() or None, photometric=photometric,
+        spacing=pixel_spacing(ds), rgb=rgb, voi=None if rgb else _voi(ds),
+        text={k: _text(ds.get(k)) for k in TEXT_FIELDS if _text(ds.get(k))}, patient_id=pid,
+        view=_text(ds.get("ViewPosition")).upper() or None, sop_uid=_text(ds.get("SOPInstanceUID")),
+        sensitive=identifying_values(ds),
+    )
+
+
+def slice_geometry(ds: Dataset, rel: str) -> SliceGeometry:
+    """Geometry fields of a header (read with ``header_only``)."""
+    pos = ds.get("ImagePositionPatient")
+    ori = ds.get("ImageOrientationPatient")
+    try:
+        position = tuple(float(v) for v in pos) if pos is not None and len(pos) == 3 else None
+    except (TypeError, ValueError):
+        position = None
+    try:
+        orientation = tuple(float(v) for v in ori) if ori is not None and len(ori) == 6 else None
+    except (TypeError, ValueError):
+        orientation = None
+    inst = _first_float(ds.get("InstanceNumber"))
+    return SliceGeometry(
+        rel=rel, series_uid=_text(ds.get("SeriesInstanceUID")), sop_uid=_text(ds.get("SOPInstanceUID")),
+        frames=int(_first_float(ds.get("NumberOfFrames")) or 1), rows=int(ds.get("Rows") or 0),
+        cols=int(ds.get("Columns") or 0), position=position, orientation=orientation,  # type: ignore[arg-type]
+        spacing=pixel_spacing(ds), instance=None if inst is None else int(inst),
+        is_seg=str(ds.get("SOPClassUID", "")) == SEG_SOP_CLASS,
+    )
+
+
+# --- series ----------------------------------------------------------------------------------------------
+
+def slice_normal(orientation: tuple[float, ...]) -> np.ndarray:
+    """Unit normal of an ImageOrientationPatient (row cosines x column cosines)."""
+    r, c = np.asarray(orientation[:3], dtype=np.float64), np.asarray(orientation[3:], dtype=np.float64)
+    n = np.cross(r, c)
+    norm = np.linalg.norm(n)
+    if norm == 0:
+        raise ValueError("degenerate ImageOrientationPatient")
+    return n / norm
+
+
+def series_problem(geoms: list[SliceGeometry]) -> str | None:
+    """Why these single-frame slices cannot be stacked into one volume (None when they can)."""
+    if len(geoms) < 2:
+        return "series has fewer than 2 images"
+    g0 = geoms[0]
+    if any(g.frames != 1 for g in geoms):
+        return "series contains multi-frame files"
+    if any((g.rows, g.cols) != (g0.rows, g0.cols) for g in geoms):
+        return "images in the series differ in size"
+    if any(g.position is None or g.orientation is None for g in geoms):
+        return "ImagePositionPatient/ImageOrientationPatient missing"
+    if any(not np.allclose(g.orientation, g0.orientation, atol=1e-3) for g in geoms):  # type: ignore[arg-type]
+        return "images in the series have different orientations"
+    if any(not np.allclose(g.spacing, g0.spacing, rtol=1e-3) for g in geoms):
+        return "images in the series have different pixel spacing"
+    try:
+        normal = slice_normal(g0.orientation)  # type: ignore[arg-type]
+    except ValueError as e:
+        return str(e)
+    d = sorted(float(np.dot(normal, g.position)) for g in geoms)  # type: ignore[arg-type]
+    gaps = np.diff(d)
+    if gaps.min() <= 1e-4:
+        return "two images share the same slice position"
+    if gaps.max() > 1.5 * float(np.median(gaps)) or gaps.min() < 0.5 * float(np.median(gaps)):
+        return "slice spacing is not uniform (missing slices?)"
+    return None
+
+
+def order_series(geoms: list[SliceGeometry]) -> list[SliceGeometry]:
+    """Slices ordered by ImagePositionPatient projected on the slice normal (inferior -> superior for axial
+    images); when geometry is missing, by InstanceNumber, then by file name."""
+    if geoms and all(g.position is not None and g.orientation is not None for g in geoms):
+        try:
+            normal = slice_normal(geoms[0].orientation)  # type: ignore[arg-type]
+            return sorted(geoms, key=lambda g: (float(np.dot(normal, g.position)), g.rel))  # type: ignore[arg-type]
+        except ValueError:
+            pass
+    return sorted(geoms, key=lambda g: (g.instance is None, g.instance or 0, g.rel))
+
+
+def series_affine(ordered: list[SliceGeometry]) -> np.ndarray:
+    """RAS voxel->mm affine for the array ``stack.transpose(2, 1, 0)`` (column, row, slice), where
+    ``stack`` is the (slice, row, column) array of the ordered slices."""
+    g0 = ordered[0]
+    row_dir = np.asarray(g0.orientation[:3])  # direction of increasing column index  # type: ignore[index]
+    col_dir = np.asarray(g0.orientation[3:])  # direction of increasing row index  # type: ignore[index]
+    normal = slice_normal(g0.orientation)  # type: ignore[arg-type]
+    d = [float(np.dot(normal, g.position)) for g in ordered]  # type: ignore[arg-type]
+    dz = float(np.median(np.diff(d))) if len(d) > 1 else 1.0
+    row_mm, col_mm = g0.spacing
+    aff = np.eye(4)
+    aff[:3, 0] = row_dir * col_mm
+    aff[:3, 1] = col_dir * row_mm
+    aff[:3, 2] = normal * dz
+    aff[:3, 3] = g0.position  # type: ignore[assignment]
+    lps_to_ras = np.diag([-1.0, -1.0, 1.0, 1.0])
+    return lps_to_ras @ aff
+
+
+def to_canonical(stack: np.ndarray, affine: np.ndarray) -> tuple[np.ndarray, tuple[float, float, float], np.ndarray]:
+    """(slice, row, column) stack + its RAS affine -> (RAS canonical volume, spacing, axis permutation
+    info ``ornt``) so label maps can be reoriented identically with :func:`apply_canonical`."""
+    import nibabel as nib
+
+    ornt = nib.orientations.io_orientation(affine)
+    zooms = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))
+    spacing = [1.0, 1.0, 1.0]
+    for i, (out_axis, _flip) in enumerate(ornt):
+        spacing[int(out_axis)] = float(zooms[i])
+    return apply_canonical(stack, ornt), (spacing[0], spacing[1], spacing[2]), ornt
+
+
+def apply_canonical(stack: np.ndarray, ornt: np.ndarray) -> np.ndarray:
+    import nibabel as nib
+
+    return np.ascontiguousarray(nib.orientations.apply_orientation(stack.transpose(2, 1, 0), ornt))
+
+
+# --- SEG -------------------------------------------------------------------------------------------------
+
+def seg_references(ds: Dataset) -> list[str]:
+    """SOPInstanceUIDs a SEG references (ReferencedSeriesSequence, per-frame DerivationImageSequence and
+    SourceImageSequence), sorted and unique."""
+    uids: set[str] = set()
+    for s in ds.get("ReferencedSeriesSequence", []) or []:
+        for r in s.get("ReferencedInstanceSequence", []) or []:
+            uids.add(_text(r.get("ReferencedSOPInstanceUID")))
+    for fg in ds.get("PerFrameFunctionalGroupsSequence", []) or []:
+        for der in fg.get("DerivationImageSequence", []) or []:
+            for src in der.get("SourceImageSequence", []) or []:
+                uids.add(_text(src.get("ReferencedSOPInstanceUID")))
+    for src in ds.get("SourceImageSequence", []) or []:
+        uids.add(_text(src.get("ReferencedSOPInstanceUID")))
+    uids.discard("")
+    return sorted(uids)
+
+
+@dataclass
+class SegMasks:
+    """Masks of a DICOM SEG per referenced source instance: ``masks[sop_uid]`` is an (H, W) integer map
+    of segment numbers (0 = none; where segments overlap, the higher number wins)."""
+
+    masks: dict[str, np.ndarray]
+    segments: dict[int, str]  # segment number -> SegmentLabel (or property type meaning)
+    sensitive: set[str]
+
+
+def read_seg(path: str | Path, source_uids: list[str]) -> SegMasks:
+    """Read a SEG with highdicom and return its masks for those of ``source_uids`` it references."""
+    import highdicom as hd
+
+    path = Path(path)
+    try:
+        seg = hd.seg.segread(str(path))
+    except Exception as e:  # noqa: BLE001
+        raise DicomReadError(path, f"cannot read DICOM SEG ({type(e).__name__}: {e})") from None
+    segments: dict[int, str] = {}
+    for d in seg.SegmentSequence:
+        label = _text(d.get("SegmentLabel"))
+        if not label:
+            try:
+                label = _text(d.SegmentedPropertyTypeCodeSequence[0].CodeMeaning)
+            except (AttributeError, IndexError):
+                label = f"segment {int(d.SegmentNumber)}"
+        segments[int(d.SegmentNumber)] = label
+    referenced = set(seg_references(seg))
+    wanted = [u for u in source_uids if u in referenced]
+    if not wanted:
+        raise DicomReadError(path, "referenced images not found")
+    masks: dict[str, np.ndarray] = {}
+    try:
+        for num in sorted(segments):
+            px = seg.get_pixels_by_source_instance(wanted, segment_numbers=[num], combine_segments=False,
+                                                   ignore_spatial_locations=True, skip_overlap_checks=True)
+            px = np.asarray(px)[..., 0]
+            if px.dtype.kind == "f":
+                px = px >= 0.5
+            for uid, m in zip(wanted, px):
+                cur = masks.setdefault(uid, np.zeros(m.shape, dtype=np.int32))
+                cur[m > 0] = num
+    except Exception as e:  # noqa: BLE001
+        raise DicomReadError(path, f"cannot decode SEG frames ({type(e).__name__}: {e})") from None
+    return SegMasks(masks=masks, segments=segments, sensitive=identifying_values(seg))
