@@ -283,3 +283,38 @@ def test_no_identifying_value_leaves_sensitive(tmp_path):
                 assert v not in dump, (it.source_file, v)
                 checked += 1
     assert checked > 50
+
+
+def test_burned_in_text_policy(tmp_path):
+    """Ultrasound without BurnedInAnnotation: cropped to its tissue region when the file defines one
+    (OBXXXX1A: the date and institution band above it is gone), rejected with a reason when it does not
+    (US1_UNCI shows 'BAPTIST MED CTR' in its pixels), kept only when the user says so."""
+    import shutil
+
+    from pydicom.data import get_testdata_file
+
+    from medvl.core.records import Reject
+    from medvl.pipeline.recipe import SourceConfig
+    from medvl.sources import SOURCES
+    from medvl.sources.base import Item
+
+    for f in ("OBXXXX1A.dcm", "US1_UNCI.dcm"):
+        shutil.copyfile(get_testdata_file(f), tmp_path / f)
+
+    def run(policy):
+        cfg = SourceConfig(name="us", format="dicom", path=str(tmp_path), options={"burned_in": policy})
+        src = SOURCES.get("dicom")(cfg)
+        out = {}
+        for u in src.units():
+            for obj in ([u] if isinstance(u, Reject) else src.load(u)):
+                out.setdefault(obj.source_file if isinstance(obj, Item) else obj.item, []).append(obj)
+        return out
+
+    res = run("crop_or_reject")
+    ob = res["OBXXXX1A.dcm"][0]
+    assert isinstance(ob, Item) and ob.array.shape[:2] == (459, 680)  # region (120,60)-(800,518), clipped to the 800-px width
+    us = res["US1_UNCI.dcm"][0]
+    assert isinstance(us, Reject) and "burned-in" in us.reason and us.stage == "privacy"
+    assert all(isinstance(o, Reject) for o in run("reject")["OBXXXX1A.dcm"])
+    kept = run("keep")
+    assert isinstance(kept["US1_UNCI.dcm"][0], Item) and kept["US1_UNCI.dcm"][0].array.shape[:2] == (480, 640)

@@ -69,6 +69,36 @@ class DicomImage:
     view: str | None = None  # ViewPosition (e.g. "PA", "AP", "LL") when present
     sop_uid: str = ""
     sensitive: set[str] = field(default_factory=set)
+    burned_in: str | None = None  # BurnedInAnnotation ("YES"/"NO"), None when the file does not say
+    tissue_regions: list[tuple[int, int, int, int]] = field(default_factory=list)  # US regions x0, y0, x1, y1
+
+    @property
+    def may_have_burned_in_text(self) -> bool:
+        """True when identifying text may be burned into the pixels: the file says so, or it does not say and
+        the modality usually carries it (ultrasound, secondary capture, endoscopy, photographs)."""
+        if self.burned_in == "YES":
+            return True
+        return self.burned_in is None and (self.modality or "") in BURNED_IN_MODALITIES
+
+
+# Modalities whose pixels usually carry burned-in text (patient, institution, dates) when the header is silent.
+BURNED_IN_MODALITIES = frozenset({"US", "IVUS", "OT", "SC", "XC", "ES", "GM"})
+
+
+def tissue_regions(ds: Dataset) -> list[tuple[int, int, int, int]]:
+    """Ultrasound regions holding tissue pixels (RegionDataType 1) from SequenceOfUltrasoundRegions."""
+    out = []
+    for r in ds.get("SequenceOfUltrasoundRegions") or []:
+        try:
+            if int(r.get("RegionDataType", 0)) != 1:
+                continue
+            box = (int(r.RegionLocationMinX0), int(r.RegionLocationMinY0), int(r.RegionLocationMaxX1) + 1,
+                   int(r.RegionLocationMaxY1) + 1)
+        except (AttributeError, TypeError, ValueError):
+            continue
+        if box[2] > box[0] and box[3] > box[1]:
+            out.append(box)
+    return out
 
 
 @dataclass
@@ -236,7 +266,8 @@ def read_dicom(path: str | Path) -> DicomImage:
         spacing=pixel_spacing(ds), rgb=rgb, voi=None if rgb else _voi(ds),
         text={k: _text(ds.get(k)) for k in TEXT_FIELDS if _text(ds.get(k))}, patient_id=pid,
         view=_text(ds.get("ViewPosition")).upper() or None, sop_uid=_text(ds.get("SOPInstanceUID")),
-        sensitive=identifying_values(ds),
+        sensitive=identifying_values(ds), burned_in=_text(ds.get("BurnedInAnnotation")).upper() or None,
+        tissue_regions=tissue_regions(ds),
     )
 
 

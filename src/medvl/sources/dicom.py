@@ -49,6 +49,10 @@ class DicomOptions(SourceOptions):
     min_region_size: int = Field(16, ge=1)
     per_component: bool = True
     use_file_window: bool = Field(True, description="non-CT: use the file's WindowCenter/Width if no window")
+    burned_in: Literal["crop_or_reject", "reject", "keep"] = Field(
+        "crop_or_reject", description="images that may carry burned-in text (BurnedInAnnotation YES, or absent on "
+        "US/SC/OT/XC/ES): crop to the ultrasound tissue region when the file defines one, else reject; "
+        "'keep' only after checking the pixels yourself")
 
 
 def _frame_indices(n: int, frames: str | int) -> list[int]:
@@ -205,6 +209,24 @@ class DicomSource(Source):
             yield self.reject(rel, f"{rel}: {e.problem}")
             return
         sensitive = set(img.sensitive)
+        if img.may_have_burned_in_text and self.opts.burned_in != "keep":
+            if self.opts.burned_in == "crop_or_reject" and img.tissue_regions:
+                x0 = min(b[0] for b in img.tissue_regions)
+                y0 = min(b[1] for b in img.tissue_regions)
+                x1 = max(b[2] for b in img.tissue_regions)
+                y1 = max(b[3] for b in img.tissue_regions)
+                if segs:
+                    yield self.reject(rel, f"{rel}: may carry burned-in text and has a SEG; cropping both is not "
+                                      f"supported, set options.burned_in: keep after checking the pixels")
+                    return
+                img.frames = img.frames[:, y0:y1, x0:x1]
+            else:
+                said = "BurnedInAnnotation is YES" if img.burned_in == "YES" else \
+                    f"BurnedInAnnotation is absent on a {img.modality} image"
+                yield self.reject(rel, f"{rel}: may carry burned-in identifying text ({said}) and defines no "
+                                  f"ultrasound tissue region to crop to; set options.burned_in: keep only after "
+                                  f"checking the pixels", stage="privacy")
+                return
         masks, names = None, {}
         for seg_rel in segs:
             if img.frames.shape[0] > 1:
@@ -261,6 +283,8 @@ class DicomSource(Source):
         problem = series_problem([g for g, _ in good]) if len(good) >= 2 else "fewer than 2 readable slices"
         if problem is None and any(im.rgb for _, im in good):
             problem = "colour images"
+        if problem is None and self.opts.burned_in != "keep" and any(im.may_have_burned_in_text for _, im in good):
+            problem = "burned-in text policy"  # single images: each is cropped or rejected with its reason
         if problem is not None:  # fall back to single images
             for g, _ in good:
                 yield from self._load_file(g.rel, [])
