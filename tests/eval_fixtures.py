@@ -443,11 +443,13 @@ def gmai_tsv(path: Path, rows: list[tuple], with_answer: bool, header_case: str 
             last_full = idx
         image = _b64(key) if key is not None else str(last_full)
         opt_cells = [opts[i] if i < len(opts) else "" for i in range(5)]
-        line = [str(idx), image, q, *opt_cells] + ([ans] if with_answer else []) + [task, task, dep, gran] \
-            + ([mod] if with_modality else [])
-        out.append("\t".join(line))
+        out.append([str(idx), image, q, *opt_cells] + ([ans] if with_answer else []) + [task, task, dep, gran]
+                   + ([mod] if with_modality else []))
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("\t".join(header) + "\n" + "\n".join(out) + "\n", encoding="utf-8")
+    with path.open("w", newline="", encoding="utf-8") as f:  # like pandas DataFrame.to_csv(sep="\t")
+        w = csv.writer(f, delimiter="\t", lineterminator="\n")
+        w.writerow(header)
+        w.writerows(out)
 
 
 def gmai_image_key(index: int) -> str:
@@ -588,10 +590,13 @@ MEDVL_SAMPLES = [
      "<image>\nWhere is the liver in this CT image?", "<ref>liver</ref><box>[[0.10, 0.20, 0.60, 0.70]]</box>",
      {"modality": "CT", "department": "Gastroenterology & Hepatology", "dataset": "demo"}),
     ("2d#cls#fundus#demo#img3#dr#c.png#instruction_qa#en#0", "fundus", "instruction_qa", "en", "test",
-     "<image>\nWhich grade of diabetic retinopathy is shown?\nA. No DR\nB. Mild\nC. Moderate\nD. Severe",
-     "C", {"modality": "fundus", "department": "Ophthalmology", "dataset": "demo"}),
+     "<image>\nWhich grade of diabetic retinopathy is shown?\nA. No DR\nB. Mild\nC. Moderate\nD. Severe\n"
+     "Answer with the option's letter and name.", "The answer is C. Moderate.", {"modality": "fundus", "department": "Ophthalmology", "dataset": "demo"}),
     ("2d#cls#fundus#demo#img3#dr#c.png#instruction_qa#zh#1", "fundus", "instruction_qa", "zh", "test",
-     "<image>\n这张眼底图像是否正常?", "否", {"modality": "fundus", "department": "Ophthalmology", "dataset": "demo"}),
+     "<image>\n这张眼底图像是否正常?", "不是。这张图像的标签是中度，而不是正常。", {"modality": "fundus", "department": "Ophthalmology", "dataset": "demo"}),
+    ("2d#cls#CT#demo#img1#normal#a.png#instruction_qa#en#1", "ct_chest", "instruction_qa", "en", "test",
+     "<image>\nIs the lung visible in this CT image?", "Yes. The image is labelled lung.",
+     {"modality": "CT", "department": "Pulmonary Medicine", "dataset": "demo"}),
     ("2d#cls#CT#demo#img4#normal#d.png#caption#en#0", "ct_chest", "caption", "en", "test",
      "<image>\nDescribe this image.", "An axial chest CT.", {"modality": "CT", "dataset": "demo"}),
     ("2d#cls#MR#demo#img5#normal#e.png#perception_qa#en#0", "mr_brain", "perception_qa", "en", "train",

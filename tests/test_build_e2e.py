@@ -79,7 +79,7 @@ def test_all_sources_produce_records(build):
     by_source = defaultdict(int)
     for r in build.records:
         by_source[r.dataset] += 1
-    for name in ("dicom_studies", "dicom_findings", "xray_csv", "mni152", "ihc_tiles", "ihc_coco", "retina_seg"):
+    for name in ("dicom_studies", "xray_csv", "mni152", "ihc_tiles", "ihc_coco", "retina_seg"):
         assert by_source[name] > 0, f"{name} produced nothing; rejects: {[r for r in build.rejects if r.source == name]}"
     mods = {r.modality for r in build.records}
     assert len(mods) >= 6, mods
@@ -100,8 +100,10 @@ def test_accounting_adds_up(build):
 def test_seg_lesion_matched_and_finding_from_header(build):
     seg = [r for r in build.records if r.dataset == "dicom_studies" and r.regions]
     assert any(reg.label == "liver lesion" for r in seg for reg in r.regions)
-    tib = [r for r in build.records if r.dataset == "dicom_findings"]
-    assert tib and "non-ossifying fibroma" in tib[0].labels
+    tib = [r for r in build.records if r.dataset == "xray_csv" and "non-ossifying fibroma" in r.labels]
+    assert tib and "distal tibia" in tib[0].labels
+    burned = [r for r in build.rejects if r.item.endswith("US1_UNCI.dcm")]
+    assert burned and burned[0].stage == "privacy" and "burned-in" in burned[0].reason
 
 
 def test_deterministic_and_pool_invariant(corpus: Path, build, tmp_path: Path):

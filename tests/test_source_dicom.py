@@ -318,3 +318,37 @@ def test_burned_in_text_policy(tmp_path):
     assert all(isinstance(o, Reject) for o in run("reject")["OBXXXX1A.dcm"])
     kept = run("keep")
     assert isinstance(kept["US1_UNCI.dcm"][0], Item) and kept["US1_UNCI.dcm"][0].array.shape[:2] == (480, 640)
+
+
+def test_enhanced_ct_rescale_from_functional_groups():
+    """eCT_Supplemental.dcm (Enhanced CT) keeps Rescale Slope/Intercept in its shared functional groups:
+    stored 0..1196 with intercept -1024 -> HU -1024..172 (air outside the head is -1024 HU)."""
+    import numpy as np
+    import pydicom
+    from pydicom.data import get_testdata_file
+
+    from medvl.io.dicom import read_dicom
+
+    path = get_testdata_file("eCT_Supplemental.dcm")
+    raw = pydicom.dcmread(path).pixel_array.astype(np.float32)
+    img = read_dicom(path)
+    assert np.array_equal(img.frames, raw - 1024.0)
+    assert img.frames.min() == -1024.0
+
+
+def test_palette_colour_scaled_by_lut_depth():
+    """OBXXXX1A.dcm is PALETTE COLOR with 16-bit LUT entries and 8 bits stored: the RGB must be the LUT
+    scaled from 16 bits, not clipped to white."""
+    import numpy as np
+    import pydicom
+    from pydicom.data import get_testdata_file
+    from pydicom.pixels import apply_color_lut
+
+    from medvl.io.dicom import read_dicom
+
+    path = get_testdata_file("OBXXXX1A.dcm")
+    ds = pydicom.dcmread(path)
+    expected = np.floor(apply_color_lut(ds.pixel_array, ds) * (255.0 / 65535.0) + 0.5).astype(np.uint8)
+    img = read_dicom(path)
+    assert np.array_equal(img.frames[0], expected)
+    assert img.frames.mean() < 64  # mostly black background, as displayed

@@ -5,9 +5,11 @@ Where every label comes from (nothing is invented):
   from their headers. ``dicom/mr_lesion/`` adds a DICOM SEG written with highdicom whose mask is the closed
   contour a reader drew around a liver lesion in that MR file's own overlay plane (the overlay's other marks,
   the "Tra" text and the "F" box, lie outside the patient and are left out).
-- ``dicom_findings/``: the tibia radiograph whose StudyDescription names the finding (labels from that header).
-- ``xray_csv/``: the two radiographs rendered to PNG with a CSV of labels read from their headers
-  (BodyPartExamined / StudyDescription), multi-label with "|".
+  Images that may carry burned-in text are cropped to their ultrasound tissue region or rejected
+  (US1_UNCI.dcm shows the institution's name in its pixels and is rejected with that reason).
+- ``xray_csv/``: the two radiographs (chest, tibia) rendered to PNG with a CSV of labels read from their headers:
+  BodyPartExamined, and for the tibia the finding its StudyDescription names ("Non-ossifying fibroma of distal
+  tibia"), multi-label with "|".
 - ``mni152/``: a Medical Segmentation Decathlon layout built from nilearn's MNI152 T1 template; its label map is
   the template's own grey- and white-matter probability maps (tissue with probability > 0.5 inside the brain mask).
 - ``ihc_tiles/``: an image-folder classification of tiles of scikit-image's immunohistochemistry image (colonic
@@ -34,7 +36,7 @@ DICOM_FILES = {
     # file -> subfolder (one folder per study)
     "CT_small.dcm": "ct_small", "693_UNCI.dcm": "ct_head", "explicit_VR-UN.dcm": "ct_pancreas",
     "eCT_Supplemental.dcm": "ct_perfusion", "emri_small.dcm": "mr_head", "MR2_UNCI.dcm": "mr_shoulder",
-    "MR-SIEMENS-DICOM-WithOverlays.dcm": "mr_lesion", "RG1_UNCI.dcm": "cr_chest", "US1_UNCI.dcm": "us_1",
+    "MR-SIEMENS-DICOM-WithOverlays.dcm": "mr_lesion", "US1_UNCI.dcm": "us_1",
     "OBXXXX1A.dcm": "us_ob", "JPEG2000.dcm": "nm_bone",
 }
 
@@ -86,9 +88,6 @@ def write_dicom(root: Path) -> None:
         d = root / "dicom" / sub
         d.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(_testfile(name), d / name)
-    fd = root / "dicom_findings" / "tibia"
-    fd.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(_testfile("RG3_UNCI.dcm"), fd / "RG3_UNCI.dcm")
 
     mr = pydicom.dcmread(_testfile("MR-SIEMENS-DICOM-WithOverlays.dcm"))
     mask = lesion_mask_from_overlay(mr)
@@ -245,10 +244,6 @@ def demo_recipe() -> dict[str, Any]:
         "sources": [
             {"name": "dicom_studies", "format": "dicom", "path": "corpus/dicom",
              "options": {"seg": True}},
-            {"name": "dicom_findings", "format": "dicom", "path": "corpus/dicom_findings",
-             "department": "Orthopedic Surgery", "clinical_task": "Disease Diagnosis",
-             "options": {"label_from": "StudyDescription"},
-             "label_synonyms": {"non-ossifying fibroma of distal tibia": "non-ossifying fibroma"}},
             {"name": "xray_csv", "format": "csv_labels", "path": "corpus/xray_csv", "modality": "X-ray",
              "options": {"csv": "labels.csv", "image_column": "image", "label_column": "labels", "separator": "|",
                          "patient_column": "patient_id", "view_column": "view"}},

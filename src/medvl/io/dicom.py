@@ -223,6 +223,40 @@ def _voi(ds: Dataset) -> tuple[float, float] | None:
     return c, w
 
 
+def _rescale_of(item: Dataset | None) -> tuple[float, float] | None:
+    """(slope, intercept) from a PixelValueTransformationSequence item of an enhanced multi-frame file."""
+    if item is None:
+        return None
+    seq = item.get("PixelValueTransformationSequence")
+    if not seq:
+        return None
+    slope, icpt = _first_float(seq[0].get("RescaleSlope")), _first_float(seq[0].get("RescaleIntercept"))
+    if slope is None or icpt is None:
+        return None
+    return slope, icpt
+
+
+def _modality_lut(arr: np.ndarray, ds: Dataset, n_frames: int) -> np.ndarray:
+    """Modality LUT (Rescale Slope/Intercept -> HU for CT). Classic files carry it at the top level; enhanced
+    multi-frame files (Enhanced CT/MR) carry it per frame or shared in their functional groups."""
+    from pydicom.pixels import apply_modality_lut
+
+    if "RescaleSlope" in ds or "ModalityLUTSequence" in ds:
+        return apply_modality_lut(arr, ds)
+    shared = ds.get("SharedFunctionalGroupsSequence")
+    per_frame = ds.get("PerFrameFunctionalGroupsSequence")
+    common = _rescale_of(shared[0] if shared else None)
+    frames = [_rescale_of(per_frame[i]) if per_frame and i < len(per_frame) else None for i in range(n_frames)]
+    if common is None and all(f is None for f in frames):
+        return arr
+    out = np.asarray(arr, dtype=np.float32).copy()
+    view = out if (n_frames > 1 and out.ndim == 3) else out[None]
+    for i in range(view.shape[0]):
+        slope, icpt = frames[i] if i < len(frames) and frames[i] is not None else common or (1.0, 0.0)
+        view[i] = view[i] * slope + icpt
+    return out
+
+
 def read_dicom(path: str | Path) -> DicomImage:
     """Decode one DICOM image file: frames after the modality LUT (Rescale Slope/Intercept -> HU for CT),
     RGB/YBR/PALETTE COLOR converted to RGB uint8, spacing, VOI window, free text, identifying values."""
@@ -244,14 +278,15 @@ def read_dicom(path: str | Path) -> DicomImage:
 
             arr = apply_color_lut(arr, ds)
         elif not rgb:
-            from pydicom.pixels import apply_modality_lut
-
-            arr = apply_modality_lut(arr, ds)
+            arr = _modality_lut(arr, ds, n_frames)
     except Exception as e:  # noqa: BLE001
         raise DicomReadError(path, f"cannot apply LUT ({type(e).__name__}: {e})") from None
     if rgb:
-        if arr.dtype != np.uint8:  # 16/32-bit colour: scale to 8 bit by the stored bit depth
+        if arr.dtype != np.uint8:  # 16/32-bit colour: scale to 8 bit by the stored (or palette LUT) bit depth
             bits = int(_first_float(ds.get("BitsStored")) or 8)
+            if photometric == "PALETTE COLOR":
+                desc = ds.get("RedPaletteColorLookupTableDescriptor")
+                bits = int(desc[2]) if desc is not None and len(desc) == 3 and int(desc[2]) in (8, 16) else 16
             arr = np.clip(np.asarray(arr, dtype=np.float64) * (255.0 / (2 ** bits - 1)), 0, 255)
             arr = np.floor(arr + 0.5).astype(np.uint8)
         frames = arr if (n_frames > 1 and arr.ndim == 4) else arr[None]

@@ -17,7 +17,7 @@ from typing import Any, Iterable, Sequence
 
 import yaml
 
-from medvl.eval.types import BenchmarkFormatError
+from medvl.eval.types import Benchmark, BenchmarkFormatError
 
 LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 Skipped = list[tuple[str, str]]  # (item id, reason)
@@ -89,7 +89,7 @@ def read_delimited(path: Path, delimiter: str = ",") -> tuple[list[str], list[di
     """A CSV/TSV file as (header, rows as dicts keyed by header). Large cells (base64 images) allowed."""
     csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
     with path.open(encoding="utf-8-sig", newline="") as f:
-        reader = csv.reader(f, delimiter=delimiter, quoting=csv.QUOTE_MINIMAL if delimiter == "," else csv.QUOTE_NONE)
+        reader = csv.reader(f, delimiter=delimiter)  # pandas-style quoting (QUOTE_MINIMAL) for CSV and TSV
         try:
             header = next(reader)
         except StopIteration:
@@ -277,6 +277,26 @@ def check_split(benchmark: str, split: str | None, allowed: Sequence[str], defau
     if s not in allowed:
         raise ValueError(f"{benchmark}: unknown split {s!r}; allowed: {', '.join(allowed)}")
     return s
+
+
+class LoaderBase(Benchmark):
+    """A ``Benchmark`` that records skipped rows: after ``load``, ``self.skipped`` lists (id, reason)."""
+
+    def __init__(self) -> None:
+        self.skipped: Skipped = []
+
+    def _reset(self) -> None:
+        self.skipped = []
+
+    def _check_options(self, options: dict[str, Any], allowed: Sequence[str]) -> None:
+        """Reject options this loader does not know (a typo must not silently change what is loaded)."""
+        unknown = sorted(k for k in options if k not in allowed)
+        if unknown:
+            name = self.registry_name or type(self).__name__
+            raise ValueError(f"{name}: unknown option(s) {', '.join(unknown)}; allowed: {', '.join(allowed) or '(none)'}")
+
+    def _skip(self, item_id: str, reason: str) -> None:
+        self.skipped.append((str(item_id), reason))
 
 
 def clean_str(v: Any) -> str:
