@@ -83,7 +83,8 @@ def raw_slice(volume: np.ndarray, axis: str, index: int) -> np.ndarray:
     n = volume.shape[a]
     if not 0 <= index < n:
         raise IndexError(f"{axis} slice {index} is outside 0..{n - 1}")
-    plane = np.take(volume, index, axis=a)  # (earlier axis, later axis)
+    # basic indexing is a view; np.take would first copy the whole (often non-contiguous) volume
+    plane = volume[(slice(None),) * a + (index,)]  # (earlier axis, later axis)
     return np.ascontiguousarray(plane.T[::-1, ::-1])
 
 

@@ -51,14 +51,14 @@ def get_source(cfg: SourceConfig) -> Source:
     return src
 
 
-def encode_png(arr: np.ndarray) -> bytes:
+def encode_png(arr: np.ndarray, compress_level: int = 6) -> bytes:
     """Deterministic PNG bytes (no timestamps or text chunks)."""
     if arr.dtype == np.uint16:
         img = Image.fromarray(arr, mode="I;16") if arr.ndim == 2 else Image.fromarray(arr)
     else:
         img = Image.fromarray(arr)
     buf = io.BytesIO()
-    img.save(buf, format="PNG", compress_level=6)
+    img.save(buf, format="PNG", compress_level=compress_level)
     return buf.getvalue()
 
 
@@ -137,7 +137,8 @@ def finalize_item(item: Item, cfg: SourceConfig, src: Source, out_dir: Path, ima
     mask_values: dict[str, str] = {}
     if mask is not None and item.mask_values:
         dtype = np.uint8 if int(mask.max(initial=0)) < 256 else np.uint16
-        mask_rel, _ = write_once(out_dir, "masks", encode_png(mask.astype(dtype)))
+        # label maps are mostly runs of a few values: fast zlib level compresses them nearly as well
+        mask_rel, _ = write_once(out_dir, "masks", encode_png(mask.astype(dtype), compress_level=1))
         mask_values = {str(k): normalize_label(v, cfg.label_synonyms) for k, v in sorted(item.mask_values.items())}
 
     modality = cfg.modality or (normalize_modality(item.modality) if item.modality else None)

@@ -22,7 +22,7 @@ import numpy as np
 from pydantic import Field
 
 from medvl.core.records import Reject
-from medvl.imaging.boxes import mask_to_regions
+from medvl.imaging.boxes import present_values, mask_to_regions
 from medvl.imaging.slicing import AXES, even_indices, extract_slice, group_picks, select_slices
 from medvl.imaging.window import resolve_window
 from medvl.io.nifti import NiftiReadError, load_label_nifti, load_nifti
@@ -152,7 +152,7 @@ class DecathlonSource(Source):
                                    f"({lab_rel}) differ", stage="validate")
             return
         names = self._label_map(unit.payload)
-        present = sorted(int(v) for v in np.unique(label) if v != 0)
+        present = present_values(label)
         missing = [v for v in present if v not in names]
         if missing:
             yield self.reject(key, f"{lab_rel}: label values {_fmt(missing)} are not in the label map "
