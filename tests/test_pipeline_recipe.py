@@ -56,3 +56,10 @@ def test_unreadable_and_bad_yaml(tmp_path: Path):
     bad.write_text("sources: [\n")
     with pytest.raises(RecipeError, match="not valid YAML"):
         load_recipe(bad)
+
+
+def test_example_recipe_in_the_repo_validates():
+    r = load_recipe(Path(__file__).parent.parent / "examples" / "recipe.yaml")
+    assert {s.format for s in r.sources} == {"image_folder", "csv_labels", "csv_boxes", "coco", "seg2d", "decathlon",
+                                             "dicom"}
+    assert r.export_options["parquet"]["rows_per_shard"] == 5000
