@@ -1,0 +1,281 @@
+"""medvl's own answer extraction: deterministic, conservative, never guesses.
+
+- ``extract_choice(response, options, lang)`` -> ``(letter | None, rule)`` for multiple choice;
+- ``extract_yes_no(response, lang)`` -> ``("yes" | "no" | None, rule)`` for closed questions;
+- ``match_open(response, gold)`` -> exact / whole-word containment / token precision, recall, F1.
+
+``rule`` names the rule that fired (or why nothing did); the scorers put it in ``ScoreResult.detail``.
+Word lists live in ``eval/data/answer_vocab.yaml``.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from medvl.eval.scorers._text import (
+    VOCAB,
+    contains_words,
+    has_cjk,
+    is_refusal,
+    normalize,
+    normalize_answer,
+    strip_markdown,
+    token_scores,
+    word_regex,
+)
+
+# ------------------------------------------------------------------------------------------- regexes
+_BOXED = re.compile(r"\\boxed\{([^{}]*)\}")
+_ANSWER_TAG = re.compile(r"<answer>(.*?)</answer>", re.DOTALL | re.IGNORECASE)
+_OPEN = r"[\(\[（【]"
+_CLOSE = r"[\)\]）】]"
+_BARE = re.compile(
+    rf"(?:(?:the\s+)?(?:option|choice|answer)\s*|选项\s*)?{_OPEN}?\s*([A-Za-z])\s*{_CLOSE}?\s*(?:选项)?\s*[.:：。,，!]?",
+    re.IGNORECASE,
+)
+_LEAD = re.compile(rf"{_OPEN}?([A-Z])(?:{_CLOSE}|[.:：。、]|\s+-)\s*(\S.*)?", re.DOTALL)
+_TAIL_LETTER = re.compile(  # a capital letter, or any-case letter in brackets: "is a mass" is no letter
+    rf"\s*[:：]?\s*(?i:the\s+)?(?i:option|choice|选项)?\s*(?:{_OPEN}([A-Za-z]){_CLOSE}|([A-Z])(?![A-Za-z0-9'’\-]))"
+)
+_TAIL_SECOND = re.compile(rf"\s*(?:or|and|/|或|和|、)\s*{_OPEN}?[A-Z](?![A-Za-z0-9])")
+_LETTER = re.compile(rf"(?<![A-Za-z0-9'’\-/.]){_OPEN}?([A-Z]){_CLOSE}?(?![A-Za-z0-9'’\-/])(?!\.[A-Za-z])")
+# after "A"/"I" + a word: these words mean the letter is an option mention, not an article/pronoun
+_LETTER_VERBS = frozenset("or and nor is was would seems appears should could might are vs".split())
+_NEXT_WORD = re.compile(r"\s+([A-Za-z]{2,})")
+_MARKERS = word_regex(VOCAB["answer_markers"]["en"])
+_MARKERS_ZH = re.compile("|".join(re.escape(m) for m in sorted(VOCAB["answer_markers"]["zh"], key=len, reverse=True)))
+_REJECT = tuple(VOCAB["rejecting_after_letter"])
+_NEGATING = tuple(VOCAB["negating_before_text"])
+_YN = VOCAB["yes_no"]
+_EN_YES = frozenset(_YN["en_yes"])
+_EN_NO = frozenset(_YN["en_no"])
+_EN_YES_RE = word_regex(_YN["en_yes"])
+_EN_NO_RE = word_regex(_YN["en_no"])
+_EN_NEG_RE = re.compile(r"n't\b|" + word_regex(_YN["en_negation"]).pattern, re.IGNORECASE)
+_ZH_NO = tuple(sorted(_YN["zh_no"], key=len, reverse=True))
+_ZH_YES = tuple(sorted(_YN["zh_yes"], key=len, reverse=True))
+_ZH_NEG_CHARS = ("不", "没", "无", "否", "未")
+_BOTH_YES_NO = re.compile(r"\s*(?:yes\W*(?:and|or|/)\W*no|no\W*(?:and|or|/)\W*yes|是或否|是还是否)\b", re.IGNORECASE)
+
+
+def narrow(response: str) -> tuple[str, str]:
+    """The part of a reply that holds the answer: the last ``\\boxed{..}`` or ``<answer>..</answer>``
+    content if any, else the whole reply; markdown marks removed. Returns (text, "boxed"/"tag"/"")."""
+    boxed = _BOXED.findall(response)
+    if boxed:
+        return strip_markdown(boxed[-1]).strip(), "boxed"
+    tags = _ANSWER_TAG.findall(response)
+    if tags:
+        return strip_markdown(tags[-1]).strip(), "tag"
+    return strip_markdown(response).strip(), ""
+
+
+def _exact_option(text: str, options: dict[str, str]) -> str | None:
+    norm = normalize_answer(text)
+    if not norm:
+        return None
+    hits = [k for k, v in options.items() if normalize_answer(v) == norm]
+    return hits[0] if len(hits) == 1 else None
+
+
+def _negated_at(norm: str, start: int) -> bool:
+    before = norm[max(0, start - 14):start].rstrip()
+    return any(before.endswith(w) for w in _NEGATING)
+
+
+def _contained_options(text: str, options: dict[str, str]) -> tuple[list[str], list[str]]:
+    """Options whose text occurs in ``text`` as whole words: (affirmed, negated), most specific only."""
+    norm = normalize_answer(text)
+    found: dict[str, str] = {}
+    for k, v in options.items():
+        nv = normalize_answer(v)
+        if nv and contains_words(norm, nv):
+            found[k] = nv
+    # an option whose text is part of another found option's text ("cyst" vs "ovarian cyst") is dropped
+    specific = [k for k, nv in found.items()
+                if not any(o != k and len(no) > len(nv) and contains_words(no, nv) for o, no in found.items())]
+    affirmed, negated = [], []
+    for k in specific:
+        nv = found[k]
+        pad = f" {norm} " if not has_cjk(nv) else norm
+        needle = f" {nv} " if not has_cjk(nv) else nv
+        starts = [m.start() for m in re.finditer(re.escape(needle), pad)]
+        (negated if starts and all(_negated_at(pad, s) for s in starts) else affirmed).append(k)
+    return affirmed, negated
+
+
+def _letter_mentions(text: str, options: dict[str, str]) -> tuple[list[str], list[str], list[str]]:
+    """Standalone capital letters in ``text``: (option letters affirmed, letters rejected, non-option letters).
+    Option texts are blanked first; "A"/"I" followed by a word are read as article / pronoun."""
+    blanked = text
+    for v in sorted(options.values(), key=len, reverse=True):
+        if len(v.strip()) > 1:
+            blanked = re.sub(re.escape(v.strip()), " optiontext ", blanked, flags=re.IGNORECASE)
+    affirmed: list[str] = []
+    rejected: list[str] = []
+    invalid: list[str] = []
+    for m in _LETTER.finditer(blanked):
+        letter = m.group(1)
+        after = blanked[m.end():]
+        if letter in ("A", "I") and m.group(0) == letter:
+            nxt = _NEXT_WORD.match(after)
+            if nxt and nxt.group(1).lower() not in _LETTER_VERBS:
+                continue
+        if letter not in options:
+            invalid.append(letter)
+        elif any(after.lstrip().lower().startswith(r) for r in _REJECT):
+            rejected.append(letter)
+        elif letter not in affirmed:
+            affirmed.append(letter)
+    return [x for x in affirmed if x not in rejected], rejected, invalid
+
+
+def _from_marker_tail(tail: str, options: dict[str, str]) -> tuple[str | None, str] | None:
+    m = _TAIL_LETTER.match(tail)
+    if m:
+        letter = (m.group(1) or m.group(2)).upper()
+        if _TAIL_SECOND.match(tail[m.end():]):
+            return None, "ambiguous_letters"
+        if letter in options:
+            return letter, "answer_marker_letter"
+        if m.group(2) or m.group(1):
+            return None, "letter_not_option"
+    first = re.split(r"(?<=[.!?。！？])\s|\n", tail.strip(), maxsplit=1)[0]
+    hit = _exact_option(first, options)
+    if hit:
+        return hit, "answer_marker_option_text"
+    affirmed, _ = _contained_options(first, options)
+    if len(affirmed) == 1:
+        return affirmed[0], "answer_marker_option_text"
+    return None
+
+
+def _marker_positions(text: str) -> list[int]:
+    ends = [m.end() for m in _MARKERS.finditer(text)] + [m.end() for m in _MARKERS_ZH.finditer(text)]
+    return sorted(ends, reverse=True)
+
+
+def extract_choice(response: str, options: dict[str, str], lang: str = "en") -> tuple[str | None, str]:
+    """The option letter a reply chooses, or None, plus the name of the rule that decided.
+
+    Order: bare letter ("B", "(B)", "**B**", "Option B", "选项B"); the reply equals one option's text
+    (case/punctuation-insensitive); a leading "B." / "(B)" / "B)" / "B:" (not "A chest ..."); the last
+    answer marker ("the answer is C", "Answer: C", "答案：C", "选C") followed by a letter or an option
+    text ("A or B" there is ambiguous); a refusal -> None; exactly one standalone option letter (articles,
+    letters said to be wrong, and letters inside option texts ignored; several -> None); exactly one
+    option text contained as whole words (negated mentions like "not pneumonia" ignored). A letter that
+    is not among the options is never accepted. ``lang`` is accepted for symmetry; both languages'
+    forms are always recognised."""
+    del lang
+    if not response or not response.strip():
+        return None, "empty"
+    text, where = narrow(response)
+    prefix = f"{where}:" if where else ""
+    if not text:
+        return None, prefix + "empty"
+    bare = _BARE.fullmatch(text)
+    if bare:
+        letter = bare.group(1).upper()
+        if letter in options:
+            return letter, prefix + "bare_letter"
+        if _exact_option(text, options) is None:
+            return None, prefix + "letter_not_option"
+    lead = _LEAD.match(text)
+    if lead and lead.group(1) in options:
+        letter, rest = lead.group(1), (lead.group(2) or "")
+        other = _exact_option(re.split(r"[\n]", rest, maxsplit=1)[0], options) if rest else None
+        if other and other != letter:
+            return None, prefix + "letter_text_conflict"
+        return letter, prefix + "leading_letter"
+    hit = _exact_option(text, options)
+    if hit:
+        return hit, prefix + "option_text_exact"
+    for end in _marker_positions(text):
+        got = _from_marker_tail(text[end:], options)
+        if got is not None:
+            return got[0], prefix + got[1]
+    if is_refusal(text):
+        return None, prefix + "refusal"
+    affirmed, rejected, invalid = _letter_mentions(text, options)
+    if len(affirmed) == 1:
+        return affirmed[0], prefix + "single_letter"
+    if len(affirmed) > 1:
+        return None, prefix + "ambiguous_letters"
+    texts, negated = _contained_options(text, options)
+    if len(texts) == 1:
+        return texts[0], prefix + "option_text_contained"
+    if len(texts) > 1:
+        return None, prefix + "ambiguous_option_text"
+    if invalid:
+        return None, prefix + "letter_not_option"
+    if rejected or negated:
+        return None, prefix + "only_rejected_options"
+    return None, prefix + "no_match"
+
+
+def _leading_yes_no(text: str) -> str | None:
+    low = text.strip().lower()
+    if has_cjk(low[:4]):
+        compact = re.sub(r"\s+", "", normalize(low))
+        for form in _ZH_NO:
+            if compact.startswith(form):
+                return "no"
+        for form in _ZH_YES:
+            if compact.startswith(form) and not compact.startswith("是否"):
+                return "yes"
+        return None
+    first = normalize(low).split(" ", 1)[0] if normalize(low) else ""
+    if first in _EN_YES:
+        return "yes"
+    if first in _EN_NO:
+        return "no"
+    return None
+
+
+def extract_yes_no(response: str, lang: str = "en") -> tuple[str | None, str]:
+    """"yes" / "no" for a closed question's reply, or None, plus the rule that decided.
+
+    Order: the first word of the (boxed/tagged) reply or of the text after the last answer marker
+    ("No, it is not" -> no; Chinese 不是/没有/否/无/不... -> no before 是/有/包含/... -> yes); a refusal ->
+    None; whole-word yes-words vs no-words anywhere (both -> None; "nodule" is not "no"); negation words
+    ("does not show", "没有", "未见") -> no. A plain affirmative statement without "yes" stays unparsed."""
+    del lang
+    if not response or not response.strip():
+        return None, "empty"
+    text, where = narrow(response)
+    prefix = f"{where}:" if where else ""
+    if _BOTH_YES_NO.match(text):
+        return None, prefix + "ambiguous_yes_no"
+    lead = _leading_yes_no(text)
+    if lead:
+        return lead, prefix + "leading"
+    for end in _marker_positions(text)[:1]:
+        lead = _leading_yes_no(text[end:].lstrip(" :：*"))
+        if lead:
+            return lead, prefix + "answer_marker"
+    if is_refusal(text):
+        return None, prefix + "refusal"
+    has_yes, has_no = bool(_EN_YES_RE.search(text)), bool(_EN_NO_RE.search(text))
+    if has_yes and has_no:
+        return None, prefix + "ambiguous_yes_no"
+    if has_yes or has_no:
+        return ("yes" if has_yes else "no"), prefix + "yes_no_word"
+    if _EN_NEG_RE.search(text):
+        return "no", prefix + "negation"
+    if has_cjk(text):
+        if any(c in text for c in _ZH_NEG_CHARS):
+            return "no", prefix + "zh_negation"
+        if "是" in text or "有" in text:
+            return "yes", prefix + "zh_affirmative"
+    return None, prefix + "no_yes_no"
+
+
+def match_open(response: str, gold: str) -> dict[str, Any]:
+    """Compare a free-text reply with the gold answer after ``normalize_answer`` (lower case, punctuation,
+    articles, number words): exact match, gold contained as whole words, token precision/recall/F1."""
+    text, _ = narrow(response or "")
+    pred, ref = normalize_answer(text), normalize_answer(gold)
+    scores = token_scores(pred, ref)
+    return {"parsed": pred or None, "exact": bool(pred) and pred == ref,
+            "contained": contains_words(pred, ref), **scores}

@@ -1,0 +1,259 @@
+"""Tables of tricky model replies and the parse each extractor / scorer must produce.
+
+medvl's extractor must be conservative (never guess); the compat scorers must reproduce each toolkit's
+documented behaviour (docs/BENCHMARKS "How the toolkits extract and score answers"), quirks included,
+except that a random guess becomes ``unparsed`` with ``detail["would_guess"]``."""
+
+from __future__ import annotations
+
+import pytest
+
+from medvl.eval.parse import extract_choice, extract_yes_no, match_open
+from medvl.eval.protocols import get_scorer
+from medvl.eval.types import EvalItem
+
+OPTS = {"A": "pneumonia", "B": "ovarian cyst", "C": "pleural effusion", "D": "normal"}
+OPTS_ZH = {"A": "肺炎", "B": "胸腔积液", "C": "正常", "D": "骨折"}
+OPTS_HEP = {"A": "Hepatitis B", "B": "Hepatitis C", "C": "Cirrhosis"}
+
+# (reply, expected letter or None) for medvl's extract_choice on OPTS
+CHOICE_TABLE = [
+    ("B", "B"),
+    ("(B)", "B"),
+    ("B.", "B"),
+    ("B)", "B"),
+    ("b", "B"),
+    ("**B**", "B"),
+    ("Option B", "B"),
+    ("The answer is B.", "B"),
+    ("Answer: B", "B"),
+    ("**Answer:** C", "C"),
+    ("The correct answer is (B) ovarian cyst.", "B"),
+    ("Answer: (c)", "C"),
+    ("\\boxed{C}", "C"),
+    ("<think>A or B?</think><answer>C</answer>", "C"),
+    ("ovarian cyst", "B"),
+    ("Ovarian Cyst!", "B"),
+    ("Pleural-effusion", "C"),
+    ("B. ovarian cyst", "B"),
+    ("A. ovarian cyst", None),  # letter and text disagree
+    ("The image shows pleural effusion.", "C"),
+    ("The answer: pleural effusion", "C"),
+    ("the answer is normal", "D"),
+    ("A is wrong, the answer is C", "C"),
+    ("C is wrong; B.", "B"),
+    ("A or B", None),
+    ("The answer is A or B.", None),
+    ("B and C are possible", None),
+    ("I cannot determine the answer from this image.", None),
+    ("I'm sorry, I can't tell.", None),
+    ("A chest X-ray shows an ovarian cyst", "B"),  # article "A" is not option A
+    ("A pleural effusion is seen", "C"),
+    ("A", "A"),
+    ("A is correct", "A"),
+    ("I think the answer is C", "C"),  # "I" is a pronoun, not option I
+    ("I believe it is C.", "C"),
+    ("C\n\nExplanation: A chest X-ray shows fluid.", "C"),
+    ("E", None),  # not among the options
+    ("Answer: E", None),
+    ("E. coli infection", None),
+    ("It is not pneumonia; it is an ovarian cyst", "B"),
+    ("Not pneumonia.", None),
+    ("the answer is a mass", None),  # lower-case article after a marker is no letter
+    ("cyst", None),  # part of an option text only
+    ("", None),
+    ("   ", None),
+    ("X-ray shows effusion", None),
+    ("Answer:B", "B"),
+    ("### Answer\nB", "B"),
+    ("Based on the image, the most likely diagnosis is pleural effusion (C).", "C"),
+    ("Final answer: C. The answer is not B", "C"),
+    ("Not sure", None),
+]
+
+CHOICE_TABLE_ZH = [
+    ("答案：B", "B"),
+    ("答案是B。", "B"),
+    ("选B", "B"),
+    ("正确答案为：D", "D"),
+    ("我选择 C 选项", "C"),
+    ("选项B", "B"),
+    ("我认为是B。", "B"),
+    ("胸腔积液", "B"),
+    ("我认为是胸腔积液。", "B"),
+    ("不是肺炎，是胸腔积液", "B"),
+    ("无法确定", None),
+    ("A或B", None),
+]
+
+CHOICE_TABLE_HEP = [  # letters inside option texts are not option letters
+    ("Hepatitis B", "A"),
+    ("The findings suggest hepatitis C infection.", "B"),
+    ("C. Cirrhosis", "C"),
+]
+
+
+@pytest.mark.parametrize(("reply", "expected"), CHOICE_TABLE)
+def test_extract_choice_en(reply: str, expected: str | None) -> None:
+    letter, rule = extract_choice(reply, OPTS, "en")
+    assert letter == expected, rule
+    assert isinstance(rule, str) and rule
+
+
+@pytest.mark.parametrize(("reply", "expected"), CHOICE_TABLE_ZH)
+def test_extract_choice_zh(reply: str, expected: str | None) -> None:
+    assert extract_choice(reply, OPTS_ZH, "zh")[0] == expected
+
+
+@pytest.mark.parametrize(("reply", "expected"), CHOICE_TABLE_HEP)
+def test_extract_choice_letters_inside_options(reply: str, expected: str | None) -> None:
+    assert extract_choice(reply, OPTS_HEP, "en")[0] == expected
+
+
+def test_extract_choice_rules_named() -> None:
+    assert extract_choice("A or B", OPTS)[1].endswith("ambiguous_letters")
+    assert extract_choice("I cannot determine", OPTS)[1] == "refusal"
+    assert extract_choice("E", OPTS)[1] == "letter_not_option"
+    assert extract_choice("\\boxed{C}", OPTS)[1].startswith("boxed:")
+
+
+YES_NO_TABLE = [
+    ("yes", "yes"),
+    ("Yes, there is", "yes"),
+    ("No.", "no"),
+    ("no, it is not", "no"),
+    ("No evidence of fracture.", "no"),
+    ("Yes, no fracture is seen", "yes"),  # the leading word decides
+    ("nodule", None),  # "nodule" is not "no"
+    ("There is a nodule.", None),
+    ("There is a fracture", None),  # an affirmative statement without yes stays unparsed
+    ("The image does not show a fracture", "no"),
+    ("Probably not", "no"),
+    ("The answer is no.", "no"),
+    ("Answer: yes", "yes"),
+    ("True", "yes"),
+    ("Yes and no", None),
+    ("I cannot determine", None),
+    ("\\boxed{No}", "no"),
+    ("是", "yes"),
+    ("是的", "yes"),
+    ("有", "yes"),
+    ("包含", "yes"),
+    ("不是", "no"),
+    ("没有", "no"),
+    ("不包含", "no"),
+    ("否", "no"),
+    ("未见明显异常", "no"),
+    ("", None),
+    ("Not sure", None),  # a hedge, not a negation
+    ("答案：否", "no"),
+]
+
+
+@pytest.mark.parametrize(("reply", "expected"), YES_NO_TABLE)
+def test_extract_yes_no(reply: str, expected: str | None) -> None:
+    assert extract_yes_no(reply)[0] == expected
+
+
+def test_match_open() -> None:
+    m = match_open("The left lung.", "Left Lung")
+    assert m["exact"] and m["contained"] and m["recall"] == 1.0
+    m = match_open("two lesions", "2")  # number words become digits
+    assert not m["exact"] and m["contained"] and m["precision"] == 0.5
+    m = match_open("lung", "left lung")
+    assert not m["contained"] and m["recall"] == 0.5 and abs(m["f1"] - 2 / 3) < 1e-9
+    m = match_open("the spleen is enlarged", "liver")
+    assert m["recall"] == 0.0 and not m["contained"]
+    assert match_open("左肺", "左肺")["exact"]
+
+
+# ------------------------------------------------------------------------------ compat scorers
+def _mc(answer: str = "C", options: dict[str, str] | None = None) -> EvalItem:
+    return EvalItem("m1", "Which finding?", [], answer, dict(options or OPTS), "mc")
+
+
+def _closed(answer: str = "no", lang: str = "en") -> EvalItem:
+    return EvalItem("c1", "Is there a fracture?", [], answer, {}, "closed", lang=lang)
+
+
+def _open(answer: str = "Left Lung") -> EvalItem:
+    return EvalItem("o1", "Which organ is abnormal?", [], answer, {}, "open")
+
+
+# (scorer, item, reply, expected parsed, expected correct, expected unparsed)
+COMPAT_TABLE = [
+    # VLMEvalKit: uppercase whole-token letters, among the last 4 tokens; option text; "answer is X"; Z
+    ("vlmevalkit", _mc(), "C", "C", True, False),
+    ("vlmevalkit", _mc(), "The answer is C", "C", True, False),
+    ("vlmevalkit", _mc(), "A chest film shows C", None, False, True),  # article A counts as a letter
+    ("vlmevalkit", _mc(), "C is the correct answer for this particular chest radiograph", None, False, True),
+    ("vlmevalkit", _mc(), "pleural effusion", "C", True, False),
+    ("vlmevalkit", _mc(), "The answer is C because A and B are wrong", "C", True, False),
+    ("vlmevalkit", _mc(), "Cannot determine the answer", "Z", False, False),
+    ("vlmevalkit", _closed("no"), "No, it is not", "no", True, False),
+    ("vlmevalkit", _closed("no"), "nodule", None, False, True),
+    # lmms-eval SLAKE exact match
+    ("lmms-slake", _closed("Yes"), "Yes.", "yes", True, False),
+    ("lmms-slake", _closed("Yes"), "yes, it is", "yes it is", False, False),
+    ("lmms-slake", _closed("没有", "zh"), "无", "no", True, False),
+    ("lmms-slake", _closed("是的", "zh"), "是", "yes", True, False),
+    ("lmms-slake", _open("X-Ray"), "xray", "xray", True, False),
+    ("lmms-slake", _open(), "Left lung (LL)", "left lung", True, False),
+    ("lmms-slake", _open(), "lung", "lung", False, False),
+    # MMMU multiple choice and open
+    ("mmmu", _mc(), "(C)", "C", True, False),
+    ("mmmu", _mc(), "The answer is C.", "C", True, False),
+    ("mmmu", _mc(), "A chest X-ray shows C", "C", True, False),  # last mention wins
+    ("mmmu", _mc(), "(C) is better than (A)", "A", False, False),  # ... even when it is not the choice
+    ("mmmu", _mc(), "I think pleural effusion is most likely here", "C", True, False),
+    ("mmmu", _mc(), "pleural effusion", None, False, True),  # <= 5 words: no text match -> would guess
+    ("mmmu", _open("3.5"), "so the answer is 3.499", "3.5", True, False),
+    ("mmmu", _open("3.5"), "It is 4", "4.0", False, False),
+    ("mmmu", _open("['24', '3.429']"), "answer 3.429", "3.43", True, False),
+    # LLaVA-Med: closed = yes/no mention + gold substring (quirk: "nodule" mentions "no")
+    ("llava-med", _closed("no"), "nodule seen", "nodule seen", True, False),
+    ("llava-med", _closed("no"), "Yes", "yes", False, False),
+    ("llava-med", _closed("no"), "maybe", None, False, True),
+    ("llava-med", _open(), "the left lung", "left lung", True, False),
+    # HuatuoGPT-Vision: first letter after is/(/*/是/start (article "A " skipped), case-sensitive
+    ("huatuo", _mc(), "I think the answer is C", "I", False, False),
+    ("huatuo", _mc(), "The answer is C", "C", True, False),
+    ("huatuo", _mc(), "是C", "C", True, False),
+    ("huatuo", _mc(), "A chest X-ray shows pleural effusion", "C", True, False),
+    ("huatuo", _mc(), "pleural effusion or pneumonia", "A", False, False),  # option text occurring last
+    ("huatuo", _closed("no"), "B", "B", True, False),  # posed as A = yes / B = no
+    ("huatuo", _closed("no"), "No", "B", True, False),
+    # MedEvalKit: boxed / marker extraction, yes/no substrings (quirk: "nodule" is "no")
+    ("medevalkit", _closed("no"), "nodule", "no", True, False),
+    ("medevalkit", _closed("no"), "Yes, no fracture", None, False, True),
+    ("medevalkit", _closed("no"), "final answer: yes", "yes", False, False),
+    ("medevalkit", _mc(), "Reasoning... \\boxed{C}", "C", True, False),
+    ("medevalkit", _mc(), "The answer is pleural effusion", "C", True, False),
+    ("medevalkit", _mc(), "effusion", "C", True, False),  # most similar option
+    ("medevalkit", _mc(), "zzz", None, False, True),
+    # OmniMedVQA: most similar option text, all-zero ratios -> wrong
+    ("omnimedvqa", _mc(), "pleural effusion", "C", True, False),
+    ("omnimedvqa", _mc(), "The image shows an ovarian cyst", "B", False, False),
+    ("omnimedvqa", _mc(), "", None, False, True),
+    # medvl itself
+    ("medvl", _mc(), "A chest X-ray shows C", "C", True, False),
+    ("medvl", _closed("no"), "nodule", None, False, True),
+    ("medvl", _closed("没有", "zh"), "没有", "no", True, False),
+    ("medvl", _closed("Coronal Plane"), "This is the coronal plane.", "this is coronal plane", True, False),
+]
+
+
+@pytest.mark.parametrize(("scorer", "item", "reply", "parsed", "correct", "unparsed"), COMPAT_TABLE)
+def test_compat_scorers(scorer: str, item: EvalItem, reply: str, parsed: str | None, correct: bool,
+                        unparsed: bool) -> None:
+    res = get_scorer(scorer).score(item, reply)
+    assert (res.parsed, res.correct, res.unparsed) == (parsed, correct, unparsed), res.detail
+    assert res.score == (1.0 if correct else 0.0)
+    assert "rule" in res.detail
+
+
+def test_table_sizes() -> None:
+    assert len(CHOICE_TABLE) + len(CHOICE_TABLE_ZH) >= 40
+    assert len(COMPAT_TABLE) >= 40
+    assert {row[0] for row in COMPAT_TABLE} == {"medvl", "vlmevalkit", "lmms-slake", "mmmu", "llava-med",
+                                                "huatuo", "medevalkit", "omnimedvqa"}

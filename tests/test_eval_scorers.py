@@ -1,0 +1,175 @@
+"""Protocols (exact prompt strings, closed-as-mc posing) and the scorer interface (registry, hidden gold,
+the no-guess rule, fallbacks for unsupported answer types)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from medvl.eval.protocols import PROTOCOLS, get_protocol, get_scorer, pose_closed_as_mc, score_response
+from medvl.eval.types import SCORERS, EvalItem, ScoreResult
+
+OPTS = {"A": "pneumonia", "B": "ovarian cyst", "C": "pleural effusion"}
+ALL_SCORERS = ["huatuo", "llava-med", "lmms-slake", "medevalkit", "medvl", "mmmu", "omnimedvqa", "vlmevalkit"]
+
+
+def mc_item(**kw) -> EvalItem:
+    base = dict(id="q1", question="What is shown?", images=[], answer="B", options=dict(OPTS), answer_type="mc")
+    base.update(kw)
+    return EvalItem(**base)
+
+
+def test_protocol_names_and_fields() -> None:
+    assert sorted(PROTOCOLS) == ["closed_as_mc", "mc_letter", "mc_vlmevalkit", "open_llava_med", "short_answer"]
+    for p in PROTOCOLS.values():
+        assert p.default_scorer in SCORERS and p.max_new_tokens > 0
+    assert get_protocol("short_answer").max_new_tokens == 32
+    with pytest.raises(KeyError, match="allowed: closed_as_mc, mc_letter"):
+        get_protocol("nope")
+
+
+def test_prompt_vlmevalkit_exact() -> None:
+    p = get_protocol("mc_vlmevalkit")
+    assert p.prompt(mc_item()) == (
+        "Question: What is shown?\nOptions:\nA. pneumonia\nB. ovarian cyst\nC. pleural effusion\n"
+        "Please select the correct answer from the options above. \n")
+    hinted = p.prompt(mc_item(meta={"hint": "Axial CT of the abdomen."}))
+    assert hinted.startswith("Hint: Axial CT of the abdomen.\nQuestion: What is shown?\n")
+    assert p.prompt(mc_item(meta={"hint": "nan"})).startswith("Question:")
+
+
+def test_prompt_mc_letter_exact_and_medxpertqa() -> None:
+    p = get_protocol("mc_letter")
+    assert p.prompt(mc_item()) == ("What is shown?\nA. pneumonia\nB. ovarian cyst\nC. pleural effusion\n"
+                                   "Answer with the option's letter from the given choices directly.")
+    q = "Which diagnosis? Answer Choices: (A) pneumonia (B) ovarian cyst (C) pleural effusion"
+    text = p.prompt(mc_item(question=q, meta={"options_in_question": True}))
+    assert text == q + "\nAnswer with the option's letter from the given choices directly."
+    assert text.count("ovarian cyst") == 1
+
+
+def test_prompt_short_answer_en_zh_and_open() -> None:
+    p = get_protocol("short_answer")
+    en = EvalItem("o", "Which organ?", [], "liver", {}, "open")
+    zh = EvalItem("z", "这是什么器官？", [], "肝脏", {}, "open", lang="zh")
+    assert p.prompt(en) == "Which organ?\nAnswer the question using a single word or phrase."
+    assert p.prompt(zh) == "这是什么器官？\n请用一个词或短语回答问题。"
+    assert get_protocol("open_llava_med").prompt(en) == "Which organ?"
+    # an MMMU open question under the mc protocols gets the short-answer prompt
+    assert get_protocol("mc_letter").prompt(en) == p.prompt(en)
+
+
+@pytest.mark.parametrize(("gold", "lang", "letter", "options"), [
+    ("yes", "en", "A", {"A": "yes", "B": "no"}),
+    ("No", "en", "B", {"A": "yes", "B": "no"}),
+    ("是的", "zh", "A", {"A": "是", "B": "否"}),
+    ("没有", "zh", "B", {"A": "是", "B": "否"}),
+    ("不包含", "zh", "B", {"A": "是", "B": "否"}),
+])
+def test_closed_as_mc_gold_letter(gold: str, lang: str, letter: str, options: dict[str, str]) -> None:
+    item = EvalItem("c", "Is there a fracture?", [], gold, {}, "closed", lang=lang)
+    posed = get_protocol("closed_as_mc").pose(item)
+    assert (posed.answer, posed.options, posed.answer_type) == (letter, options, "mc")
+    assert posed.meta["closed_gold"] == gold and item.answer_type == "closed"  # input untouched
+    prompt = get_protocol("closed_as_mc").prompt(item)
+    assert prompt.endswith("Answer with the option's letter from the given choices directly.")
+    assert f"A. {options['A']}\nB. {options['B']}\n" in prompt
+
+
+def test_closed_as_mc_leaves_other_items() -> None:
+    plane = EvalItem("c", "Which plane?", [], "Coronal Plane", {}, "closed")
+    assert pose_closed_as_mc(plane) is plane
+    assert get_protocol("closed_as_mc").prompt(plane).endswith("single word or phrase.")
+    hidden = dataclasses.replace(plane, answer=None)
+    assert pose_closed_as_mc(hidden).answer is None and pose_closed_as_mc(hidden).answer_type == "mc"
+
+
+def test_score_response_scores_the_posed_item() -> None:
+    item = EvalItem("c", "Is there a fracture?", [], "no", {}, "closed")
+    assert score_response(item, "B", "closed_as_mc").correct is True
+    assert score_response(item, "A", "closed_as_mc").correct is False
+    assert score_response(item, "No.", "short_answer").correct is True
+
+
+def test_registry_and_interface() -> None:
+    assert SCORERS.names() == ALL_SCORERS
+    with pytest.raises(KeyError, match="allowed"):
+        get_scorer("random")
+    for name in ALL_SCORERS:
+        scorer = get_scorer(name)
+        assert get_scorer(name) is scorer
+        assert isinstance(scorer.description, str) and scorer.description
+        for item in (mc_item(), EvalItem("c", "Is it?", [], "yes", {}, "closed"),
+                     EvalItem("o", "What?", [], "liver", {}, "open")):
+            res = scorer.score(item, "B")
+            assert isinstance(res, ScoreResult) and isinstance(res.detail, dict)
+            assert res.to_dict()["detail"] == res.detail
+
+
+@pytest.mark.parametrize("name", ALL_SCORERS)
+def test_hidden_gold_has_no_correctness(name: str) -> None:
+    res = get_scorer(name).score(mc_item(answer=None), "B")
+    assert res.correct is None and res.score == 0.0
+
+
+@pytest.mark.parametrize("name", ALL_SCORERS)
+@pytest.mark.parametrize("reply", ["", "hmm, hard to say", "Maybe one of them."])
+def test_never_guess(name: str, reply: str) -> None:
+    """Replies that name no option: over many gold letters a guessing scorer would sometimes be right."""
+    outcomes = set()
+    for gold in OPTS:
+        res = get_scorer(name).score(mc_item(answer=gold), reply)
+        if res.unparsed:
+            assert res.correct is False and res.parsed is None
+        outcomes.add((res.parsed, res.correct))
+    # deterministic: the same reply always parses to the same thing, right for at most one gold letter
+    assert len({p for p, _ in outcomes}) == 1
+    assert sum(1 for _, c in outcomes if c) <= 1
+
+
+def test_would_guess_flag_where_toolkit_guesses() -> None:
+    res = get_scorer("mmmu").score(mc_item(), "hmm")
+    assert res.unparsed and res.correct is False and res.detail["would_guess"] is True
+    res = get_scorer("medvl").score(mc_item(), "hmm")
+    assert res.unparsed and not res.detail.get("would_guess")
+
+
+def test_fallback_for_unsupported_types() -> None:
+    res = get_scorer("omnimedvqa").score(EvalItem("o", "Which organ?", [], "liver", {}, "open"), "The liver")
+    assert res.correct is True and res.detail["fallback"] == "medvl"
+    res = get_scorer("lmms-slake").score(mc_item(), "B")
+    assert res.correct is True and res.detail["fallback"] == "medvl"
+
+
+def test_open_scores_are_recall() -> None:
+    item = EvalItem("o", "Where?", [], "left upper lobe", {}, "open")
+    res = get_scorer("medvl").score(item, "upper lobe")
+    assert res.correct is False and abs(res.score - 2 / 3) < 1e-9 and res.detail["f1"] == pytest.approx(0.8)
+    res = get_scorer("llava-med").score(item, "lesion in the left upper lobe")
+    assert res.correct is True and res.score == 1.0 and res.detail["precision"] == 0.6
+
+
+def test_scoring_is_deterministic() -> None:
+    replies = ["B", "A or B", "The answer is C", "pleural effusion", "I think the answer is C", "nodule"]
+    first = [[get_scorer(n).score(mc_item(), r).to_dict() for r in replies] for n in ALL_SCORERS]
+    again = [[get_scorer(n).score(mc_item(), r).to_dict() for r in replies] for n in ALL_SCORERS]
+    assert first == again
+
+
+def test_omnimedvqa_similarity_matches_plain_difflib() -> None:
+    """The quick-ratio shortcut must pick exactly what a plain ratio() argmax (first on ties) picks."""
+    import random
+    from difflib import SequenceMatcher
+
+    from medvl.eval.scorers.omnimedvqa import most_similar
+
+    rng = random.Random(5)
+    words = ["lung", "liver", "cyst", "mass", "normal", "effusion", "the", "left", "right", "is"]
+    for _ in range(300):
+        options = {chr(65 + j): " ".join(rng.choices(words, k=rng.randint(1, 3))) for j in range(rng.randint(2, 5))}
+        reply = " ".join(rng.choices(words, k=rng.randint(0, 8)))
+        ratios = [SequenceMatcher(None, reply, t).ratio() for t in options.values()]
+        best = max(ratios)
+        expected = None if best == 0 else list(options)[ratios.index(best)]
+        assert most_similar(reply, options)[0] == expected
