@@ -16,7 +16,7 @@ from PIL import Image
 
 from eval_fixtures import write_slake, write_vqa_rad
 from medvl.core.records import ImageRecord
-from medvl.curate.audit import AuditConfig, fingerprint, load_benchmark, load_train, run_audit, write_audit
+from medvl.curate.audit import fingerprint, load_benchmark, load_train, run_audit, write_audit
 from medvl.curate.audit_text import match_questions, normalize_question
 from medvl.curate.dedup import exclude_by_md5, read_exclusions
 from medvl.curate.phash import canonical_rgb, dhash, hamming, near_pairs, phash

@@ -140,7 +140,7 @@ def test_hidden_answers_write_submission(tmp_path):
 
 
 def test_compare_two_runs(rad, tmp_path):
-    a = run_eval("vqa-rad", rad, f"predictions:{_preds(tmp_path / 'a.jsonl', RAD_PREDS)}", tmp_path / "a",
+    run_eval("vqa-rad", rad, f"predictions:{_preds(tmp_path / 'a.jsonl', RAD_PREDS)}", tmp_path / "a",
                  scorer="medvl")
     good = {str(r[0]): r[5] for r in VQA_RAD_TEST}
     b = run_eval("vqa-rad", rad, f"predictions:{_preds(tmp_path / 'b.jsonl', good)}", tmp_path / "b",

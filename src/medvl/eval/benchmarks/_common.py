@@ -17,7 +17,7 @@ from typing import Any, Iterable, Sequence
 
 import yaml
 
-from medvl.eval.types import Benchmark, BenchmarkFormatError
+from medvl.eval.types import Benchmark, BenchmarkFormatError, EvalItem
 
 LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 Skipped = list[tuple[str, str]]  # (item id, reason)
@@ -297,6 +297,28 @@ class LoaderBase(Benchmark):
 
     def _skip(self, item_id: str, reason: str) -> None:
         self.skipped.append((str(item_id), reason))
+
+    def _load_qa_parquet(self, folder: Path, split: str, benchmark: str, meta: dict[str, Any]) -> list[EvalItem]:
+        """Rows of the image/question/answer parquet copies (VQA-RAD, PathVQA): ids ``<split>-<row>``,
+        yes/no answers "closed", all else "open"; bad rows are skipped with their reason."""
+        items, n = [], 0
+        for shard in shard_files(folder, split, benchmark):
+            for r in read_parquet_rows(shard, ("image", "question", "answer")):
+                rid, n = f"{split}-{n:05d}", n + 1
+                img = image_cell_bytes(r["image"])
+                if img is None:
+                    self._skip(rid, f"{shard}: row {rid} has no image bytes")
+                    continue
+                if r["question"] is None or r["answer"] is None:
+                    self._skip(rid, f"{shard}: row {rid} lacks question or answer")
+                    continue
+                ans = clean_str(r["answer"])
+                closed = is_yes_no(ans, "en")
+                items.append(EvalItem(id=rid, question=clean_str(r["question"]), images=[img], answer=ans,
+                                      answer_type="closed" if closed else "open", lang="en",
+                                      groups={"answer_type": "CLOSED" if closed else "OPEN"},
+                                      meta={**meta, "source_file": shard.name}))
+        return items
 
 
 def clean_str(v: Any) -> str:

@@ -7,8 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from medvl.eval.benchmarks._common import (
-    LoaderBase, check_split, clean_str, image_cell_bytes, is_yes_no, read_parquet_rows, require_dir, shard_files)
+from medvl.eval.benchmarks._common import LoaderBase, check_split, require_dir
 from medvl.eval.types import BENCHMARKS, EvalItem
 
 
@@ -27,21 +26,4 @@ class PathVQA(LoaderBase):
         split = check_split("pathvqa", split, self.splits, "test")
         d = require_dir(data_dir, "pathvqa")
         folder = d / "path-vqa" if not (d / "data").is_dir() and (d / "path-vqa").is_dir() else d
-        items, n = [], 0
-        for shard in shard_files(folder, split, "pathvqa"):
-            for r in read_parquet_rows(shard, ("image", "question", "answer")):
-                rid, n = f"{split}-{n:05d}", n + 1
-                img = image_cell_bytes(r["image"])
-                if img is None:
-                    self._skip(rid, f"{shard}: row {rid} has no image bytes")
-                    continue
-                if r["question"] is None or r["answer"] is None:
-                    self._skip(rid, f"{shard}: row {rid} lacks question or answer")
-                    continue
-                ans = clean_str(r["answer"])
-                closed = is_yes_no(ans, "en")
-                items.append(EvalItem(id=rid, question=clean_str(r["question"]), images=[img], answer=ans,
-                                      answer_type="closed" if closed else "open", lang="en",
-                                      groups={"answer_type": "CLOSED" if closed else "OPEN"},
-                                      meta={"source_file": shard.name}))
-        return items
+        return self._load_qa_parquet(folder, split, "pathvqa", {})

@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from medvl.eval.benchmarks._common import (
-    LoaderBase, check_split, clean_str, image_cell_bytes, is_yes_no, listing, missing_fields, read_json_list,
-    read_parquet_rows, require_dir, require_record_fields, safe_join, shard_files)
+    LoaderBase, check_split, clean_str, listing, missing_fields, read_json_list, require_dir, require_record_fields,
+    safe_join)
 from medvl.eval.types import BENCHMARKS, BenchmarkFormatError, EvalItem
 
 ORIGINAL_JSON = "VQA_RAD Dataset Public.json"
@@ -99,21 +99,4 @@ class VQARAD(LoaderBase):
         return items
 
     def _load_parquet(self, folder: Path, split: str) -> list[EvalItem]:
-        items, n = [], 0
-        for shard in shard_files(folder, split, "vqa-rad"):
-            for r in read_parquet_rows(shard, ("image", "question", "answer")):
-                rid, n = f"{split}-{n:05d}", n + 1
-                img = image_cell_bytes(r["image"])
-                if img is None:
-                    self._skip(rid, f"{shard}: row {rid} has no image bytes")
-                    continue
-                if r["question"] is None or r["answer"] is None:
-                    self._skip(rid, f"{shard}: row {rid} lacks question or answer")
-                    continue
-                ans = clean_str(r["answer"])
-                closed = is_yes_no(ans, "en")
-                items.append(EvalItem(id=rid, question=clean_str(r["question"]), images=[img], answer=ans,
-                                      answer_type="closed" if closed else "open", lang="en",
-                                      groups={"answer_type": "CLOSED" if closed else "OPEN"},
-                                      meta={"layout": "parquet", "source_file": shard.name}))
-        return items
+        return self._load_qa_parquet(folder, split, "vqa-rad", {"layout": "parquet"})
