@@ -125,7 +125,7 @@ def test_body_regions_and_views():
     ("No Finding", "no finding"),
     ("left--atrium", "left atrium"),
     ("- liver -", "liver"),
-    ("X-ray", "x-ray"),
+    ("X-ray", "X-ray"), ("T1-weighted", "T1-weighted"),
     ("Normal AMD", "normal AMD"),
     ("AKIEC", "AKIEC"),
     ("DRUSEN", "drusen"),
@@ -155,3 +155,11 @@ def test_glossary_covers_nih_and_common_labels():
     assert tx.label_zh("Pleural Thickening") == tx.label_zh("pleural thickening")
     assert tx.label_zh("polyps") == tx.label_zh("polyp")
     assert tx.label_zh("quasar nebula") is None
+
+
+def test_acronyms_inside_hyphenated_words_keep_their_case():
+    from medvl.taxonomy import normalize_label
+
+    assert normalize_label("DAB-positive region") == "DAB-positive region"
+    assert normalize_label("HER2-Positive") == "HER2-positive"
+    assert normalize_label("Non-Ossifying Fibroma") == "non-ossifying fibroma"

@@ -190,6 +190,19 @@ def _is_acronym(word: str) -> bool:
     return "".join(letters) in _acronyms() or word.strip(".,;:()") in _acronyms()
 
 
+def _case_word(word: str) -> str:
+    """Lower-case a word but keep acronyms, also as parts of hyphenated words ("DAB-positive")."""
+    if _is_acronym(word) or _LETTER_DIGITS.fullmatch(word):
+        return word
+    if "-" in word:  # "X-ray", "T1-weighted": a lone capital (with digits) inside a compound stays too
+        return "-".join(p if _is_acronym(p) or _LETTER_DIGITS.fullmatch(p) or p.isupper() and len(p) == 1
+                        else p.lower() for p in word.split("-"))
+    return word.lower()
+
+
+_LETTER_DIGITS = re.compile(r"[A-Z]\d+")  # T1, T2, C5
+
+
 def _clean(text: str) -> str:
     t = str(text).replace("_", " ")
     t = _HYPHEN_RUN.sub(" ", t)
@@ -202,11 +215,11 @@ def normalize_label(text: str, synonyms: Mapping[str, str] | None = None) -> str
     Trims; underscores, hyphen runs ("--") and hyphens at word edges become spaces; whitespace collapses;
     words are lower-cased except acronyms (see ``data/label_rules.yaml``: all-capital words with a digit
     or at most four letters, plus a listed few), so "Pleural_Thickening" -> "pleural thickening",
-    "NORMAL" -> "normal", "NORM" -> "NORM", "COVID-19" -> "COVID-19". Then the per-recipe ``synonyms``
+    "NORMAL" -> "normal", "NORM" -> "NORM", "COVID-19" -> "COVID-19", "DAB-positive" -> "DAB-positive". Then the per-recipe ``synonyms``
     map is applied: its keys are normalized the same way and matched case-insensitively against the
     whole label; the mapped value is returned cleaned (whitespace) but with its case as written."""
     words = _clean(text).split(" ")
-    out = " ".join(w if _is_acronym(w) else w.lower() for w in words if w)
+    out = " ".join(_case_word(w) for w in words if w)
     if synonyms:
         table = _synonym_table(tuple(sorted(synonyms.items())))
         hit = table.get(out.lower())
