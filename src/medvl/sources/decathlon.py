@@ -183,10 +183,12 @@ class DecathlonSource(Source):
                                        "in this slice", stage="validate")
                 continue
             total = float(lab2d.size)
-            frac = {values[v]: round(float(np.count_nonzero(lab2d == v)) / total, 6)
-                    for v in fg if np.any(lab2d == v)}
-            mask = np.where(np.isin(lab2d, fg), lab2d, 0).astype(_mask_dtype(max(fg)))
-            here = {v: values[v] for v in fg if np.any(lab2d == v)}
+            counts = np.bincount(lab2d.ravel(), minlength=max(fg) + 1)  # one pass for every label's area
+            frac = {values[v]: round(float(counts[v]) / total, 6) for v in fg if counts[v]}
+            keep = np.zeros(counts.size, dtype=bool)
+            keep[fg] = True
+            mask = np.where(keep[lab2d], lab2d, 0).astype(_mask_dtype(max(fg)))
+            here = {v: values[v] for v in fg if counts[v]}
             yield self._item(key, img2d, sl, choice.name, modality, {**base, "area_fraction": frac},
                              regions, mask, here)
 
