@@ -6,6 +6,7 @@ import base64
 import csv
 import io
 import json
+import re
 from collections import Counter
 from pathlib import Path
 
@@ -152,6 +153,11 @@ def test_options_answers_and_label_space(built: tuple[Path, Path, dict[str, Imag
     assert set(grans) == {"image level", "box level", "mask level", "contour level"}
     assert manifest["by_granularity"] == dict(sorted(grans.items()))
     assert sum(manifest["by_department"].values()) == len(rows)
+    n_opts = Counter(str(sum(1 for k in "ABCDE" if r[k])) for r in rows)
+    assert manifest["options_per_question"] == dict(sorted(n_opts.items())) and set(n_opts) == {"2", "4"}
+    assert manifest["small_label_spaces"] == {"chest_boxes": 2, "single_label": 1}
+    two = {recs[r["source_record"]].dataset for r in rows if not r["C"]}
+    assert two == {"chest_boxes"}
 
 
 def test_answer_letters_balanced(built: tuple[Path, Path, dict[str, ImageRecord]]) -> None:
@@ -168,10 +174,50 @@ def test_questions_name_modality_task_and_granularity(built: tuple[Path, Path, d
         gran = r["perceptual granularity"].split()[0]
         assert pool.modality(rec.modality) in q and r["modality"] == pool.modality(rec.modality)
         assert pool.task(rec.clinical_task).cue in q.lower()
-        assert pool.marks[gran] in q
+        assert any(c.lower() in q.lower() for c in pool.cues[gran]), f"no {gran}-level cue in {q!r}"
+        assert pool.granularities_named(q) == [gran], q
     organ = [r for r in _rows(built[1] / "bench.tsv") if r["source_record"].split("#")[3] == "abdomen_organs"]
     assert organ and all("which organ" in r["question"].lower() for r in organ)
     assert all(r["clinical vqa task"] == "Organ Recognition - Abdomen" for r in organ)
+
+
+def test_every_pool_question_names_modality_task_and_granularity() -> None:
+    pool = load_phrase_pool("en")
+    assert set(pool.cues) == {"image", "box", "mask", "contour"} and all(pool.cues.values())
+    seen = Counter()
+    for task in pool.tasks.values():
+        n = len(task.phrasings) * max(len(t) for t in pool.targets.values())
+        for gran in pool.targets:
+            for modality_key, name in pool.modality_names.items():
+                for pick in range(n):
+                    q = pool.question(task.name, gran, modality_key, pick)
+                    low = q.lower()
+                    assert name in q and task.cue.lower() in low, q
+                    assert [c for c in pool.cues[gran] if c.lower() in low], f"no {gran}-level cue in {q!r}"
+                    assert pool.granularities_named(q) == [gran], q
+                    seen[gran] += 1
+    assert min(seen.values()) > 100
+    whole = [pool.question("Attribute Recognition", "image", "pathology", i) for i in range(2)]
+    assert "Looking at this pathology image, which attribute is present?" not in whole
+
+
+@pytest.mark.parametrize("old, new, where", [
+    ('- "the whole {modality} image"', '- "this {modality} image"', "granularities.image.targets[0]"),
+    ('- "the entire {modality} image"', '- "the entire {modality} image in the box"', "granularities.image.targets[1]"),
+    ('cues: ["contour"]', 'cues: []', "granularities.contour: needs a non-empty 'cues'"),
+    ('"Which bone is shown in {target}?"', '"Which bone is shown in the whole of {target}?"', "tasks.Bone.phrasings[0]"),
+])
+def test_phrase_pool_checker_rejects_missing_or_ambiguous_granularity(tmp_path: Path, old: str, new: str,
+                                                                      where: str) -> None:
+    from medvl.curate.benchquestions import PhrasePoolError, _pool_path
+
+    text = _pool_path("en").read_text(encoding="utf-8")
+    assert old in text
+    bad = tmp_path / "bench_questions.yaml"
+    bad.write_text(text.replace(old, new, 1), encoding="utf-8")
+    with pytest.raises(PhrasePoolError, match=re.escape(where)) as err:
+        load_phrase_pool("en", bad)
+    assert str(bad) in str(err.value)
 
 
 def test_overlays_change_pixels_in_and_around_the_region(built: tuple[Path, Path, dict[str, ImageRecord]]) -> None:
@@ -269,6 +315,15 @@ def test_cli_prints_summary(built: tuple[Path, Path, dict[str, ImageRecord]], tm
                                    "--granularity", "image,box,mask,contour"])
     assert res.exit_code == 0, res.output
     assert "questions by granularity" in res.output and "box level" in res.output
+    warn = next(line for line in res.output.splitlines() if line.startswith("warning: --options 4"))
+    assert "chest_boxes (2 labels)" in warn and "single_label (1 label, skipped)" in warn
+    assert "fundus_dr" not in warn and "abdomen_organs" not in warn
+    five = CliRunner().invoke(cli, ["bench-build", str(built[0]), "-o", str(tmp_path / "five"), "--options", "5",
+                                    "--granularity", "image"])
+    assert five.exit_code == 0, five.output
+    warn5 = next(line for line in five.output.splitlines() if line.startswith("warning: --options 5"))
+    assert "abdomen_organs (4 labels)" in warn5 and "fundus_dr" not in warn5
+    assert json.loads((tmp_path / "five" / "bench_manifest.json").read_text())["options_per_question"]["5"] > 0
     assert (tmp_path / "bench.tsv").read_bytes() == (built[1] / "bench.tsv").read_bytes()
     bad = CliRunner().invoke(cli, ["bench-build", str(built[0]), "-o", str(tmp_path), "--granularity", "pixel"])
     assert bad.exit_code != 0 and "allowed" in bad.output

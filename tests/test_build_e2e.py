@@ -31,6 +31,9 @@ def corpus(tmp_path_factory) -> Path:
     demo.write_dicom(root)
     # a folder named after the patient, as real exports often are: the name must not reach any output
     (root / "dicom" / "mr_shoulder").rename(root / "dicom" / "CompressedSamples_MR2")
+    # ... with a truncated file beside it: its reject names the folder, which must be scrubbed too
+    good = (root / "dicom" / "CompressedSamples_MR2" / "MR2_UNCI.dcm").read_bytes()
+    (root / "dicom" / "CompressedSamples_MR2" / "broken.dcm").write_bytes(good[:2000])
     demo.write_xray_csv(root)
     demo.write_ihc(root, tile=128, stride=128)
     demo.write_retina(root, tile=352, stride=352)
@@ -102,7 +105,9 @@ def test_seg_lesion_matched_and_finding_from_header(build):
     assert any(reg.label == "liver lesion" for r in seg for reg in r.regions)
     tib = [r for r in build.records if r.dataset == "xray_csv" and "non-ossifying fibroma" in r.labels]
     assert tib and "distal tibia" in tib[0].labels
-    burned = [r for r in build.rejects if r.item.endswith("US1_UNCI.dcm")]
+    broken = [r for r in build.rejects if r.item.endswith("broken.dcm")]
+    assert broken and broken[0].item.startswith("REDACTED-")  # the patient-named folder is scrubbed
+    burned = [r for r in build.rejects if r.item.startswith("us_1/")]  # US1_UNCI.dcm: "US1" is in the name
     assert burned and burned[0].stage == "privacy" and "burned-in" in burned[0].reason
 
 

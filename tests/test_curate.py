@@ -188,3 +188,19 @@ def test_curate_records_runs_dedup_exclusion_and_split(real):
     assert [r.source_file for r in kept] == ["a/retina.png"] and kept[0].split in ("train", "test")
     assert [r.stage for r in rejects] == ["dedup", "audit"]
     assert len(kept) + len(rejects) == len(recs) and sum(report.records.values()) == 1
+
+
+def test_dedup_keeps_the_richer_annotation(real):
+    """The NIH case: an image both in the labels CSV (classification) and in the box list (detection); the
+    box record wins and the reason names the labels the dropped one had."""
+    from medvl.core.records import Region
+
+    _, recs = real
+    f_rel, f_sha = recs[0].image, recs[0].sha256
+    cls = _rec(f_rel, f_sha, "a/x.png", "p1", labels=["cardiomegaly", "effusion"])
+    det = _rec(f_rel, f_sha, "z/x.png", "p1", labels=["cardiomegaly"],
+               regions=[Region("cardiomegaly", (1.0, 2.0, 30.0, 40.0))])
+    det.task = "det"
+    kept, rejects = dedup_records([cls, det])
+    assert kept == [det]
+    assert "labels only the dropped record had: effusion" in rejects[0].reason

@@ -95,3 +95,18 @@ def test_eval_list_and_errors(tmp_path):
     bad = runner.invoke(cli, ["eval", "vqa-rad", "--data", str(data), "--model", f"predictions:{dup}",
                               "-o", str(tmp_path / "o2")])
     assert bad.exit_code == 1 and "dup.jsonl:2: duplicate id '1'" in bad.output
+
+
+def test_compare_refuses_different_scorers_unless_forced(tmp_path):
+    data = write_vqa_rad(tmp_path / "data")
+    preds = tmp_path / "gold.jsonl"
+    preds.write_text("".join(json.dumps({"id": r[0], "response": r[5]}) + "\n" for r in VQA_RAD_TEST))
+    for name, scorer in (("a", "medvl"), ("b", "lmms-slake")):
+        _ok(["eval", "vqa-rad", "--data", str(data), "--model", f"predictions:{preds}", "-o", str(tmp_path / name),
+             "--scorer", scorer])
+    bad = CliRunner().invoke(cli, ["eval", "--compare", str(tmp_path / "a"), str(tmp_path / "b")])
+    assert bad.exit_code == 1 and "scorer differs" in bad.output and "--force" in bad.output
+    res = _ok(["eval", "--compare", str(tmp_path / "a"), str(tmp_path / "b"), "--force"])
+    assert "warning: --force: the runs differ in scorer" in res.output
+    cmp = json.loads(res.output[res.output.index("{"):])
+    assert cmp["differences"] == {"scorer": {"a": "medvl", "b": "lmms-slake"}} and cmp["n_shared"] == 8

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from eval_fixtures import GMAI_ROWS, VQA_RAD_TEST, write_gmai_mmbench, write_vqa_rad
+from eval_fixtures import GMAI_ROWS, SLAKE_TEST, VQA_RAD_TEST, write_gmai_mmbench, write_slake, write_vqa_rad
 from medvl.eval.adapters._base import ModelAdapter, load_adapter
 from medvl.eval.runner import EvalRunError, compare, read_samples, rescore_run, run_eval
 from medvl.eval.types import Request
@@ -149,6 +149,86 @@ def test_compare_two_runs(rad, tmp_path):
     cmp = compare(tmp_path / "a", tmp_path / "b")
     assert cmp["n_shared"] == 8 and Path(cmp["path"]).is_file()
     assert json.loads(Path(cmp["path"]).read_text())["n_shared"] == 8
+
+
+def test_compare_refuses_runs_scored_differently(rad, tmp_path):
+    preds = _preds(tmp_path / "p.jsonl", RAD_PREDS)
+    run_eval("vqa-rad", rad, f"predictions:{preds}", tmp_path / "a", scorer="medvl")
+    rescore_run(tmp_path / "a", ["lmms-slake"])  # the same predictions under another scorer
+    other = tmp_path / "a" / "rescored" / "lmms-slake"
+    with pytest.raises(EvalRunError, match=r"not comparable: scorer differs \(A: 'medvl', B: 'lmms-slake'\)"):
+        compare(tmp_path / "a", other)
+    assert not list((tmp_path / "a").glob("compare_*.json"))
+    forced = compare(tmp_path / "a", other, force=True)
+    saved = json.loads(Path(forced["path"]).read_text())
+    assert saved["differences"] == {"scorer": {"a": "medvl", "b": "lmms-slake"}}
+    assert saved["forced"] is True and saved["comparable"] is False and saved["n_shared"] == 8
+
+
+def test_compare_refuses_other_benchmark_with_overlapping_ids(rad, tmp_path):
+    run_eval("vqa-rad", rad, f"predictions:{_preds(tmp_path / 'a.jsonl', RAD_PREDS)}", tmp_path / "a",
+             scorer="medvl")
+    gmai = write_gmai_mmbench(tmp_path / "gdata", split="VAL")
+    answers = {str(r[0]): f"The answer is {r[4]}." for r in GMAI_ROWS}
+    run_eval("gmai-mmbench", gmai, f"predictions:{_preds(tmp_path / 'g.jsonl', answers)}", tmp_path / "g",
+             split="val", scorer="medvl")
+    assert {str(r[0]) for r in GMAI_ROWS} & set(RAD_PREDS), "the fixture ids must overlap for this test"
+    with pytest.raises(EvalRunError) as err:
+        compare(tmp_path / "a", tmp_path / "g")
+    msg = str(err.value)
+    for field in ("benchmark differs (A: 'vqa-rad', B: 'gmai-mmbench')", "split differs", "protocol differs",
+                  "--force"):
+        assert field in msg
+    forced = compare(tmp_path / "a", tmp_path / "g", out_path=tmp_path / "cmp.json", force=True)
+    assert set(forced["differences"]) >= {"benchmark", "split", "protocol"}
+    assert json.loads((tmp_path / "cmp.json").read_text())["differences"]["benchmark"] == {
+        "a": "vqa-rad", "b": "gmai-mmbench"}
+
+
+def test_compare_counts_ids_in_one_run_only(rad, tmp_path):
+    preds = _preds(tmp_path / "p.jsonl", RAD_PREDS)
+    run_eval("vqa-rad", rad, f"predictions:{preds}", tmp_path / "a", scorer="medvl", limit=5)
+    good = {str(r[0]): r[5] for r in VQA_RAD_TEST}
+    run_eval("vqa-rad", rad, f"predictions:{_preds(tmp_path / 'b.jsonl', good)}", tmp_path / "b", scorer="medvl")
+    cmp = compare(tmp_path / "a", tmp_path / "b")  # a different --limit is still comparable
+    assert cmp["comparable"] is True and "differences" not in cmp
+    assert cmp["n_shared"] == 5 and cmp["n_only_a"] == 0 and cmp["n_only_b"] == 3
+    assert cmp["only_b_ids"] == ["6", "7", "8"]
+    # a folder without run_config.json / results.json cannot be checked
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    (bare / "samples.jsonl").write_bytes((tmp_path / "b" / "samples.jsonl").read_bytes())
+    with pytest.raises(EvalRunError, match="cannot be checked for comparability"):
+        compare(tmp_path / "a", bare)
+    assert compare(tmp_path / "a", bare, force=True)["differences"] == {"config": {"a": "present", "b": "missing"}}
+
+
+def test_report_with_chinese_groups_has_no_missing_glyphs(tmp_path):
+    import warnings
+
+    from medvl.eval import report
+
+    data = write_slake(tmp_path / "data")
+    answers = {str(r[10]): r[3] for r in SLAKE_TEST}
+    answers[str(SLAKE_TEST[-1][10])] = "右下"  # one wrong Chinese answer
+    preds = _preds(tmp_path / "p.jsonl", answers)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        res = run_eval("slake", data, f"predictions:{preds}", tmp_path / "run", scorer="medvl",
+                       bench_options={"lang": "all"})
+    assert not [w for w in caught if "Glyph" in str(w.message)], [str(w.message) for w in caught]
+    assert res["n"] == len(SLAKE_TEST) and "zh" in res["groups"]["lang"]
+    page = (tmp_path / "run" / "report.html").read_text(encoding="utf-8")
+    for text in ("腹部", "胸腔_肺", "脑", "右下"):  # the tables show the Chinese text itself
+        assert text in page
+    assert page.count("data:image/png;base64,") == len(res["groups"])
+    fonts = report.plot_fonts()
+    assert report.drawable("Chest_lung", fonts)
+    if report.cjk_font() is None:  # no CJK font installed: the plot numbers the bar, the table names it
+        assert not report.drawable("腹部", fonts) and report.plot_label(3, "腹部", 2, fonts) == "#3 (n=2)"
+    else:
+        assert report.plot_label(3, "腹部", 2, fonts) == "腹部 (n=2)"
+    assert report.plot_label(1, "Brain", 4, fonts) == "Brain (n=4)"
 
 
 def test_one_failing_item_does_not_kill_the_run(rad, tmp_path):

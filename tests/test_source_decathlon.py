@@ -211,3 +211,16 @@ def test_4d_image_uses_the_channel_option(tmp_path):
     assert (r.box[2] - r.box[0], r.box[3] - r.box[1]) == (40.0, 30.0)
     _, _, rej2 = _run(_source(tmp_path, slicing=pol, options={"channel": 2}))
     assert len(rej2) == 1 and "channel 2 requested but the image has 2 channel(s)" in rej2[0].reason
+
+
+def test_recipe_label_map_overrides_dataset_json_value_by_value(tmp_path, mni_small):
+    img, lab, aff = mni_small
+    _save(tmp_path / "imagesTr/brain_001.nii.gz", img, aff)
+    _save(tmp_path / "labelsTr/brain_001.nii.gz", lab, aff)
+    _dataset(tmp_path, ["brain_001"])
+    src = _source(tmp_path, label_map={"2": "cerebral white matter"},
+                  slicing={"axes": ["axial"], "per_label": 1, "min_area": 20})
+    _, items, rejects = _run(src)
+    assert rejects == []
+    names = {r.label for it in items for r in it.regions}
+    assert names == {"grey matter", "cerebral white matter"}  # 1 from dataset.json, 2 from the recipe

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import track
 from rich.table import Table
 
@@ -57,4 +58,12 @@ def command(build_dir: Path, out_dir: Path, split: str, per_label: int, granular
     console.print(f"{m['questions']} questions from {m['records_in_split']} records "
                   f"(split: {cfg.split or 'all'}); {m['dropped_by_per_label']} dropped by --per-label; "
                   f"{m['skipped']} skipped {m['skipped_by_code']}")
+    opts = ", ".join(f"{n}: {k}" for n, k in m["options_per_question"].items()) or "none"
+    console.print(f"options per question (requested {cfg.n_options}): {opts}")
+    small = m["small_label_spaces"]
+    if small:
+        names = ", ".join(f"{escape(d)} ({n} label{'s' if n != 1 else ''}{'' if n >= 2 else ', skipped'})"
+                          for d, n in small.items())
+        console.print(f"[yellow]warning: --options {cfg.n_options} requested, but these datasets have fewer "
+                      f"labels, so their questions have fewer options: {names}[/yellow]", soft_wrap=True)
     console.print(f"wrote {result.tsv}, {result.manifest_path}, {result.skipped_path}")

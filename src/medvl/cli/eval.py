@@ -104,13 +104,15 @@ def _list() -> None:
 @click.option("--all-scorers", is_flag=True, help="With --rescore: every scorer side by side.")
 @click.option("--compare", "compare_dirs", nargs=2, type=click.Path(file_okay=False), default=None,
               help="Paired comparison of two run folders.")
+@click.option("--force", is_flag=True,
+              help="With --compare: compare runs that differ in benchmark, split, options, protocol or scorer.")
 @click.option("--list", "do_list", is_flag=True, help="List benchmarks, protocols, scorers and adapters.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Bootstrap seed.")
 def command(benchmark: str | None, data_dir: str | None, model_spec: str | None, out_dir: str | None,
             protocol: str | None, scorer: str | None, split: str | None, limit: int | None, batch_size: int,
             bench_opts: tuple[str, ...], model_opts: tuple[str, ...], judge: str | None, judge_open: bool,
             no_resume: bool, rescore_dir: str | None, all_scorers: bool, compare_dirs: tuple[str, str] | None,
-            do_list: bool, seed: int) -> None:
+            force: bool, do_list: bool, seed: int) -> None:
     """Evaluate a model (or re-score predictions) on a medical benchmark.
 
     \b
@@ -130,7 +132,10 @@ def command(benchmark: str | None, data_dir: str | None, model_spec: str | None,
         if do_list:
             _list()
         elif compare_dirs:
-            res = runner.compare(compare_dirs[0], compare_dirs[1], seed=seed)
+            res = runner.compare(compare_dirs[0], compare_dirs[1], seed=seed, force=force)
+            if res.get("differences"):
+                click.echo(f"warning: --force: the runs differ in {', '.join(sorted(res['differences']))}; "
+                           f"the paired difference is not a pure model difference", err=True)
             click.echo(json.dumps(res, indent=2, sort_keys=True, ensure_ascii=False))
         elif rescore_dir:
             if all_scorers == bool(scorer):

@@ -13,7 +13,8 @@ split), never include a label that is true for the item, are distinct, and are p
 (sha256-based stable hashing). Answer letters are spread evenly over the option positions. Items that
 cannot become a question are listed in ``skipped.jsonl`` with a reason. Output: ``bench.tsv`` in the
 GMAI-MMBench VLMEvalKit layout, ``bench_manifest.json`` with counts per department / task / modality /
-granularity, and ``skipped.jsonl``. Same inputs and seed give byte-identical files."""
+granularity, the actual number of options per question and the datasets whose label space is smaller than
+the requested option count, and ``skipped.jsonl``. Same inputs and seed give byte-identical files."""
 
 from __future__ import annotations
 
@@ -124,6 +125,14 @@ def label_spaces(records: Iterable[ImageRecord]) -> dict[str, list[str]]:
         s.update(reg.label for reg in r.regions)
         s.update(v for v in r.mask_values.values())
     return {d: sorted(x for x in s if x and x.lower() != "background") for d, s in sorted(spaces.items())}
+
+
+def small_label_spaces(records: Iterable[ImageRecord], spaces: dict[str, list[str]], n_options: int
+                       ) -> dict[str, int]:
+    """Datasets of ``records`` whose label space is smaller than ``n_options`` -> their label count (their
+    questions get fewer options than requested; fewer than 2 labels: no questions at all)."""
+    used = sorted({r.dataset for r in records})
+    return {d: len(spaces.get(d, [])) for d in used if len(spaces.get(d, [])) < n_options}
 
 
 def _mask_values(rec: ImageRecord, label: str) -> list[int]:
@@ -313,6 +322,7 @@ def build_benchmark(build_dir: str | Path, out_dir: str | Path, cfg: BenchBuildC
     tsv_path = out_dir / "bench.tsv"
     counts: dict[str, Counter] = {k: Counter() for k in ("department", "task", "modality", "granularity", "dataset", "answer")}
     n_written = 0
+    n_opts: Counter = Counter()
     iterable = progress(selected, len(selected)) if progress else selected
     with tsv_path.open("w", encoding="utf-8", newline="") as f:
         w = csv.writer(f, delimiter="\t", lineterminator="\n", quoting=csv.QUOTE_MINIMAL)
@@ -334,6 +344,7 @@ def build_benchmark(build_dir: str | Path, out_dir: str | Path, cfg: BenchBuildC
                         task_name, task_name, rec.department or "", gran_name, pool.modality(rec.modality), c.record_id,
                         "" if c.region is None else c.region])
             n_written += 1
+            n_opts[str(len(c.options))] += 1
             for k, v in (("department", rec.department or "unspecified"), ("task", task_name),
                          ("modality", rec.modality), ("granularity", gran_name), ("dataset", rec.dataset),
                          ("answer", c.answer_letter)):
@@ -356,6 +367,8 @@ def build_benchmark(build_dir: str | Path, out_dir: str | Path, cfg: BenchBuildC
         "skipped_by_code": dict(sorted(Counter(s["code"] for s in skipped).items())),
         "not_applicable": dict(sorted(na.items())),
         "label_spaces": spaces,
+        "options_per_question": dict(sorted(n_opts.items(), key=lambda kv: int(kv[0]))),
+        "small_label_spaces": small_label_spaces(chosen_split, spaces, cfg.n_options),
         **{f"by_{k}": dict(sorted(v.items())) for k, v in counts.items()},
     }
     manifest_path = out_dir / "bench_manifest.json"

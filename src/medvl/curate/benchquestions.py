@@ -1,10 +1,11 @@
 """The phrasing pool of ``bench-build``: question templates per clinical task and granularity (a data file).
 
 ``data/bench_questions.yaml`` (English; other languages as ``bench_questions.<lang>.yaml``) maps each
-clinical VQA task to a task cue and phrasings with a ``{target}`` slot, and each granularity to target
-phrases that name the modality and the drawn mark. Loading checks that every phrasing carries its task
-cue and every target phrase its modality slot and mark word, so each generated question names the
-modality, a task cue and the granularity."""
+clinical VQA task to a task cue and phrasings with a ``{target}`` slot, and each granularity to a list
+of granularity cues and target phrases that name the modality and the granularity. Loading checks that
+every phrasing carries its task cue and no granularity cue, and every target phrase its modality slot,
+one of its own granularity's cues and none of another's, so each generated question names the modality,
+a task cue and (unambiguously) the granularity."""
 
 from __future__ import annotations
 
@@ -38,7 +39,7 @@ class PhrasePool:
     lang: str
     tasks: dict[str, TaskPhrases]  # lower-cased task name -> phrasings ("default" included)
     targets: dict[str, list[str]]  # granularity -> target phrases with {modality}
-    marks: dict[str, str]  # granularity -> the word naming it in every target phrase
+    cues: dict[str, list[str]]  # granularity -> words naming it; every target phrase holds one of its own
     draw: dict[str, dict[str, Any]]  # granularity -> drawing style (color, alpha)
     modality_names: dict[str, str] = field(default_factory=dict)
 
@@ -53,7 +54,13 @@ class PhrasePool:
         return self.tasks["default"]
 
     def modality(self, modality: str) -> str:
+        """How questions name a record's modality (the key itself when the file does not map it)."""
         return self.modality_names.get(modality, modality)
+
+    def granularities_named(self, text: str) -> list[str]:
+        """The granularities whose cues occur in ``text`` (case-insensitive), in ``GRANULARITIES`` order."""
+        low = text.lower()
+        return [g for g in GRANULARITIES if any(c.lower() in low for c in self.cues.get(g, []))]
 
     def question(self, clinical_task: str | None, granularity: str, modality: str, pick: int) -> str:
         """One question; ``pick`` (a stable integer) chooses the phrasing and the target phrase."""
@@ -95,20 +102,40 @@ def load_phrase_pool(lang: str = "en", path: str | Path | None = None) -> Phrase
     if "default" not in tasks:
         raise PhrasePoolError(f"{p}: tasks: a 'default' task is required")
     targets: dict[str, list[str]] = {}
-    marks: dict[str, str] = {}
+    cues: dict[str, list[str]] = {}
     draw: dict[str, dict[str, Any]] = {}
     grans = data.get("granularities") or {}
     for g in GRANULARITIES:
         spec = grans.get(g)
-        if not isinstance(spec, dict) or not spec.get("targets") or not spec.get("mark"):
-            raise PhrasePoolError(f"{p}: granularities.{g}: needs 'mark' and a non-empty 'targets' list")
-        mark = str(spec["mark"])
-        for i, t in enumerate(spec["targets"]):
-            if "{modality}" not in t or mark.lower() not in t.lower():
-                raise PhrasePoolError(f"{p}: granularities.{g}.targets[{i}]: must contain '{{modality}}' and {mark!r}")
+        raw_cues = spec.get("cues") if isinstance(spec, dict) else None
+        if not isinstance(spec, dict) or not spec.get("targets") or not isinstance(raw_cues, list) \
+                or not raw_cues or not all(str(c).strip() for c in raw_cues):
+            raise PhrasePoolError(f"{p}: granularities.{g}: needs a non-empty 'cues' list (words naming the "
+                                  f"granularity) and a non-empty 'targets' list")
+        cues[g] = [str(c).strip() for c in raw_cues]
         targets[g] = [str(t) for t in spec["targets"]]
-        marks[g] = mark
         draw[g] = dict(spec.get("draw") or {})
-    names = {str(k): str(v) for k, v in (data.get("modality_names") or {}).items()}
-    return PhrasePool(lang=str(data.get("lang", lang)), tasks=tasks, targets=targets, marks=marks, draw=draw,
-                      modality_names=names)
+    pool = PhrasePool(lang=str(data.get("lang", lang)), tasks=tasks, targets=targets, cues=cues, draw=draw,
+                      modality_names={str(k): str(v) for k, v in (data.get("modality_names") or {}).items()})
+    _check_granularity_cues(pool, p)
+    return pool
+
+
+def _check_granularity_cues(pool: PhrasePool, p: Path) -> None:
+    """Every target phrase names its own granularity (one of its cues) and no other; task phrasings and
+    modality names name none, so a question's granularity is read from its target phrase alone."""
+    for g in GRANULARITIES:
+        for i, t in enumerate(pool.targets[g]):
+            named = pool.granularities_named(t)
+            if "{modality}" not in t or named != [g]:
+                raise PhrasePoolError(
+                    f"{p}: granularities.{g}.targets[{i}] {t!r}: must contain '{{modality}}' and one of the "
+                    f"{g} cues {pool.cues[g]} and no cue of another granularity (found: {named or 'none'})")
+    for tp in pool.tasks.values():
+        for i, ph in enumerate(tp.phrasings):
+            if pool.granularities_named(ph.replace("{target}", "")):
+                raise PhrasePoolError(f"{p}: tasks.{tp.name}.phrasings[{i}] {ph!r}: names a granularity "
+                                      f"({pool.granularities_named(ph)}); leave that to the target phrase")
+    for key, name in sorted(pool.modality_names.items()):
+        if pool.granularities_named(name):
+            raise PhrasePoolError(f"{p}: modality_names.{key} {name!r}: contains a granularity cue")

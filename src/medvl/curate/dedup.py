@@ -28,14 +28,22 @@ def _order_key(rec: ImageRecord) -> tuple[str, str, str]:
     return (rec.id, _item(rec), rec.image)
 
 
+def _richness(rec: ImageRecord) -> tuple[int, int, int]:
+    """More annotation sorts first: a mask, then more regions, then more labels (negated for sorting)."""
+    return (-int(rec.mask is not None), -len(rec.regions), -len(rec.labels))
+
+
 def dedup_records(records: Iterable[ImageRecord]) -> tuple[list[ImageRecord], list[Reject]]:
     """Drop exact duplicates by image content hash (sha256 of the written PNG).
 
-    Within each group of equal hashes the record that sorts first by id is kept; the others are rejected
-    with stage ``"dedup"`` and a reason naming both ids. Kept records stay in input order."""
+    Within each group of equal hashes the most richly annotated record is kept (a mask, then more boxes,
+    then more labels: a box-list record beats the same image's classification row, a labelled slice beats
+    an identical unlabelled one), ties broken by id; the others are rejected with stage ``"dedup"`` and a
+    reason naming both ids and any labels the dropped record had that the kept one lacks. Kept records
+    stay in input order."""
     records = list(records)
     keeper: dict[str, ImageRecord] = {}
-    for rec in sorted(records, key=_order_key):
+    for rec in sorted(records, key=lambda r: (_richness(r), _order_key(r))):
         keeper.setdefault(rec.sha256, rec)
     kept: list[ImageRecord] = []
     rejects: list[tuple[tuple[str, str, str], Reject]] = []
@@ -44,8 +52,11 @@ def dedup_records(records: Iterable[ImageRecord]) -> tuple[list[ImageRecord], li
         if first is rec:
             kept.append(rec)
             continue
+        lost = sorted((set(rec.labels) | {r.label for r in rec.regions})
+                      - (set(first.labels) | {r.label for r in first.regions}))
         reason = (f"{rec.id}: duplicate of {first.id} (identical image content, sha256 {rec.sha256[:16]}); "
-                  f"kept the record that sorts first by id")
+                  f"kept the more richly annotated record"
+                  + (f"; labels only the dropped record had: {', '.join(lost)}" if lost else ""))
         rejects.append((_order_key(rec), Reject(source=rec.dataset, item=_item(rec), reason=reason, stage="dedup")))
     rejects.sort(key=lambda kr: kr[0])
     return kept, [r for _, r in rejects]

@@ -35,8 +35,10 @@ _BARE = re.compile(
     re.IGNORECASE,
 )
 _LEAD = re.compile(rf"{_OPEN}?([A-Z])(?:{_CLOSE}|[.:：。、]|\s+-)\s*(\S.*)?", re.DOTALL)
-_TAIL_LETTER = re.compile(  # a capital letter, or any-case letter in brackets: "is a mass" is no letter
-    rf"\s*[:：]?\s*(?i:the\s+)?(?i:option|choice|选项)?\s*(?:{_OPEN}([A-Za-z]){_CLOSE}|([A-Z])(?![A-Za-z0-9'’\-]))"
+_TAIL_LETTER = re.compile(  # a capital letter, or any-case letter in brackets or closing the answer
+    # ("Answer: b", "the answer is (c)"); "the answer is a mass" is no letter
+    rf"\s*[:：]?\s*(?i:the\s+)?(?i:option|choice|选项)?\s*(?:{_OPEN}([A-Za-z]){_CLOSE}|([A-Z])(?![A-Za-z0-9'’\-])"
+    rf"|([a-z])(?=\s*(?:$|[.,;!?。，；！？\n])))"
 )
 _TAIL_SECOND = re.compile(rf"\s*(?:or|and|/|或|和|、)\s*{_OPEN}?[A-Z](?![A-Za-z0-9])")
 _LETTER = re.compile(rf"(?<![A-Za-z0-9'’\-/.]){_OPEN}?([A-Z]){_CLOSE}?(?![A-Za-z0-9'’\-/])(?!\.[A-Za-z])")
@@ -46,16 +48,35 @@ _NEXT_WORD = re.compile(r"\s+([A-Za-z]{2,})")
 _MARKERS = word_regex(VOCAB["answer_markers"]["en"])
 _MARKERS_ZH = re.compile("|".join(re.escape(m) for m in sorted(VOCAB["answer_markers"]["zh"], key=len, reverse=True)))
 _REJECT = tuple(VOCAB["rejecting_after_letter"])
+# a negation right before a letter, at most two words in between ("not A", "I would not choose B", "不是A")
+_REJECT_BEFORE = re.compile(
+    r"(?:(?<![A-Za-z])(?:" + "|".join(w for w in VOCAB["rejecting_before_letter"] if re.match(r"[a-z]", w))
+    + r")|n't|" + "|".join(w for w in VOCAB["rejecting_before_letter"] if not re.match(r"[a-z]", w))
+    + r")\b\s*(?:[A-Za-z]+\s+){0,2}?(?:(?:the\s+)?(?:option|choice|answer)\s*)?(?:选项)?\s*[\(\[（【]?\s*$",
+    re.IGNORECASE,
+)
 _NEGATING = tuple(VOCAB["negating_before_text"])
+_NEG_BEFORE = re.compile(  # a negation right before an (normalized) open answer; one preposition may follow
+    r"(?:^|\s)(?:" + "|".join(re.escape(w) for w in _NEGATING if not has_cjk(w))
+    + r")(?:\s+(?:in|on|at|of|from|to|within|inside|into))?\s*$"
+)
+_NEG_BEFORE_ZH = re.compile(r"(?:" + "|".join(re.escape(w) for w in _NEGATING if has_cjk(w)) + r")\s*$")
+_ALT = VOCAB["alternatives"]
 _YN = VOCAB["yes_no"]
 _EN_YES = frozenset(_YN["en_yes"])
 _EN_NO = frozenset(_YN["en_no"])
 _EN_YES_RE = word_regex(_YN["en_yes"])
 _EN_NO_RE = word_regex(_YN["en_no"])
 _EN_NEG_RE = re.compile(r"n't\b|" + word_regex(_YN["en_negation"]).pattern, re.IGNORECASE)
+_EN_HEDGE = frozenset(_YN["en_hedge_verbs"])
+_EN_NON_ANSWERS = frozenset(_YN["en_non_answers"])
+_EN_NEG_OR_NO_RE = word_regex(_YN["en_negation"] + _YN["en_no"])
+# two negations in a row, at most one word between and no punctuation: "not no", "isn't absent"
+_EN_DOUBLE_NEG = re.compile(_EN_NEG_RE.pattern + r"(?:\s+[A-Za-z]+)?\s+" + _EN_NEG_OR_NO_RE.pattern, re.IGNORECASE)
+_ZH_NEG_RE = re.compile("|".join(_YN["zh_negation"]))
+_ZH_DOUBLE_NEG = re.compile(f"(?:{_ZH_NEG_RE.pattern})(?:{_ZH_NEG_RE.pattern})")
 _ZH_NO = tuple(sorted(_YN["zh_no"], key=len, reverse=True))
 _ZH_YES = tuple(sorted(_YN["zh_yes"], key=len, reverse=True))
-_ZH_NEG_CHARS = ("不", "没", "无", "否", "未")
 _BOTH_YES_NO = re.compile(r"\s*(?:yes\W*(?:and|or|/)\W*no|no\W*(?:and|or|/)\W*yes|是或否|是还是否)\b", re.IGNORECASE)
 
 
@@ -80,8 +101,9 @@ def _exact_option(text: str, options: dict[str, str]) -> str | None:
 
 
 def _negated_at(norm: str, start: int) -> bool:
-    before = norm[max(0, start - 14):start].rstrip()
-    return any(before.endswith(w) for w in _NEGATING)
+    """True when the text before ``start`` (normalized) ends with a negation ("not", "rather than", "不是")."""
+    before = norm[max(0, start - 30):start]
+    return bool(_NEG_BEFORE.search(before.rstrip()) or _NEG_BEFORE_ZH.search(before))
 
 
 def _contained_options(text: str, options: dict[str, str]) -> tuple[list[str], list[str]]:
@@ -124,7 +146,8 @@ def _letter_mentions(text: str, options: dict[str, str]) -> tuple[list[str], lis
                 continue
         if letter not in options:
             invalid.append(letter)
-        elif any(after.lstrip().lower().startswith(r) for r in _REJECT):
+        elif (any(after.lstrip().lower().startswith(r) for r in _REJECT)
+              or _REJECT_BEFORE.search(blanked[max(0, m.start() - 40):m.start()])):
             rejected.append(letter)
         elif letter not in affirmed:
             affirmed.append(letter)
@@ -134,13 +157,12 @@ def _letter_mentions(text: str, options: dict[str, str]) -> tuple[list[str], lis
 def _from_marker_tail(tail: str, options: dict[str, str]) -> tuple[str | None, str] | None:
     m = _TAIL_LETTER.match(tail)
     if m:
-        letter = (m.group(1) or m.group(2)).upper()
+        letter = (m.group(1) or m.group(2) or m.group(3)).upper()
         if _TAIL_SECOND.match(tail[m.end():]):
             return None, "ambiguous_letters"
         if letter in options:
             return letter, "answer_marker_letter"
-        if m.group(2) or m.group(1):
-            return None, "letter_not_option"
+        return None, "letter_not_option"
     first = re.split(r"(?<=[.!?。！？])\s|\n", tail.strip(), maxsplit=1)[0]
     hit = _exact_option(first, options)
     if hit:
@@ -218,8 +240,8 @@ def _leading_yes_no(text: str) -> str | None:
     low = text.strip().lower()
     if has_cjk(low[:4]):
         compact = re.sub(r"\s+", "", normalize(low))
-        for form in _ZH_NO:
-            if compact.startswith(form):
+        for form in _ZH_NO:  # a one-character form must negate a finding: 无法 / 不确定 are no "no"
+            if compact.startswith(form) and (len(form) > 1 or _ZH_NEG_RE.match(compact)):
                 return "no"
         for form in _ZH_YES:
             if compact.startswith(form) and not compact.startswith("是否"):
@@ -233,13 +255,28 @@ def _leading_yes_no(text: str) -> str | None:
     return None
 
 
+def _negates_finding(text: str) -> bool:
+    """True when an English negation word negates a finding ("does not show", "no evidence of", "absent"),
+    not an ability to answer: a negation followed within three words by a hedge verb ("I can't tell",
+    "does not allow me to determine") does not count."""
+    for m in _EN_NEG_RE.finditer(text):
+        following = re.findall(r"[a-z]+", text[m.end():m.end() + 60].lower())[:3]
+        if not any(w in _EN_HEDGE for w in following):
+            return True
+    return False
+
+
 def extract_yes_no(response: str, lang: str = "en") -> tuple[str | None, str]:
     """"yes" / "no" for a closed question's reply, or None, plus the rule that decided.
 
-    Order: the first word of the (boxed/tagged) reply or of the text after the last answer marker
-    ("No, it is not" -> no; Chinese 不是/没有/否/无/不... -> no before 是/有/包含/... -> yes); a refusal ->
-    None; whole-word yes-words vs no-words anywhere (both -> None; "nodule" is not "no"); negation words
-    ("does not show", "没有", "未见") -> no. A plain affirmative statement without "yes" stays unparsed."""
+    Order: "yes and no" -> None; the first word after the last answer marker ("The answer is no"); a
+    refusal or hedge ("I don't know", "not sure", "cannot determine", 我不知道, 无法确定, 不确定) -> None;
+    a reply that is only "None" / "unknown" / "maybe" -> None; the first word of the (boxed/tagged) reply
+    ("No, it is not" -> no; Chinese 不是/没有/否/无... -> no before 是/有/包含/... -> yes); a double
+    negation ("not no", "不是没有") -> None; whole-word yes-words vs no-words anywhere (both -> None;
+    "nodule" is not "no"); a negation of a finding ("does not show", "absent", "没有", "未见") -> no, but
+    not a negated ability ("can't tell", 无法) and not 是否 ("whether"). A plain affirmative statement
+    without "yes" stays unparsed."""
     del lang
     if not response or not response.strip():
         return None, "empty"
@@ -247,26 +284,30 @@ def extract_yes_no(response: str, lang: str = "en") -> tuple[str | None, str]:
     prefix = f"{where}:" if where else ""
     if _BOTH_YES_NO.match(text):
         return None, prefix + "ambiguous_yes_no"
-    lead = _leading_yes_no(text)
-    if lead:
-        return lead, prefix + "leading"
     for end in _marker_positions(text)[:1]:
         lead = _leading_yes_no(text[end:].lstrip(" :：*"))
         if lead:
             return lead, prefix + "answer_marker"
     if is_refusal(text):
         return None, prefix + "refusal"
+    if normalize(text) in _EN_NON_ANSWERS:
+        return None, prefix + "non_answer"
+    lead = _leading_yes_no(text)
+    if lead:
+        return lead, prefix + "leading"
+    if _EN_DOUBLE_NEG.search(text) or _ZH_DOUBLE_NEG.search(re.sub(r"\s+", "", text)):
+        return None, prefix + "double_negation"
     has_yes, has_no = bool(_EN_YES_RE.search(text)), bool(_EN_NO_RE.search(text))
     if has_yes and has_no:
         return None, prefix + "ambiguous_yes_no"
     if has_yes or has_no:
         return ("yes" if has_yes else "no"), prefix + "yes_no_word"
-    if _EN_NEG_RE.search(text):
+    if _negates_finding(text):
         return "no", prefix + "negation"
     if has_cjk(text):
-        if any(c in text for c in _ZH_NEG_CHARS):
+        if _ZH_NEG_RE.search(text.replace("是否", "")):
             return "no", prefix + "zh_negation"
-        if "是" in text or "有" in text:
+        if "是" in text.replace("是否", "") or "有" in text:
             return "yes", prefix + "zh_affirmative"
     return None, prefix + "no_yes_no"
 

@@ -1,17 +1,68 @@
 """A self-contained HTML report of one evaluation run: overall accuracy with its CI, per-group bars
-(matplotlib, embedded as base64 PNG), parse failures, the scorer spread when present, and a sample of wrong
-answers. Every value taken from a sample is HTML-escaped."""
+(matplotlib, embedded as base64 PNG) with a table per group, parse failures, the scorer spread when present,
+and a sample of wrong answers. Every value taken from a sample is HTML-escaped.
+
+Plot text uses DejaVu Sans plus an installed CJK font when there is one (``CJK_FONTS``), so SLAKE's
+Chinese group values draw; a category label the fonts cannot draw is shown as its row number ("#3"), the
+group's HTML table giving the text."""
 
 from __future__ import annotations
 
 import base64
+import functools
 import html
 import io
+import warnings
 from pathlib import Path
 from typing import Any
 
 MAX_WRONG = 25
 MAX_BARS = 30
+BASE_FONT = "DejaVu Sans"
+# Name prefixes of CJK-capable font families, in order of preference.
+CJK_FONTS = ("Noto Sans CJK", "Noto Serif CJK", "Source Han Sans", "Source Han Serif", "WenQuanYi", "AR PL")
+GLYPH_WARNING = r"Glyph \d+ .*missing from font"
+
+
+@functools.lru_cache(maxsize=1)
+def cjk_font() -> str | None:
+    """The family name of an installed CJK-capable font matplotlib knows (first by ``CJK_FONTS`` order,
+    then name), or None."""
+    from matplotlib import font_manager
+
+    names = sorted({f.name for f in font_manager.fontManager.ttflist})
+    for prefix in CJK_FONTS:
+        for name in names:
+            if name.lower().startswith(prefix.lower()):
+                return name
+    return None
+
+
+def plot_fonts() -> tuple[str, ...]:
+    """Font families for plot text: the base font, then a CJK font as per-glyph fallback if installed."""
+    cjk = cjk_font()
+    return (BASE_FONT, cjk) if cjk else (BASE_FONT,)
+
+
+@functools.lru_cache(maxsize=4)
+def _codepoints(families: tuple[str, ...]) -> frozenset[int]:
+    from matplotlib import font_manager
+    from matplotlib.ft2font import FT2Font
+
+    points: set[int] = set()
+    for fam in families:
+        try:
+            path = font_manager.findfont(font_manager.FontProperties(family=fam), fallback_to_default=False)
+        except ValueError:
+            continue
+        points.update(FT2Font(path).get_charmap())
+    return frozenset(points)
+
+
+def drawable(text: str, families: tuple[str, ...] | None = None) -> bool:
+    """Whether every character of ``text`` has a glyph in the plot fonts."""
+    points = _codepoints(families or plot_fonts())
+    return all(ord(ch) in points for ch in text)
 
 
 def _pct(x: float | None) -> str:
@@ -52,29 +103,50 @@ def _png(fig: Any) -> str:
     return base64.b64encode(buf.getvalue()).decode("ascii")
 
 
+def plot_label(index: int, value: str, n: int, families: tuple[str, ...] | None = None) -> str:
+    """A bar's label: the value (cut to 40 characters) with its count, or "#index" when the plot fonts
+    cannot draw the value (the group's HTML table lists it under that number)."""
+    text = value[:40]
+    return f"{text} (n={n})" if text and drawable(text, families) else f"#{index} (n={n})"
+
+
 def _bar_plot(title: str, rows: list[tuple[str, float, int, list[float] | None]]) -> str:
+    """Horizontal accuracy bars (first ``MAX_BARS`` rows, numbered from 1 as in the group table)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = sorted(rows, key=lambda r: (-r[2], r[0]))[:MAX_BARS]
-    labels = [f"{r[0][:40]} (n={r[2]})" for r in rows]
+    fonts = plot_fonts()
+    rows = rows[:MAX_BARS]
+    labels = [plot_label(i + 1, r[0], r[2], fonts) for i, r in enumerate(rows)]
     accs = [100 * r[1] for r in rows]
-    fig, ax = plt.subplots(figsize=(7, 0.35 * len(rows) + 1.2))
-    ax.barh(range(len(rows)), accs, color="#4c72b0")
-    for i, r in enumerate(rows):
-        if r[3]:
-            ax.plot([100 * r[3][0], 100 * r[3][1]], [i, i], color="black", linewidth=1)
-    ax.set_yticks(range(len(rows)))
-    ax.set_yticklabels(labels, fontsize=8)
-    ax.invert_yaxis()
-    ax.set_xlim(0, 100)
-    ax.set_xlabel("accuracy (%)")
-    ax.set_title(title)
-    data = _png(fig)
-    plt.close(fig)
+    with warnings.catch_warnings(), matplotlib.rc_context({"font.family": list(fonts)}):
+        warnings.filterwarnings("ignore", message=GLYPH_WARNING)
+        fig, ax = plt.subplots(figsize=(7, 0.35 * len(rows) + 1.2))
+        ax.barh(range(len(rows)), accs, color="#4c72b0")
+        for i, r in enumerate(rows):
+            if r[3]:
+                ax.plot([100 * r[3][0], 100 * r[3][1]], [i, i], color="black", linewidth=1)
+        ax.set_yticks(range(len(rows)))
+        ax.set_yticklabels(labels, fontsize=8)
+        ax.invert_yaxis()
+        ax.set_xlim(0, 100)
+        ax.set_xlabel("accuracy (%)")
+        ax.set_title(title if drawable(title, fonts) else "accuracy by group (see table)")
+        data = _png(fig)
+        plt.close(fig)
     return data
+
+
+def _group_section(key: str, rows: list[tuple[str, float, int, list[float] | None]]) -> str:
+    """Heading, bar plot and table (every value, HTML-escaped) of one group key; rows by size, then name."""
+    rows = sorted(rows, key=lambda r: (-r[2], r[0]))
+    table = _table(["#", key, "n", "accuracy", "95% CI"],
+                   [[i + 1, r[0], r[2], _pct(r[1]), f"{_pct(r[3][0])} – {_pct(r[3][1])}" if r[3] else "n/a"]
+                    for i, r in enumerate(rows)])
+    return (f"<h2>By {_e(key)}</h2><img alt='accuracy by {_e(key)}' "
+            f"src='data:image/png;base64,{_bar_plot(key, rows)}'>{table}")
 
 
 def _table(header: list[str], rows: list[list[Any]]) -> str:
@@ -116,10 +188,7 @@ def render(results: dict[str, Any], samples: list[dict[str, Any]]) -> str:
         parts.append(_table(["scorer", "accuracy", "95% CI", "parse failures"], rows))
         parts.append(f"<p>Spread (max &minus; min accuracy): {_pct(spread.get('spread'))}</p>")
     for key, rows in group_rows(results.get("groups") or {}).items():
-        if len(rows) < 1:
-            continue
-        parts.append(f"<h2>By {_e(key)}</h2><img alt='accuracy by {_e(key)}' "
-                     f"src='data:image/png;base64,{_bar_plot(key, rows)}'>")
+        parts.append(_group_section(key, rows))
     failures = [s for s in samples if s.get("unparsed") and not s.get("missing") and not s.get("error")]
     if failures:
         parts.append(f"<h2>Parse failures (first {min(MAX_WRONG, len(failures))} of {len(failures)})</h2>")

@@ -338,21 +338,89 @@ def rescore_run(run_dir: str | Path, scorers: Iterable[str], n_boot: int = 1000,
 
 # ------------------------------------------------------------------------------------------ compare
 
+COMPARABLE_FIELDS = ("benchmark", "split", "bench_options", "protocol", "scorer")
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        obj = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise EvalRunError(f"{path}: unreadable ({e})") from e
+    if not isinstance(obj, dict):
+        raise EvalRunError(f"{path}: expected a JSON object")
+    return obj
+
+
+def run_identity(run_dir: Path, samples: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """What a run's scores depend on besides the model (``COMPARABLE_FIELDS`` plus ``data_dir``), read from
+    ``run_config.json`` or ``results.json`` ``config``; the scorer is the one that scored the samples (a
+    re-scored folder keeps the original run's config). None when the folder holds neither file."""
+    cfg: dict[str, Any] = {}
+    results: dict[str, Any] = {}
+    if (run_dir / RESULTS).is_file():
+        results = _read_json(run_dir / RESULTS)
+        cfg.update(results.get("config") or {})
+    if (run_dir / RUN_CONFIG).is_file():
+        cfg.update(_read_json(run_dir / RUN_CONFIG))
+    if not cfg and not results:
+        return None
+    ident = {k: cfg.get(k, results.get(k)) for k in COMPARABLE_FIELDS}
+    ident["bench_options"] = dict(sorted((ident.get("bench_options") or {}).items()))
+    scorers = sorted({str(s["scorer"]) for s in samples if s.get("scorer")})
+    ident["scorer"] = ",".join(scorers) if scorers else results.get("scorer", cfg.get("scorer"))
+    ident["data_dir"] = cfg.get("data_dir")
+    return ident
+
+
+def _differences(a: dict[str, Any] | None, b: dict[str, Any] | None) -> dict[str, dict[str, Any]]:
+    if a is None or b is None:
+        return {"config": {"a": "present" if a else "missing", "b": "present" if b else "missing"}}
+    return {k: {"a": a.get(k), "b": b.get(k)} for k in COMPARABLE_FIELDS if a.get(k) != b.get(k)}
+
+
 def compare(run_a_dir: str | Path, run_b_dir: str | Path, out_path: str | Path | None = None,
-            n_boot: int = 1000, seed: int = 0) -> dict[str, Any]:
-    """Paired comparison of two runs on the items both answered (same ids); written as JSON."""
+            n_boot: int = 1000, seed: int = 0, force: bool = False) -> dict[str, Any]:
+    """Paired comparison of two runs on the items both answered (same ids); written as JSON.
+
+    The runs must agree on benchmark, split, benchmark options, protocol and scorer (else the paired
+    difference is not a model difference): otherwise an ``EvalRunError`` names the differing fields,
+    unless ``force``, which records them under ``differences`` in the comparison."""
     a_dir, b_dir = Path(run_a_dir), Path(run_b_dir)
-    a = {r["id"]: r for r in read_samples(a_dir / SAMPLES) if r.get("correct") is not None}
-    b = {r["id"]: r for r in read_samples(b_dir / SAMPLES) if r.get("correct") is not None}
+    rows_a, rows_b = read_samples(a_dir / SAMPLES), read_samples(b_dir / SAMPLES)
+    if not rows_a or not rows_b:
+        empty = a_dir if not rows_a else b_dir
+        raise EvalRunError(f"{empty / SAMPLES}: no samples to compare")
+    id_a, id_b = run_identity(a_dir, rows_a), run_identity(b_dir, rows_b)
+    diff = _differences(id_a, id_b)
+    if diff and not force:
+        if "config" in diff:
+            where = [str(d) for d, i in ((a_dir, id_a), (b_dir, id_b)) if i is None]
+            raise EvalRunError(f"{' and '.join(where)}: no {RUN_CONFIG} or {RESULTS}, so the runs cannot be "
+                               f"checked for comparability; use --force (force=True) to compare anyway")
+        what = "; ".join(f"{k} differs (A: {v['a']!r}, B: {v['b']!r})" for k, v in diff.items())
+        raise EvalRunError(f"{a_dir} and {b_dir} are not comparable: {what}. A paired difference would not "
+                           f"be a model difference; use --force (force=True) to compare anyway")
+    a = {r["id"]: r for r in rows_a if r.get("correct") is not None}
+    b = {r["id"]: r for r in rows_b if r.get("correct") is not None}
     if not a or not b:
         empty = a_dir if not a else b_dir
-        raise EvalRunError(f"{empty / SAMPLES}: no scored samples to compare")
+        raise EvalRunError(f"{empty / SAMPLES}: no scored samples to compare (hidden answers?)")
     shared = [i for i in a if i in b]  # run A's (benchmark) order
     if not shared:
         raise EvalRunError(f"{a_dir} and {b_dir} share no question ids: different benchmarks or splits?")
+    all_a, all_b = [r["id"] for r in rows_a], {r["id"] for r in rows_b}
+    only_a = [i for i in all_a if i not in all_b]
+    set_a = set(all_a)
+    only_b = [r["id"] for r in rows_b if r["id"] not in set_a]
     ra, rb = [a[i] for i in shared], [b[i] for i in shared]
-    res = {"run_a": str(a_dir), "run_b": str(b_dir), "n_shared": len(shared),
-           "n_only_a": len(a) - len(shared), "n_only_b": len(b) - len(shared)}
+    res: dict[str, Any] = {
+        "run_a": str(a_dir), "run_b": str(b_dir), "n_shared": len(shared),
+        "n_only_a": len(only_a), "n_only_b": len(only_b),
+        "only_a_ids": only_a[:20], "only_b_ids": only_b[:20],
+        "config_a": id_a, "config_b": id_b, "comparable": not diff, "forced": bool(force and diff),
+    }
+    if diff:
+        res["differences"] = diff
     res.update(_glue.paired_comparison(ra, rb, n_boot=n_boot, seed=seed))
     path = Path(out_path) if out_path else a_dir / f"compare_{b_dir.name}.json"
     _write_json(path, res)

@@ -96,7 +96,7 @@ def load_all(recipe: Recipe, out_dir: Path, workers: int, progress: Callable[[in
             rejects.append(obj)
         else:
             jobs.append(Job(source=cfg.model_dump(mode="json"), unit=obj, out_dir=str(out_dir),
-                            image=recipe.image.model_dump(mode="json"), salt=recipe.salt))
+                            image=recipe.image.model_dump(mode="json"), salt=recipe.salt or ""))
     results: Iterable[UnitResult]
     if workers > 1 and len(jobs) > 1:
         pool = ProcessPoolExecutor(max_workers=workers)
@@ -124,7 +124,26 @@ def load_all(recipe: Recipe, out_dir: Path, workers: int, progress: Callable[[in
     finally:
         if pool is not None:
             pool.shutdown()
-    return records, rejects, stats
+    return records, scrub_rejects(recipe, rejects), stats
+
+
+def scrub_rejects(recipe: Recipe, rejects: list[Reject]) -> list[Reject]:
+    """Rejects name files; a file or folder may be named after a patient. Scrub each source's rejects of
+    every identifying value its source saw while enumerating (a truncated file next to readable ones)."""
+    from medvl.pipeline.privacy import Scrubber
+
+    scrubbers = {}
+    for cfg in recipe.sources:
+        seen = get_source(cfg).sensitive
+        if seen:
+            scrubbers[cfg.name] = Scrubber(seen, key=recipe.salt or "")
+    if not scrubbers:
+        return rejects
+    out = []
+    for r in rejects:
+        sc = scrubbers.get(r.source)
+        out.append(r if sc is None else Reject(source=r.source, item=sc(r.item), reason=sc(r.reason), stage=r.stage))
+    return out
 
 
 def curate(recipe: Recipe, records: list[ImageRecord], out_dir: Path
@@ -186,10 +205,16 @@ def write_jsonl(path: Path, rows: Iterable[dict[str, Any]]) -> int:
 
 def summarize(recipe: Recipe, records: list[ImageRecord], samples: list[Sample], rejects: list[Reject],
               stats: dict[str, SourceStats]) -> dict[str, Any]:
+    kept_by_source = Counter(r.dataset for r in records)
+    curated_out = Counter(r.source for r in rejects if r.stage in ("dedup", "audit"))
+    sources = {}
+    for k, v in stats.items():  # read counts, then what curation kept
+        sources[k] = {**v.to_dict(), "dropped_by_curation": curated_out.get(k, 0),
+                      "records_after_curation": kept_by_source.get(k, 0)}
     return {
         "recipe": recipe.name,
         "seed": recipe.seed,
-        "sources": {k: v.to_dict() for k, v in stats.items()},
+        "sources": sources,
         "units": {"input": sum(s.units for s in stats.values()), "kept": sum(s.kept_units for s in stats.values()),
                   "rejected": sum(s.rejected_units for s in stats.values())},
         "records": len(records),
@@ -209,6 +234,9 @@ def run_build(recipe: Recipe, out_dir: Path, workers: int | None = None, overwri
     from medvl.export.manifest import ManifestEntry, write_manifest
 
     out_dir = Path(out_dir).resolve()
+    if not recipe.salt:
+        raise BuildError("the recipe has no `salt`: set a secret string (e.g. `salt: <random text>`); patient keys "
+                         "are HMACs of patient ids under it, and without a secret they could be reversed")
     prepare_out_dir(out_dir, overwrite)
     records, rejects, stats = load_all(recipe, out_dir, workers or recipe.workers, progress)
     records, cur_rejects, split_report = curate(recipe, records, out_dir)

@@ -1,55 +1,86 @@
 """Scrubbing identifying values out of everything a build writes.
 
 Readers collect the identifying header values they saw (``Item.sensitive``: patient name and id, dates,
-institution, physicians, accession number, ...). Before any string from an item reaches a record, it passes
-through :func:`scrub`, which replaces every occurrence of those values, and of the common spellings of a
-DICOM person name (``DOE^JOHN`` -> ``DOE JOHN``, ``DOE_JOHN``, ``John Doe``, the parts alone), with
-``REDACTED``."""
+institution, physicians, accession number, ...; sources may also collect them for a whole folder in
+``Source.sensitive``). Before any string from an item or a reject reaches an output, it passes through a
+:class:`Scrubber`, which replaces every occurrence of those values and of their common spellings
+(``DOE^JOHN`` -> ``DOE JOHN``, ``DOE_JOHN``, ``John Doe``, the name parts alone; ``Mercy General`` ->
+``Mercy_General``; ``19610101`` -> ``1961-01-01``, ``01/01/1961``, ``01.01.1961``, ...), case-insensitively,
+with a keyed token ``REDACTED-<6 hex>``. The token is an HMAC of the value under the recipe's salt, so two
+different values give two different tokens (ids stay distinct and lead back to one file) while the value
+itself cannot be read back."""
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import re
 from collections.abc import Iterable
 from typing import Any
 
 REDACTED = "REDACTED"
 _MIN_LEN = 3  # shorter values (e.g. a sex code "M") are not identifying on their own and would shred text
+_SEPARATORS = (" ", "_", "-", ".", "")
+
+
+def _date_variants(v: str) -> set[str]:
+    """DICOM DA ``YYYYMMDD`` in the spellings people put in folder names and free text."""
+    y, m, d = v[:4], v[4:6], v[6:]
+    out = {f"{y}{s}{m}{s}{d}" for s in ("-", "_", ".", "/", " ")}
+    out |= {f"{m}{s}{d}{s}{y}" for s in ("/", "-", ".")}  # US order
+    out |= {f"{d}{s}{m}{s}{y}" for s in ("/", "-", ".")}  # European order
+    out.add(f"{y[2:]}{m}{d}")  # YYMMDD
+    return out
 
 
 def variants(value: str) -> set[str]:
     """Spellings under which an identifying value may show up in paths and text."""
     v = str(value).strip()
-    out: set[str] = set()
-    if len(v) >= _MIN_LEN:
-        out.add(v)
-    if "^" in v:
+    out: set[str] = {v}
+    if "^" in v:  # DICOM person name: family^given^middle^prefix^suffix
         parts = [p.strip() for p in v.split("^") if p.strip()]
-        for sep in (" ", "_", "-", ".", ""):
+        for sep in _SEPARATORS:
             out.add(sep.join(parts))
             out.add(sep.join(reversed(parts)))
-        out.update(p for p in parts if len(p) >= _MIN_LEN)
-    if re.fullmatch(r"\d{8}", v):  # DICOM DA: YYYYMMDD -> also YYYY-MM-DD, YYYY_MM_DD, YYYY.MM.DD
-        for sep in ("-", "_", ".", "/"):
-            out.add(f"{v[:4]}{sep}{v[4:6]}{sep}{v[6:]}")
+        out.update(parts)
+    words = [w for w in re.split(r"[\s_\-.]+", v.replace("^", " ")) if w]
+    if len(words) > 1:  # "Mercy General" also as Mercy_General, Mercy-General, MercyGeneral, Mercy.General
+        for sep in _SEPARATORS:
+            out.add(sep.join(words))
+    if re.fullmatch(r"(19|20)\d{6}", v):
+        out |= _date_variants(v)
     return {o for o in out if len(o) >= _MIN_LEN}
 
 
 class Scrubber:
-    def __init__(self, values: Iterable[str]):
-        vs: set[str] = set()
+    """Replaces identifying values (and their spellings) in strings and nested lists/dicts."""
+
+    def __init__(self, values: Iterable[str | None], key: str = ""):
+        token: dict[str, str] = {}
         for v in values:
-            if v is None:
+            if v is None or not str(v).strip():
                 continue
-            vs |= variants(str(v))
+            tok = self._token(str(v).strip(), key)
+            for var in variants(str(v)):
+                token.setdefault(var.lower(), tok)
+        self._token_of = token
         # longest first so "DOE JOHN" goes before "DOE"
-        self.values = sorted(vs, key=lambda s: (-len(s), s))
+        self.values = sorted(token, key=lambda s: (-len(s), s))
         self._rx = re.compile("|".join(re.escape(v) for v in self.values), re.IGNORECASE) if self.values else None
+
+    @staticmethod
+    def _token(value: str, key: str) -> str:
+        mac = hmac.new(key.encode("utf-8"), value.lower().encode("utf-8"), hashlib.sha256).hexdigest()
+        return f"{REDACTED}-{mac[:6]}"
+
+    def __bool__(self) -> bool:
+        return self._rx is not None
 
     def __call__(self, obj: Any) -> Any:
         if self._rx is None:
             return obj
         if isinstance(obj, str):
-            return self._rx.sub(REDACTED, obj)
+            return self._rx.sub(lambda m: self._token_of[m.group(0).lower()], obj)
         if isinstance(obj, list):
             return [self(o) for o in obj]
         if isinstance(obj, tuple):

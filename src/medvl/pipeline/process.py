@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,7 @@ from PIL import Image
 
 from medvl.core.hashing import content_hash, patient_key
 from medvl.core.records import ImageRecord, Region, Reject
-from medvl.imaging.boxes import box_inside, clip_box, scale_regions
+from medvl.imaging.boxes import box_inside, clip_box, normalize_box, scale_regions
 from medvl.pipeline.privacy import Scrubber
 from medvl.pipeline.recipe import ImageConfig, SourceConfig
 from medvl.sources.base import SOURCES, Item, Source, Unit
@@ -100,7 +101,7 @@ def finalize_item(item: Item, cfg: SourceConfig, src: Source, out_dir: Path, ima
     """Validate, resize, write and describe one item. Returns the record (or None) and any rejects."""
     from medvl.taxonomy import normalize_body_region, normalize_label, normalize_modality
 
-    scrub = Scrubber(item.sensitive)
+    scrub = Scrubber(item.sensitive, key=salt)
     key = scrub(item_key(item))
     rejects: list[Reject] = []
 
@@ -132,6 +133,18 @@ def finalize_item(item: Item, cfg: SourceConfig, src: Source, out_dir: Path, ima
     item.regions = good
 
     arr, mask, regions = _resize(item, image_cfg.max_side)
+    h1, w1 = arr.shape[:2]
+    visible = []
+    for i, r in enumerate(regions):  # a box must stay a box in the 2-decimal normalized text
+        nx1, ny1, nx2, ny2 = normalize_box(r.box, w1, h1)
+        if nx2 <= nx1 or ny2 <= ny1:
+            rejects.append(rej(f"{key}: box for {r.label!r} is under 1% of the {w1}x{h1} image and would be empty "
+                               f"in normalized text; dropped", sub=f"#box{i}"))
+            continue
+        visible.append(r)
+    if task == "det" and regions and not visible:
+        return None, rejects + [rej(f"{key}: no box left that is visible at this image size")]
+    regions = visible
     rel, digest = write_once(out_dir, "images", encode_png(arr))
     mask_rel = None
     mask_values: dict[str, str] = {}
@@ -149,17 +162,34 @@ def finalize_item(item: Item, cfg: SourceConfig, src: Source, out_dir: Path, ima
     labels = sorted({normalize_label(scrub(lb), cfg.label_synonyms) for lb in item.labels if str(lb).strip()})
     regions = [Region(label=normalize_label(scrub(r.label), cfg.label_synonyms),
                       box=tuple(round(float(v), 2) for v in r.box), area=r.area, source=r.source) for r in regions]
-    unit_id = item.patient_raw if item.patient_raw else "file:" + str(item.extra.get("volume_key", item.source_file))
+    unit_id = patient_unit(item, cfg)
+    extra = {k: v for k, v in item.extra.items() if k != "volume_key"}
+    extra["labels_exhaustive"] = bool(cfg.exhaustive_labels if cfg.exhaustive_labels is not None
+                                      else src.labels_exhaustive())
     rec = ImageRecord(
         image=rel, sha256=digest, width=int(arr.shape[1]), height=int(arr.shape[0]), modality=modality,
         dataset=cfg.name, source_format=cfg.format, task=task, dimension=item.dimension,
-        source_file=scrub(item.source_file), patient_key=patient_key(unit_id, salt, cfg.name), labels=labels,
+        source_file=scrub(item.source_file), patient_key=patient_key(unit_id, salt, cfg.patient_namespace or cfg.name),
+        labels=labels,
         regions=regions, department=cfg.department, body_region=body, clinical_task=cfg.clinical_task,
         slice=item.slice, licence=cfg.licence, view=scrub(item.view) if item.view else None, window=item.window,
         mask=mask_rel, mask_values=mask_values,
-        extra=scrub({k: v for k, v in item.extra.items() if k != "volume_key"}),
+        extra=scrub(extra),
     )
     return rec, rejects
+
+
+def patient_unit(item: Item, cfg: SourceConfig) -> str:
+    """What makes two images "the same patient" for splitting: the data's patient id; else the recipe's
+    ``patient_pattern`` applied to the file path; else the file or volume itself (namespaced by source, so
+    equal relative paths in two sources stay different units)."""
+    if item.patient_raw:
+        return "id:" + str(item.patient_raw)
+    if cfg.patient_pattern:
+        m = re.search(cfg.patient_pattern, item.source_file)
+        if m and m.group(1):
+            return "id:" + m.group(1)
+    return f"file:{cfg.name}:{item.extra.get('volume_key', item.source_file)}"
 
 
 def run_job(job: Job) -> UnitResult:
@@ -169,12 +199,14 @@ def run_job(job: Job) -> UnitResult:
     image_cfg = ImageConfig.model_validate(job.image)
     out_dir = Path(job.out_dir)
     res = UnitResult(key=job.unit.key)
+    seen: set[str] = set()  # identifying values of the unit's items: its rejects are scrubbed of them too
     try:
         src = get_source(cfg)
         for obj in src.load(job.unit):
             if isinstance(obj, Reject):
                 res.rejects.append(obj)
                 continue
+            seen |= obj.sensitive
             rec, rej = finalize_item(obj, cfg, src, out_dir, image_cfg, job.salt)
             res.rejects.extend(rej)
             if rec is not None:
@@ -183,4 +215,8 @@ def run_job(job: Job) -> UnitResult:
         res.rejects.append(Reject(source=cfg.name, item=job.unit.key,
                                   reason=f"{job.unit.key}: unexpected error while reading ({type(e).__name__}: {e})",
                                   stage="read"))
+    if seen:
+        scrub = Scrubber(seen, key=job.salt)
+        res.rejects = [Reject(source=r.source, item=scrub(r.item), reason=scrub(r.reason), stage=r.stage)
+                       for r in res.rejects]
     return res

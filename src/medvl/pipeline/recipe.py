@@ -55,7 +55,29 @@ class SourceConfig(_Strict):
     slicing: SlicingPolicy = SlicingPolicy()
     max_items: int | None = Field(None, ge=1)
     licence: str | None = None
+    patient_namespace: str | None = Field(None, description="sources of one cohort share it so a patient id "
+                                          "means the same patient in each (default: the source name)")
+    patient_pattern: str | None = Field(None, description="regex with one group taking a patient/case id from "
+                                        "the file path when the data carries none (e.g. '^(\\d+)_')")
+    exhaustive_labels: bool | None = Field(None, description="every record lists all labels of the dataset that "
+                                           "apply, so an absent label means 'not present' (default: true for "
+                                           "single-label classification sources)")
     options: dict[str, Any] = {}
+
+    @field_validator("patient_pattern")
+    @classmethod
+    def _pattern(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        import re
+
+        try:
+            rx = re.compile(v)
+        except re.error as e:
+            raise ValueError(f"{v!r} is not a regular expression ({e})") from None
+        if rx.groups != 1:
+            raise ValueError(f"{v!r} must have exactly one group (the patient id), it has {rx.groups}")
+        return v
 
     @field_validator("format")
     @classmethod
@@ -122,8 +144,9 @@ class SourceConfig(_Strict):
         try:
             cls_.Options.model_validate(self.options or {})
         except ValidationError as e:
+            allowed = ", ".join(cls_.Options.model_fields) or "(none)"
             msgs = "; ".join(f"options.{'.'.join(map(str, er['loc']))}: {er['msg']}" for er in e.errors())
-            raise ValueError(f"format {self.format!r}: {msgs}") from None
+            raise ValueError(f"format {self.format!r}: {msgs} (options of {self.format}: {allowed})") from None
         return self
 
 
@@ -133,6 +156,7 @@ class GenerationConfig(_Strict):
                              "conversation": 1}
     languages: list[Literal["en", "zh"]] = ["en", "zh"]
     zh_share: float = Field(0.3, ge=0.0, le=1.0)
+    label_zh: dict[str, str] = {}  # label -> Chinese name, used before the built-in glossary
     options: dict[str, Any] = {}
 
     @field_validator("kinds")
@@ -168,7 +192,8 @@ class ImageConfig(_Strict):
 class Recipe(_Strict):
     name: str = "medvl-corpus"
     seed: int = 0
-    salt: str = Field("medvl-default-salt", description="secret for patient keys; set your own per project")
+    salt: str | None = Field(None, description="secret for the salted patient keys; required by `medvl build` "
+                             "(without it keys of guessable ids could be reversed)")
     workers: int = Field(1, ge=1)
     sources: list[SourceConfig]
     generation: GenerationConfig = GenerationConfig()

@@ -64,6 +64,13 @@ class Source:
         self.cfg = cfg
         self.root = Path(root) if root is not None else Path(cfg.path)
         self.opts = self.Options.model_validate(cfg.options or {})
+        # identifying values seen while enumerating (e.g. DICOM headers): rejects are scrubbed of them too
+        self.sensitive: set[str] = set()
+
+    def labels_exhaustive(self) -> bool:
+        """Whether a record's labels are all the dataset's labels that apply (so a missing label means
+        "absent"). True for single-label classification formats; the recipe's ``exhaustive_labels`` wins."""
+        return False
 
     def units(self) -> Iterator[Unit | Reject]:
         """Enumerate work units (cheap: no pixel decoding). May yield rejects (e.g. a CSV row whose path

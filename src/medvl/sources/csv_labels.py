@@ -130,6 +130,9 @@ class CsvLabelsSource(Source):
     Options = CsvLabelsOptions
     opts: CsvLabelsOptions
 
+    def labels_exhaustive(self) -> bool:
+        return self.opts.separator is None  # single-label tables; multi-label ones only if the recipe says so
+
     def _optional_column(self, header: list[str], field: str, table: str) -> int | None:
         """Index of an optional column; a default-named column may be absent, an explicitly set one not."""
         name = getattr(self.opts, field)

@@ -114,13 +114,14 @@ class DecathlonSource(Source):
 
     # loading ----------------------------------------------------------------------------------------------
     def _label_map(self, payload: dict[str, Any]) -> dict[int, str]:
-        source = self.cfg.label_map or payload.get("labels") or {}
+        """dataset.json "labels", overridden value by value by the recipe's ``label_map``."""
         out: dict[int, str] = {}
-        for k, v in source.items():
-            try:
-                out[int(k)] = str(v)
-            except ValueError:
-                continue
+        for source in (payload.get("labels") or {}, self.cfg.label_map or {}):
+            for k, v in source.items():
+                try:
+                    out[int(k)] = str(v)
+                except ValueError:
+                    continue
         return out
 
     def load(self, unit: Unit) -> Iterator[Item | Reject]:

@@ -30,6 +30,7 @@ from medvl.imaging.boxes import mask_to_regions
 from medvl.imaging.slicing import AXES, even_indices, extract_slice, group_picks, resample_square, select_slices
 from medvl.imaging.window import resolve_window
 from medvl.io.dicom import (DICOMDIR_SOP_CLASS, DicomImage, DicomReadError, SliceGeometry, apply_canonical,
+                            identifying_values,
                             order_series, read_dataset, read_dicom, read_seg, seg_references, series_affine,
                             series_problem, slice_geometry, to_canonical)
 from medvl.sources.base import SOURCES, Item, Source, SourceOptions, Unit
@@ -92,6 +93,7 @@ class DicomSource(Source):
             except DicomReadError as e:
                 yield self.reject(rel, f"{rel}: {e.problem}")
                 continue
+            self.sensitive |= identifying_values(ds)
             if str(ds.get("SOPClassUID", "")) == DICOMDIR_SOP_CLASS:
                 yield self.reject(rel, f"{rel}: DICOMDIR index file, not an image")
                 continue
@@ -239,7 +241,10 @@ class DicomSource(Source):
                 continue
             sensitive |= sm.sensitive
             m = sm.masks.get(img.sop_uid)
-            if m is not None and m.shape == img.frames.shape[1:3]:
+            if m is not None and m.shape != img.frames.shape[1:3]:
+                yield self.reject(seg_rel, f"{seg_rel}: DICOM SEG mask is {m.shape[1]}x{m.shape[0]} but its image "
+                                           f"{rel} is {img.frames.shape[2]}x{img.frames.shape[1]}", stage="validate")
+            elif m is not None:
                 masks = m if masks is None else np.where(m > 0, m, masks)
                 names.update(self._segment_names(sm.segments))
         labels, problem = self._labels(img, rel, sensitive)

@@ -37,6 +37,9 @@ class ImageFolderSource(Source):
 
     task = "cls"
     Options = ImageFolderOptions
+
+    def labels_exhaustive(self) -> bool:
+        return True  # one class folder per image: the other classes are absent
     opts: ImageFolderOptions
 
     def _label(self, folder_name: str) -> str:

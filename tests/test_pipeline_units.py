@@ -1,0 +1,88 @@
+"""Pipeline rules on small real-image corpora: salt required, patient units across sources, boxes that
+would vanish at the written size, label exhaustiveness."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from medvl.pipeline.build import BuildError, run_build
+from medvl.pipeline.recipe import parse_recipe
+
+
+def _tiles(root: Path, cls: str, cases: int = 4, per_case: int = 3) -> None:
+    from skimage import data
+
+    ihc = data.immunohistochemistry()
+    (root / cls).mkdir(parents=True, exist_ok=True)
+    for c in range(cases):
+        for k in range(per_case):
+            y, x = 64 * c, 64 * k
+            Image.fromarray(ihc[y:y + 96, x:x + 96]).save(root / cls / f"case{c:02d}_tile{k}.png")
+
+
+def test_build_requires_a_salt(tmp_path: Path):
+    _tiles(tmp_path / "a", "tumour")
+    r = parse_recipe({"sources": [{"name": "a", "format": "image_folder", "path": str(tmp_path / "a"),
+                                   "modality": "pathology"}]})
+    with pytest.raises(BuildError, match="no `salt`"):
+        run_build(r, tmp_path / "out")
+
+
+def test_patient_pattern_and_shared_namespace_keep_cases_together(tmp_path: Path):
+    _tiles(tmp_path / "a", "tumour")
+    _tiles(tmp_path / "b", "stroma")
+    src = {"format": "image_folder", "modality": "pathology", "patient_pattern": r"(case\d+)_",
+           "patient_namespace": "cohort-1"}
+    r = parse_recipe({"salt": "s", "sources": [{**src, "name": "a", "path": str(tmp_path / "a")},
+                                               {**src, "name": "b", "path": str(tmp_path / "b")}],
+                      "curation": {"splits": {"train": 0.5, "test": 0.5}, "dedup": False}})
+    res = run_build(r, tmp_path / "out")
+    by_case: dict[str, set[tuple[str, str]]] = {}
+    for rec in res.records:
+        case = rec.source_file.split("/")[-1][:6]
+        by_case.setdefault(case, set()).add((rec.patient_key, rec.split))
+    assert len(by_case) == 4
+    for case, keys in by_case.items():  # one key and one split per case, across both sources
+        assert len(keys) == 1, (case, keys)
+    assert len({next(iter(k))[1] for k in by_case.values()}) == 2  # both splits used
+
+
+def test_tiny_boxes_are_dropped_with_a_reason(tmp_path: Path):
+    from skimage import data
+
+    d = tmp_path / "coco"
+    (d / "images").mkdir(parents=True)
+    img = data.retina()[:1024, :1024]
+    Image.fromarray(img).save(d / "images" / "r.png")
+    coco = {"images": [{"id": 1, "file_name": "r.png", "width": 1024, "height": 1024}],
+            "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [500, 500, 3, 3], "area": 9,
+                             "iscrowd": 0},
+                            {"id": 2, "image_id": 1, "category_id": 1, "bbox": [300, 300, 200, 150], "area": 30000,
+                             "iscrowd": 0}],
+            "categories": [{"id": 1, "name": "optic disc"}]}
+    (d / "annotations.json").write_text(json.dumps(coco))
+    r = parse_recipe({"salt": "s", "image": {"max_side": 256},
+                      "sources": [{"name": "c", "format": "coco", "path": str(d), "modality": "fundus",
+                                   "options": {"images_dir": "images"}}]})
+    res = run_build(r, tmp_path / "out")
+    assert len(res.records) == 1 and len(res.records[0].regions) == 1
+    tiny = [x for x in res.rejects if x.item.endswith("#box0")]
+    assert tiny and "under 1%" in tiny[0].reason
+    for s in res.samples:  # no degenerate box reaches the text
+        for t in s.turns:
+            assert "[0.49, 0.49, 0.49, 0.49]" not in t.text
+
+
+def test_labels_exhaustive_follows_source_and_recipe(tmp_path: Path):
+    _tiles(tmp_path / "a", "tumour", cases=1)
+    _tiles(tmp_path / "a", "stroma", cases=1)
+    base = {"name": "a", "format": "image_folder", "path": str(tmp_path / "a"), "modality": "pathology"}
+    res = run_build(parse_recipe({"salt": "s", "sources": [base]}), tmp_path / "o1")
+    assert all(r.extra["labels_exhaustive"] is True for r in res.records)
+    res = run_build(parse_recipe({"salt": "s", "sources": [{**base, "exhaustive_labels": False}]}), tmp_path / "o2")
+    assert all(r.extra["labels_exhaustive"] is False for r in res.records)
