@@ -7,9 +7,8 @@ Where every label comes from (nothing is invented):
   the "Tra" text and the "F" box, lie outside the patient and are left out).
   Images that may carry burned-in text are cropped to their ultrasound tissue region or rejected
   (US1_UNCI.dcm shows the institution's name in its pixels and is rejected with that reason).
-- ``xray_csv/``: the two radiographs (chest, tibia) rendered to PNG with a CSV of labels read from their headers:
-  BodyPartExamined, and for the tibia the finding its StudyDescription names ("Non-ossifying fibroma of distal
-  tibia"), multi-label with "|".
+- ``xray_csv/``: the tibia radiograph rendered to PNG with an NIH ``Data_Entry_2017.csv``-layout table whose
+  finding is the one its StudyDescription names ("Non-ossifying fibroma of distal tibia").
 - ``mni152/``: a Medical Segmentation Decathlon layout built from nilearn's MNI152 T1 template; its label map is
   the template's own grey- and white-matter probability maps (tissue with probability > 0.5 inside the brain mask).
 - ``ihc_tiles/``: an image-folder classification of tiles of scikit-image's immunohistochemistry image (colonic
@@ -20,7 +19,12 @@ Where every label comes from (nothing is invented):
   stain mask, at least 400 pixels).
 - ``retina_seg/``: 2D segmentation tiles of scikit-image's fundus photograph; masks are its vessels measured with a
   Sato ridge filter on the green channel (Otsu threshold inside the field of view), label ``retinal vessels``.
-A ``README.txt`` left in ``ihc_tiles/`` shows how junk is rejected with a reason."""
+A ``README.txt`` left in ``ihc_tiles/`` shows how junk is rejected with a reason.
+
+The IHC and fundus labels are measurements of the images (stain deconvolution, a ridge filter), not an
+expert's annotation: they are stated as such here and in the README. Tiles cut from one slide or one
+photograph are one "patient" for splitting (``patient_pattern``; the IHC tiles and COCO crops share a
+``patient_namespace``), so no slide lands in two splits."""
 
 from __future__ import annotations
 
@@ -36,7 +40,7 @@ DICOM_FILES = {
     # file -> subfolder (one folder per study)
     "CT_small.dcm": "ct_small", "693_UNCI.dcm": "ct_head", "explicit_VR-UN.dcm": "ct_pancreas",
     "eCT_Supplemental.dcm": "ct_perfusion", "emri_small.dcm": "mr_head", "MR2_UNCI.dcm": "mr_shoulder",
-    "MR-SIEMENS-DICOM-WithOverlays.dcm": "mr_lesion", "US1_UNCI.dcm": "us_1",
+    "MR-SIEMENS-DICOM-WithOverlays.dcm": "mr_lesion", "RG1_UNCI.dcm": "cr_chest", "US1_UNCI.dcm": "us_1",
     "OBXXXX1A.dcm": "us_ob", "JPEG2000.dcm": "nm_bone",
 }
 
@@ -108,28 +112,28 @@ def write_dicom(root: Path) -> None:
     seg.save_as(root / "dicom" / "mr_lesion" / "lesion_seg.dcm")
 
 
+NIH_COLUMNS = ["Image Index", "Finding Labels", "Follow-up #", "Patient ID", "Patient Age", "Patient Gender",
+               "View Position", "OriginalImage[Width", "Height]", "OriginalImagePixelSpacing[x", "y]"]
+
+
 def write_xray_csv(root: Path) -> None:
+    """The tibia radiograph rendered to PNG with a labels table in NIH ``Data_Entry_2017.csv`` layout; its
+    finding is the one its StudyDescription names. Age and sex are left empty (not needed, not copied)."""
     import pydicom
     from pydicom.pixels import apply_modality_lut
 
     d = root / "xray_csv"
     (d / "images").mkdir(parents=True, exist_ok=True)
-    rows = []
-    for i, name in enumerate(["RG1_UNCI.dcm", "RG3_UNCI.dcm"], start=1):
-        ds = pydicom.dcmread(_testfile(name))
-        a = _u8(apply_modality_lut(ds.pixel_array, ds))
-        if ds.PhotometricInterpretation == "MONOCHROME1":
-            a = 255 - a
-        Image.fromarray(a).resize((a.shape[1] // 2, a.shape[0] // 2), Image.Resampling.LANCZOS).save(
-            d / "images" / f"xray_{i:03d}.png")
-        labels = [str(ds.get("BodyPartExamined", "")).lower()]
-        if name == "RG3_UNCI.dcm":  # StudyDescription: "Non-ossifying fibroma of distal tibia"
-            labels = ["distal tibia", "non-ossifying fibroma"]
-        rows.append((f"images/xray_{i:03d}.png", "|".join(labels), f"case{i:03d}", "AP" if i == 2 else "PA"))
-    with (d / "labels.csv").open("w", encoding="utf-8") as f:
-        f.write("image,labels,patient_id,view\n")
-        for r in rows:
-            f.write(",".join(r) + "\n")
+    ds = pydicom.dcmread(_testfile("RG3_UNCI.dcm"))
+    a = _u8(apply_modality_lut(ds.pixel_array, ds))
+    if ds.PhotometricInterpretation == "MONOCHROME1":
+        a = 255 - a
+    Image.fromarray(a).resize((a.shape[1] // 2, a.shape[0] // 2), Image.Resampling.LANCZOS).save(
+        d / "images" / "00000001_000.png")
+    finding = str(ds.StudyDescription).split(" of ")[0]  # "Non-ossifying fibroma of distal tibia"
+    row = ["00000001_000.png", finding, "0", "1", "", "", "AP", str(a.shape[1] // 2), str(a.shape[0] // 2), "", ""]
+    with (d / "Data_Entry_2017.csv").open("w", encoding="utf-8") as f:
+        f.write(",".join(NIH_COLUMNS) + "\n" + ",".join(row) + "\n")
 
 
 def write_mni_decathlon(root: Path) -> None:
@@ -245,24 +249,28 @@ def demo_recipe() -> dict[str, Any]:
             {"name": "dicom_studies", "format": "dicom", "path": "corpus/dicom",
              "options": {"seg": True}},
             {"name": "xray_csv", "format": "csv_labels", "path": "corpus/xray_csv", "modality": "X-ray",
-             "options": {"csv": "labels.csv", "image_column": "image", "label_column": "labels", "separator": "|",
-                         "patient_column": "patient_id", "view_column": "view"}},
+             "department": "Orthopedic Surgery", "clinical_task": "Disease Diagnosis", "body_region": "lower limb",
+             "options": {"images_dir": "images"}},
             {"name": "mni152", "format": "decathlon", "path": "corpus/mni152", "department": "Neurosurgery",
              "body_region": "brain", "clinical_task": "Nervous Tissue",
              "slicing": {"axes": ["axial", "coronal", "sagittal"], "per_label": 40, "min_area": 200, "min_gap": 2}},
             {"name": "ihc_tiles", "format": "image_folder", "path": "corpus/ihc_tiles", "modality": "pathology",
+             "patient_namespace": "skimage-ihc-slide", "patient_pattern": "(ihc)_",
              "department": "Laboratory Medicine & Pathology", "clinical_task": "Attribute Recognition",
              "body_region": "gastrointestinal tract"},
             {"name": "ihc_coco", "format": "coco", "path": "corpus/ihc_coco", "modality": "pathology",
+             "patient_namespace": "skimage-ihc-slide", "patient_pattern": "(ihc)_",
              "department": "Laboratory Medicine & Pathology", "clinical_task": "Cell Recognition",
              "options": {"annotations": "annotations.json", "images_dir": "images"}},
             {"name": "retina_seg", "format": "seg2d", "path": "corpus/retina_seg", "modality": "fundus",
+             "patient_pattern": "(retina)_",
              "department": "Ophthalmology", "clinical_task": "Blood Vessels Recognition", "body_region": "eye",
              "label_map": {"1": "retinal vessels"},
              "options": {"images_dir": "images", "masks_dir": "masks", "min_region_size": 64}},
         ],
         "generation": {"kinds": {"caption": 1, "region_caption": 1, "perception_qa": 2, "instruction_qa": 2,
                                  "conversation": 1}, "languages": ["en", "zh"], "zh_share": 0.3,
+                       "label_zh": {"FHL2 high expression": "FHL2高表达", "FHL2 low expression": "FHL2低表达"},
                        "options": {"max_regions": 4}},
         "curation": {"splits": {"train": 0.8, "val": 0.1, "test": 0.1}, "dedup": True},
         "exports": ["llava", "messages", "parquet", "mixture", "card"],
