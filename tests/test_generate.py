@@ -13,8 +13,8 @@ from pydicom.data import get_testdata_file
 from skimage import data as skdata
 
 from medvl.core.records import ImageRecord, Region
-from medvl.generate import GENERATORS, Generator, make_generator
-from medvl.generate.template import load_bank
+from medvl.generate import GENERATORS, Generator, make_generator, missing_zh_labels
+from medvl.generate.template import is_no_finding, load_bank
 from medvl.imaging.boxes import box_to_text, mask_to_regions
 from medvl.pipeline.recipe import GenerationConfig
 from medvl.taxonomy import label_zh
@@ -27,7 +27,8 @@ FUNDUS_SPACE = ["cataract", "glaucoma", "myopia", "normal"]
 CXR_SPACE = ["aortic enlargement", "cardiomegaly", "nodule", "pleural effusion", "pneumothorax"]
 CT_SPACE = ["bone", "soft tissue"]
 NIH_SPACE = sorted(["atelectasis", "cardiomegaly", "effusion", "infiltration", "mass", "nodule", "pneumonia",
-                    "pneumothorax", "consolidation", "edema", "emphysema", "fibrosis", "pleural thickening", "hernia"])
+                    "pneumothorax", "consolidation", "edema", "emphysema", "fibrosis", "pleural thickening", "hernia",
+                    "no finding"])
 SPACES = {"odir": FUNDUS_SPACE, "vindr": CXR_SPACE, "ct_small": CT_SPACE, "nih": NIH_SPACE}
 
 
@@ -43,7 +44,7 @@ def fundus() -> ImageRecord:
     h, w = skdata.retina().shape[:2]
     return _record(image="images/aa/aa.png", sha256="aa", width=w, height=h, modality="fundus", dataset="odir",
                    task="cls", source_file="glaucoma/retina.png", labels=["glaucoma"], department="Ophthalmology",
-                   body_region="eye")
+                   body_region="eye", extra={"labels_exhaustive": True})  # an image folder: one class per image
 
 
 @pytest.fixture(scope="module")
@@ -189,22 +190,71 @@ def test_counting_and_yes_answers(ct_slice):
 
 def test_no_answers_only_when_labels_support_them(fundus, chest, ct_slice):
     nih = _record(modality="CR", dataset="nih", source_file="img/0001.png", labels=["effusion", "atelectasis"],
-                  extra={"multilabel": True}, width=1024, height=1024)
+                  extra={"labels_exhaustive": True}, width=1024, height=1024)
     multi_no_flag = replace(nih, extra={})
-    g = _gen(kinds={"instruction_qa": 16, "conversation": 6})
-    for rec, may_say_no in ((fundus, True), (nih, True), (chest, False), (ct_slice, False), (multi_no_flag, False)):
+    # a single-label row of a multi-label CSV: one label, task cls, but absence of the others is unknown
+    single_row = replace(nih, source_file="img/0003.png", labels=["mass"], extra={"labels_exhaustive": False})
+    fundus_no_flag = replace(fundus, extra={})
+    chest_flagged = replace(chest, extra={"labels_exhaustive": True})
+    legacy = replace(nih, source_file="img/0004.png", extra={"multilabel": True})  # old flag: no effect
+    g = _gen(kinds={"perception_qa": 8, "instruction_qa": 16, "conversation": 6})
+    cases = ((fundus, True), (nih, True), (chest_flagged, True), (chest, False), (ct_slice, False),
+             (multi_no_flag, False), (single_row, False), (fundus_no_flag, False), (legacy, False))
+    for rec, may_say_no in cases:
         said_no = False
+        present = set(rec.labels) | {r.label for r in rec.regions}
         for s in g.generate(rec):
             negs = s.meta.get("negatives", [])
             if "no" in s.meta["qa_types"]:
                 said_no = True
                 assert may_say_no and negs
-                assert set(negs).isdisjoint(rec.labels) and set(negs) <= set(SPACES[rec.dataset])
+                assert set(negs).isdisjoint(present) and set(negs) <= set(SPACES[rec.dataset])
             else:
                 assert not negs
                 for a in _answers(s):
-                    assert not re.match(r"^(No\b|不是|没有)", a)
-        assert said_no == may_say_no
+                    assert not re.match(r"^(No\b|不是|没有|未见)", a), (rec.source_file, a)
+            if not may_say_no:
+                assert "cls_mc" not in s.meta["qa_types"]  # wrong options would be claimed absent
+        assert said_no == may_say_no, rec.source_file
+
+
+def test_zh_no_answers_are_absence_style():
+    nih = _record(modality="CR", dataset="nih", source_file="img/0005.png", labels=["nodule"],
+                  extra={"labels_exhaustive": True}, width=1024, height=1024)
+    g = _gen(kinds={"instruction_qa": 40}, languages=["zh"])
+    nos = [s for s in g.generate(nih) if s.meta["qa_types"] == ["no"]]
+    assert nos
+    for s in nos:
+        q, a = s.turns[0].text, s.turns[1].text
+        assert re.match(r"^(没有|未见|不存在)", a), a
+        assert "不是" not in a[:3] and not re.search(r"是\S*吗？$", q.replace("是否", "")), q
+        (neg,) = s.meta["negatives"]
+        assert label_zh(neg) in q
+
+
+def test_no_finding_is_not_a_finding():
+    rec = _record(modality="CR", dataset="nih", source_file="img/0006.png", labels=["No Finding"],
+                  extra={"labels_exhaustive": True}, width=1024, height=1024)
+    assert is_no_finding("No Finding") and is_no_finding("no_acute_findings") and not is_no_finding("normal")
+    g = _gen(kinds={"caption": 6, "perception_qa": 10, "instruction_qa": 30, "conversation": 6})
+    samples = g.generate(rec)
+    no_types = 0
+    for s in samples:
+        assert "no finding" not in s.meta.get("negatives", [])
+        for t in s.meta["qa_types"]:
+            assert t != "yes"  # nothing to ask about: the only label means "no finding"
+        no_types += "no" in s.meta["qa_types"]
+        text = " ".join(t.text for t in s.turns)
+        assert not re.search(r"shows no finding|显示(的是|了)?未见异常", text, flags=re.IGNORECASE), text
+        if s.kind == "caption":
+            assert any(t.startswith(f"{s.lang}.cap.nf") for t in s.template_id.split("+"))
+    assert no_types  # exhaustive: other findings may be denied
+    other = replace(rec, source_file="img/0007.png", labels=["mass"])
+    for s in g.generate(other):
+        assert "no finding" not in s.meta.get("negatives", [])
+        if s.lang == "en":
+            for t in s.turns:
+                assert "'no finding'" not in t.text.lower()
 
 
 def _mentioned(text: str, labels: list[str], lang: str) -> set[str]:
@@ -219,7 +269,7 @@ def _mentioned(text: str, labels: list[str], lang: str) -> set[str]:
 
 def test_answers_mention_only_supported_labels(fundus, chest, ct_slice):
     nih = _record(modality="CR", dataset="nih", source_file="img/0002.png", labels=["pneumothorax"],
-                  extra={"multilabel": True}, width=1024, height=1024)
+                  extra={"labels_exhaustive": True}, width=1024, height=1024)
     g = _gen(kinds={"caption": 3, "region_caption": 1, "perception_qa": 8, "instruction_qa": 8, "conversation": 4})
     for rec in (fundus, chest, ct_slice, nih):
         space = SPACES[rec.dataset]
@@ -291,3 +341,59 @@ def test_determinism_and_variation(fundus, chest, ct_slice):
     assert a != c
     caps = _gen(kinds={"caption": 5}, languages=["en"]).generate(chest)
     assert len({s.template_id.split("+")[0] for s in caps}) == 5  # different n -> different question
+
+
+def test_chinese_label_names_from_recipe_then_glossary():
+    rec = _record(modality="pathology", dataset="ihc", source_file="tiles/t1.png", task="cls",
+                  labels=["FHL2 high expression"], extra={"labels_exhaustive": True})
+    spaces = {"ihc": ["FHL2 high expression", "FHL2 low expression"]}
+    kinds = {"caption": 3, "perception_qa": 4, "instruction_qa": 6}
+    plain = make_generator(GenerationConfig(kinds=kinds, languages=["zh"]), 1, spaces).generate(rec)
+    text = " ".join(t.text for s in plain for t in s.turns)
+    assert "FHL2高表达" in text and "high expression" not in text and "low expression" not in text
+    custom = GenerationConfig(kinds=kinds, languages=["zh"], label_zh={"FHL2 High Expression": "FHL2强表达"})
+    text = " ".join(t.text for s in make_generator(custom, 1, spaces).generate(rec) for t in s.turns)
+    assert "FHL2强表达" in text and "FHL2高表达" not in text  # the recipe's name wins over the glossary
+    for lab in ["DAB-positive region", "retinal vessels", "liver lesion", "non-ossifying fibroma", "grey matter",
+                "white matter", "No Finding"]:
+        assert label_zh(lab) and CJK.search(label_zh(lab)), lab
+    assert label_zh("HER2 positive") == "HER2阳性"  # a marker word kept before a glossary term
+    labels = ["zebra stripe artefact", "nodule", "quasar nebula", "结节", "nodule", "FHL2 low expression"]
+    assert missing_zh_labels(labels) == ["quasar nebula", "zebra stripe artefact"]
+    assert missing_zh_labels(labels, {"Quasar Nebula": "类星体"}) == ["zebra stripe artefact"]
+
+
+# Where a label may stand in an English template: only where it reads as a name, whatever its number
+# (nodule / retinal vessels) or countability (mass): after "labelled", "as", "the label/target/class", a
+# colon, "lists/names/places", inside quotes, or alone.
+_NAME_SLOT = re.compile(r"(labelled|labelled as|annotated as|marked as|as|the label|the target|the annotated target|"
+                        r"the class|the annotated class|lists|names|places?|include|:|')\s*$", re.IGNORECASE)
+
+
+def test_english_templates_use_labels_only_as_names():
+    bank = load_bank("en")
+    checked = 0
+    for kind, pools in bank.items():
+        for pool, items in pools.items():
+            for tid, text in items:
+                for m in re.finditer(r"\{(label|labels|ref|neg)\}", text):
+                    before = text[: m.start()]
+                    if not before.strip() or before.endswith("\n"):
+                        continue
+                    checked += 1
+                    assert _NAME_SLOT.search(before), (tid, text)
+    assert checked > 80
+
+
+def test_english_answers_are_grammatical_for_plural_and_mass_labels():
+    rec = _record(modality="fundus", dataset="ret", source_file="seg/r1.png", task="seg", width=100, height=100,
+                  regions=[Region("retinal vessels", (10.0, 10.0, 60.0, 60.0)), Region("mass", (5.0, 5.0, 20.0, 20.0))])
+    g = make_generator(GenerationConfig(kinds={k: 6 for k in KINDS}, languages=["en"]), 2,
+                       {"ret": ["mass", "retinal vessels"]})
+    for s in g.generate(rec):
+        for t in s.turns:
+            txt = REF.sub(r"\1", t.text)
+            # "the label mass is ..." / "regions labelled mass are ..." are fine: the subject is not the label
+            assert not re.search(r"(?<!label )(?<!target )(?<!class )(?<!labelled )\b(retinal vessels|mass) (is|are|was|has)\b",
+                                 txt), txt
+            assert not re.search(r"\b(shows|contains|is|a|an|of|where) (retinal vessels|mass)\b", txt), txt

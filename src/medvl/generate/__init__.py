@@ -1,12 +1,13 @@
 """Generators: records -> samples. ``make_generator`` builds the one named in the recipe's
 ``generation.generator`` ("template" ships here; an LLM-backed one plugs into the same interface,
-see :mod:`medvl.generate.base`)."""
+see :mod:`medvl.generate.base`). ``missing_zh_labels(labels, label_zh_map)`` lists labels that Chinese
+samples would leave in English, for the pipeline to warn about."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from medvl.generate.base import GENERATORS, Generator
+from medvl.generate.base import GENERATORS, Generator, missing_zh_labels
 
 if TYPE_CHECKING:
     from medvl.pipeline.recipe import GenerationConfig
@@ -18,4 +19,4 @@ def make_generator(config: "GenerationConfig", seed: int, label_spaces: dict[str
     return cls(config, seed, label_spaces)
 
 
-__all__ = ["GENERATORS", "Generator", "make_generator"]
+__all__ = ["GENERATORS", "Generator", "make_generator", "missing_zh_labels"]

@@ -19,14 +19,15 @@ How an LLM-backed generator plugs in (GMAI-VL's "annotation-guided" generation):
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from medvl.core.hashing import stable_int
 from medvl.core.records import ImageRecord, Sample, Turn
 from medvl.core.registry import Registry
-from medvl.taxonomy import (body_region_name, department_name, label_zh, modality_image_name, modality_name,
-                            normalize_body_region, normalize_department, normalize_modality, normalize_view,
-                            view_name)
+from medvl.taxonomy import (body_region_name, department_name, has_chinese_name, label_zh, modality_image_name,
+                            modality_name, normalize_body_region, normalize_department, normalize_modality,
+                            normalize_view, view_name)
 
 if TYPE_CHECKING:
     from medvl.pipeline.recipe import GenerationConfig
@@ -81,11 +82,11 @@ class Generator:
                 out.append(r.label)
         return out
 
-    @staticmethod
-    def localize_label(label: str, lang: str) -> str:
-        """A label as written in ``lang``: the glossary's Chinese term, else the English label."""
+    def localize_label(self, label: str, lang: str) -> str:
+        """A label as written in ``lang``: in Chinese the recipe's ``generation.label_zh`` name, else the
+        glossary's term, else the English label as written."""
         if lang == "zh":
-            return label_zh(label) or label
+            return label_zh(label, getattr(self.config, "label_zh", None) or {}) or label
         return label
 
     @staticmethod
@@ -146,6 +147,13 @@ class Generator:
             template_id="+".join(template_ids),
             meta=meta,
         )
+
+
+def missing_zh_labels(labels: Iterable[str], label_zh_map: Mapping[str, str] | None = None) -> list[str]:
+    """The labels (sorted, each once) that Chinese samples would have to leave in English: neither
+    ``label_zh_map`` (a recipe's ``generation.label_zh``) nor the built-in glossary names them, and
+    they contain no Chinese already. The pipeline warns about these so a recipe can add names."""
+    return sorted({str(x) for x in labels if str(x).strip() and not has_chinese_name(str(x), label_zh_map or {})})
 
 
 def _article(phrase: str) -> str:

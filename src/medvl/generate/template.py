@@ -3,10 +3,12 @@
 Every choice (language, template, question type, region, wrong options) is a hash of
 (seed, record id, kind, n, purpose), so the same record and seed always give identical samples and
 different ``n`` rotate through different phrasings. Text says only what the record supports: its
-modality, body region, department, view, labels and annotated regions. "No" answers appear only where
-the labels make absence certain (single-label classification, or exhaustively labelled multi-label
-datasets flagged ``record.extra["multilabel"]``); wrong options and negatives are listed in
-``meta["distractors"]`` / ``meta["negatives"]``."""
+modality, body region, department, view, labels and annotated regions. "No" answers (and multiple-choice
+questions whose wrong options are claimed absent) appear only when ``record.extra["labels_exhaustive"]``
+is True, i.e. the source / recipe says every record lists all of its dataset's labels that apply; wrong
+options and negatives are listed in ``meta["distractors"]`` / ``meta["negatives"]``. Labels meaning "no
+finding" (``templates/label_semantics.yaml``) are never asked about or offered as negatives, and are
+phrased as "no finding is labelled"."""
 
 from __future__ import annotations
 
@@ -28,6 +30,23 @@ OPTION_DEFAULTS: dict[str, int] = {"max_regions": 16, "max_boxes": 10, "max_opti
 PERCEPTION_TYPES = ("box2label", "label2box", "box_mc", "cls", "cls_mc")
 INSTRUCTION_TYPES = ("modality", "department", "body_region", "view", "structures", "yes", "no", "count")
 _FMT = string.Formatter()
+
+
+@lru_cache(maxsize=None)
+def no_finding_labels() -> frozenset[str]:
+    """Comparison forms of the labels that mean "no finding" (``templates/label_semantics.yaml``)."""
+    path = TEMPLATE_DIR / "label_semantics.yaml"
+    data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    return frozenset(_label_key(x) for x in data.get("no_finding_labels") or [])
+
+
+def _label_key(label: str) -> str:
+    return " ".join(str(label).replace("_", " ").replace("-", " ").lower().split())
+
+
+def is_no_finding(label: str) -> bool:
+    """True for a label that records the absence of findings ("No Finding", "no acute findings")."""
+    return _label_key(label) in no_finding_labels()
 
 
 @lru_cache(maxsize=None)
@@ -191,8 +210,11 @@ class TemplateGenerator(Generator):
         if "view" in job.fields:
             parts.append(job.fill("caption", "view"))
         rec = job.rec
-        if rec.labels:
-            parts.append(job.fill("caption", "labels", {"labels": join_list([job.label(x) for x in rec.labels], job.lang)}))
+        shown = _finding_labels(rec.labels)
+        if shown:
+            parts.append(job.fill("caption", "labels", {"labels": join_list([job.label(x) for x in shown], job.lang)}))
+        elif rec.labels:  # only "no finding" labels
+            parts.append(job.fill("caption", "no_finding"))
         if rec.regions:
             parts.append(job.fill("caption", "regions", {"regions": self._regions_text(job)}))
         elif rec.task in ("seg", "det") and not rec.labels:
@@ -302,14 +324,17 @@ class TemplateGenerator(Generator):
     def qa_cls(self, job: _Job) -> _QA | None:
         if not job.rec.labels:
             return None
-        labels = join_list([job.label(x) for x in job.rec.labels], job.lang)
+        shown = _finding_labels(job.rec.labels)
+        if not shown:
+            return self._qa(job, "perception_qa", "cls_q", "cls_none_a", {}, "cls")
+        labels = join_list([job.label(x) for x in shown], job.lang)
         return self._qa(job, "perception_qa", "cls_q", "cls_a", {"labels": labels}, "cls")
 
-    def _absence_known(self, rec: ImageRecord) -> bool:
-        """True when a dataset label missing from this record is known to be absent."""
-        if rec.extra.get("multilabel"):
-            return True
-        return rec.task == "cls" and len(rec.labels) == 1
+    @staticmethod
+    def _absence_known(rec: ImageRecord) -> bool:
+        """True when a dataset label missing from this record is known to be absent: only when the
+        pipeline marked the record's labels exhaustive (``extra["labels_exhaustive"] is True``)."""
+        return rec.extra.get("labels_exhaustive") is True
 
     def qa_cls_mc(self, job: _Job) -> _QA | None:
         if not job.rec.labels or not self._absence_known(job.rec):
@@ -343,7 +368,7 @@ class TemplateGenerator(Generator):
 
     def qa_yes(self, job: _Job) -> _QA | None:
         rec = job.rec
-        candidates = self.record_labels(rec)
+        candidates = _finding_labels(self.record_labels(rec))
         if not candidates:
             return None
         lab = job.rotate(candidates, "yes_label")
@@ -364,14 +389,19 @@ class TemplateGenerator(Generator):
         if not self._absence_known(rec):
             return None
         present = set(self.record_labels(rec))
-        space = [x for x in self.label_spaces.get(rec.dataset, []) if x not in present]
+        space = [x for x in self.label_spaces.get(rec.dataset, []) if x not in present and not is_no_finding(x)]
         if not space:
             return None
         neg = job.rotate(space, "neg")
         extra = {"neg": job.label(neg)}
-        if rec.labels:
-            extra["label"] = job.label(job.rotate(rec.labels, "no_label"))
-        apool = "no_multi_a" if rec.extra.get("multilabel") else "no_single_a"
+        shown = _finding_labels(rec.labels)
+        if len(shown) == 1:
+            extra["label"] = job.label(shown[0])
+            apool = "no_single_a"
+        elif rec.labels and not shown:
+            apool = "no_none_a"
+        else:
+            apool = "no_multi_a"
         q = job.fill("instruction_qa", "yes_q", {"label": extra["neg"]})
         a = job.fill("instruction_qa", apool, extra)
         if q is None or a is None:
@@ -409,3 +439,8 @@ class TemplateGenerator(Generator):
             used.add(qa.qa_type)
             qas.append(qa)
         return qas if len(qas) >= 2 else []
+
+
+def _finding_labels(labels: list[str]) -> list[str]:
+    """The labels that name something, i.e. without the "no finding" ones."""
+    return [x for x in labels if not is_no_finding(x)]

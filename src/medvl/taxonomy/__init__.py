@@ -242,16 +242,67 @@ def _glossary() -> dict[str, str]:
     return {_SPACES.sub(" ", str(k)).strip().lower(): str(v) for k, v in raw.items()}
 
 
-def label_zh(label: str) -> str | None:
-    """Chinese term for a (normalized) English label, or None when the glossary does not know it.
-    Matching is case-insensitive on the cleaned label; a plural "s" is tried off as a fallback."""
-    key = _clean(label).lower()
-    g = _glossary()
-    if key in g:
-        return g[key]
-    if key.endswith("s") and key[:-1] in g:
-        return g[key[:-1]]
+def _zh_key(label: str) -> str:
+    """The comparison form of a label for Chinese lookups: cleaned, lower-case."""
+    return _clean(label).lower()
+
+
+def label_zh(label: str, overrides: Mapping[str, str] | None = None) -> str | None:
+    """Chinese term for a (normalized) English label, or None when nothing knows it.
+
+    ``overrides`` (a recipe's ``generation.label_zh``: label -> Chinese name) is consulted first, then
+    the glossary. Matching is case-insensitive on the cleaned label; fallbacks, in order: hyphens read
+    as spaces ("non-ossifying" ~ "non ossifying"), a plural "s" taken off, and a leading marker word
+    (an acronym such as "HER2" or "FHL2") kept as written before the glossary term of the rest
+    ("HER2 positive" -> "HER2阳性")."""
+    key = _zh_key(label)
+    if overrides:
+        table = _override_table(tuple(sorted((str(k), str(v)) for k, v in overrides.items())))
+        for k in (key, key.replace("-", " ")):
+            if k in table:
+                return table[k]
+    hit = _glossary_lookup(key)
+    if hit is not None:
+        return hit
+    words = _clean(label).split(" ")
+    if len(words) >= 2 and _is_marker(words[0]):
+        rest = _glossary_lookup(" ".join(words[1:]).lower())
+        if rest is not None:
+            return words[0] + rest
     return None
+
+
+def _glossary_lookup(key: str) -> str | None:
+    g = _glossary()
+    for k in dict.fromkeys((key, key.replace("-", " "))):
+        if k in g:
+            return g[k]
+        if k.endswith("s") and k[:-1] in g:
+            return g[k[:-1]]
+    return None
+
+
+def _is_marker(word: str) -> bool:
+    """A gene / stain / marker name written in capitals, possibly with digits ("FHL2", "HER2", "DAB", "PD-L1")."""
+    letters = [c for c in word if c.isalpha()]
+    return bool(letters) and all(c.isascii() and c.isupper() for c in letters) and len(word) >= 2
+
+
+@lru_cache(maxsize=64)
+def _override_table(items: tuple[tuple[str, str], ...]) -> dict[str, str]:
+    table: dict[str, str] = {}
+    for k, v in items:
+        table[_zh_key(k)] = str(v).strip()
+        table.setdefault(_zh_key(k).replace("-", " "), str(v).strip())
+    return table
+
+
+def has_chinese_name(label: str, overrides: Mapping[str, str] | None = None) -> bool:
+    """True when a label can be written in Chinese: it already contains Chinese characters, or
+    :func:`label_zh` (with ``overrides``) knows it."""
+    if any("\u4e00" <= ch <= "\u9fff" for ch in str(label)):
+        return True
+    return label_zh(label, overrides) is not None
 
 
 def glossary_size() -> int:
@@ -262,5 +313,5 @@ __all__ = [
     "MODALITIES", "GMAI_VL_MODALITIES", "DEPARTMENTS", "CLINICAL_TASKS", "BODY_REGIONS", "VIEWS",
     "normalize_modality", "modality_name", "modality_image_name", "normalize_department", "department_name",
     "normalize_clinical_task", "clinical_task_name", "normalize_body_region", "body_region_name",
-    "normalize_view", "view_name", "normalize_label", "label_zh", "lookup_key", "glossary_size",
+    "normalize_view", "view_name", "normalize_label", "label_zh", "has_chinese_name", "lookup_key", "glossary_size",
 ]
