@@ -69,6 +69,19 @@ CHOICE_TABLE = [
     ("Based on the image, the most likely diagnosis is pleural effusion (C).", "C"),
     ("Final answer: C. The answer is not B", "C"),
     ("Not sure", None),
+    # review fixes: a letter right after a negation is rejected, not chosen
+    ("Not A.", None),
+    ("The answer is not A", None),
+    ("I would not choose B.", None),
+    ("I wouldn't pick A", None),
+    ("Excluding A", None),
+    ("Never C.", None),
+    ("The answer is B, not A", "B"),
+    ("It is not A or B, so C", "C"),
+    # a lower-case letter after an explicit answer marker
+    ("Answer: b", "B"),
+    ("the answer is (c)", "C"),
+    ("The answer is d.", "D"),
 ]
 
 CHOICE_TABLE_ZH = [
@@ -84,6 +97,10 @@ CHOICE_TABLE_ZH = [
     ("不是肺炎，是胸腔积液", "B"),
     ("无法确定", None),
     ("A或B", None),
+    ("不是A", None),
+    ("不选A", None),
+    ("排除A，选B", "B"),
+    ("选B而非A", "B"),
 ]
 
 CHOICE_TABLE_HEP = [  # letters inside option texts are not option letters
@@ -115,6 +132,9 @@ def test_extract_choice_rules_named() -> None:
     assert extract_choice("I cannot determine", OPTS)[1] == "refusal"
     assert extract_choice("E", OPTS)[1] == "letter_not_option"
     assert extract_choice("\\boxed{C}", OPTS)[1].startswith("boxed:")
+    for reply in ("Not A.", "The answer is not A", "I would not choose B.", "Excluding A"):
+        assert extract_choice(reply, OPTS) == (None, "only_rejected_options"), reply
+    assert extract_choice("不是A", OPTS_ZH) == (None, "only_rejected_options")
 
 
 YES_NO_TABLE = [
@@ -147,12 +167,58 @@ YES_NO_TABLE = [
     ("", None),
     ("Not sure", None),  # a hedge, not a negation
     ("答案：否", "no"),
+    # review fixes: refusals / hedges are not "no"; negation counts only when it negates a finding
+    ("I don't know.", None),
+    ("I do not know", None),
+    ("cannot determine", None),
+    ("I can't tell from this image.", None),
+    ("The image does not allow me to determine this.", None),
+    ("No idea", None),
+    ("我不知道", None),
+    ("无法确定", None),
+    ("不确定", None),
+    ("无法看到", None),  # 无法 is "cannot", not 无 "none"
+    ("None", None),  # "None" answers no yes/no question
+    ("Not no", None),  # double negation
+    ("not yes", None),
+    ("不是没有", None),
+    ("There is no fracture", "no"),
+    ("Fracture is absent.", "no"),
+    ("Not seen.", "no"),
+    ("I don't think so", "no"),
+    ("无骨折", "no"),
+    ("未发现骨折", "no"),
 ]
 
 
 @pytest.mark.parametrize(("reply", "expected"), YES_NO_TABLE)
 def test_extract_yes_no(reply: str, expected: str | None) -> None:
     assert extract_yes_no(reply)[0] == expected
+
+
+def test_extract_yes_no_rules_named() -> None:
+    assert extract_yes_no("I don't know.") == (None, "refusal")
+    assert extract_yes_no("我不知道") == (None, "refusal")
+    assert extract_yes_no("None") == (None, "non_answer")
+    assert extract_yes_no("Not no") == (None, "double_negation")
+    assert extract_yes_no("Probably not") == ("no", "negation")
+
+
+def test_match_open_negated_and_ambiguous() -> None:
+    for reply, gold, negated, ambiguous in [
+        ("Not the coronal plane", "Coronal Plane", True, False),
+        ("coronal plane or axial plane", "Coronal Plane", False, True),
+        ("not the left lung", "left lung", True, False),
+        ("either the left lung or the right lung", "left lung", False, True),
+        ("right lung or left lung", "left lung", False, True),
+        ("It is in the left lung, not the right lung", "left lung", False, False),
+        ("It is in the left lung, not the right lung", "right lung", True, False),
+        ("不是左肺", "左肺", True, False),
+        ("左肺还是右肺", "左肺", False, True),
+        ("The left lung.", "left lung", False, False),
+    ]:
+        m = match_open(reply, gold)
+        assert m["contained"] and (m["negated"], m["ambiguous"]) == (negated, ambiguous), reply
 
 
 def test_match_open() -> None:
@@ -178,6 +244,20 @@ def _closed(answer: str = "no", lang: str = "en") -> EvalItem:
 
 def _open(answer: str = "Left Lung") -> EvalItem:
     return EvalItem("o1", "Which organ is abnormal?", [], answer, {}, "open")
+
+
+OPTS_CXR = {"A": "pleural effusion", "B": "pneumothorax", "C": "lung nodule", "D": "normal"}
+OPTS_TIE = {"A": "lung mass", "B": "mass lung"}  # "lung" is equally similar to both
+# 221 characters: difflib's autojunk drops the reply's most frequent characters (it is the second sequence
+# in OmniMedVQA's order), so "pleural effusion" scores 0.0 and "pneumothorax" wins; the reversed order
+# would pick A
+LONG_CXR_REPLY = ("On this frontal chest radiograph there is blunting of the right costophrenic angle with a "
+                  "meniscus sign and homogeneous opacity in the lower zone, which is most consistent with a "
+                  "pleural effusion. No pneumothorax is seen.")
+
+
+def _posed_zh() -> EvalItem:
+    return _closed("否", "zh")
 
 
 # (scorer, item, reply, expected parsed, expected correct, expected unparsed)
@@ -215,6 +295,12 @@ COMPAT_TABLE = [
     ("llava-med", _closed("no"), "Yes", "yes", False, False),
     ("llava-med", _closed("no"), "maybe", None, False, True),
     ("llava-med", _open(), "the left lung", "left lung", True, False),
+    ("llava-med", _closed("no"), "No.", "no", True, False),
+    ("llava-med", _closed("yes"), "There is a fracture", None, False, True),  # no yes/no mention
+    # closed gold that is not yes/no: containment of the gold, no mention needed, negation not recognised
+    ("llava-med", _closed("Coronal Plane"), "The coronal plane", "coronal plane", True, False),
+    ("llava-med", _closed("Coronal Plane"), "Not the coronal plane", "not coronal plane", True, False),
+    ("llava-med", _closed("Coronal Plane"), "axial plane", "axial plane", False, False),
     # HuatuoGPT-Vision: first letter after is/(/*/是/start (article "A " skipped), case-sensitive
     ("huatuo", _mc(), "I think the answer is C", "I", False, False),
     ("huatuo", _mc(), "The answer is C", "C", True, False),
@@ -223,6 +309,25 @@ COMPAT_TABLE = [
     ("huatuo", _mc(), "pleural effusion or pneumonia", "A", False, False),  # option text occurring last
     ("huatuo", _closed("no"), "B", "B", True, False),  # posed as A = yes / B = no
     ("huatuo", _closed("no"), "No", "B", True, False),
+    # HuatuoGPT-Vision match_choice3: one row per letter prefix (start, "is ", 是, 为, "(", "*", quote, "#",
+    # CJK punctuation, newline); either case; "A "/"a " skipped anywhere; 选 is no prefix
+    ("huatuo", _mc(), "C", "C", True, False),
+    ("huatuo", _mc(), "It is C", "C", True, False),
+    ("huatuo", _mc(), "答案为C", "C", True, False),
+    ("huatuo", _mc(), "选项(C)", "C", True, False),
+    ("huatuo", _mc(), "**C**", "C", True, False),
+    ("huatuo", _mc(), "'C'", "C", True, False),
+    ("huatuo", _mc(), "#C", "C", True, False),
+    ("huatuo", _mc(), "答案：C", "C", True, False),
+    ("huatuo", _mc(), "Answer\nC", "C", True, False),
+    ("huatuo", _mc(), "the answer is c", "c", False, False),  # lower-case letter kept, never equals "C"
+    ("huatuo", _mc(), "The answer is A because of pleural effusion", "C", True, False),  # "A " skipped
+    ("huatuo", _mc(), "选C", "B", False, False),  # no letter prefix: most similar option text
+    ("huatuo", _mc("B", OPTS_TIE), "lung", "B", True, False),  # similarity ties: the last option
+    # medvl's Chinese extension under closed_as_mc (是 / 否): negatives first
+    ("huatuo", _posed_zh(), "不是", "B", True, False),
+    ("huatuo", _posed_zh(), "没有", "B", True, False),
+    ("huatuo", _posed_zh(), "有", "A", False, False),
     # MedEvalKit: boxed / marker extraction, yes/no substrings (quirk: "nodule" is "no")
     ("medevalkit", _closed("no"), "nodule", "no", True, False),
     ("medevalkit", _closed("no"), "Yes, no fracture", None, False, True),
@@ -231,15 +336,33 @@ COMPAT_TABLE = [
     ("medevalkit", _mc(), "The answer is pleural effusion", "C", True, False),
     ("medevalkit", _mc(), "effusion", "C", True, False),  # most similar option
     ("medevalkit", _mc(), "zzz", None, False, True),
+    # Chinese yes/no (medvl's extension): negative forms before 是 / 有
+    ("medevalkit", _posed_zh(), "不是", "no", True, False),
+    ("medevalkit", _posed_zh(), "没有", "no", True, False),
+    ("medevalkit", _posed_zh(), "是的", "yes", False, False),
     # OmniMedVQA: most similar option text, all-zero ratios -> wrong
     ("omnimedvqa", _mc(), "pleural effusion", "C", True, False),
     ("omnimedvqa", _mc(), "The image shows an ovarian cyst", "B", False, False),
     ("omnimedvqa", _mc(), "", None, False, True),
+    ("omnimedvqa", _mc("A", OPTS_CXR), LONG_CXR_REPLY, "B", False, False),  # ratio(option, reply), autojunk
+    ("omnimedvqa", _mc("A", OPTS_TIE), "lung", "A", True, False),  # ties: the first option
     # medvl itself
     ("medvl", _mc(), "A chest X-ray shows C", "C", True, False),
     ("medvl", _closed("no"), "nodule", None, False, True),
     ("medvl", _closed("没有", "zh"), "没有", "no", True, False),
     ("medvl", _closed("Coronal Plane"), "This is the coronal plane.", "this is coronal plane", True, False),
+    # review fixes: refusals are not "no"; rejected letters are not chosen; negated / hedged golds are wrong
+    ("medvl", _closed("no"), "I don't know.", None, False, True),
+    ("medvl", _closed("否", "zh"), "我不知道", None, False, True),
+    ("medvl", _closed("no"), "None", None, False, True),
+    ("medvl", _mc(), "Not C.", None, False, True),
+    ("medvl", _mc(), "Answer: c", "C", True, False),
+    ("medvl", _closed("Coronal Plane"), "Not the coronal plane", "not coronal plane", False, False),
+    ("medvl", _closed("Coronal Plane"), "coronal plane or axial plane", "coronal plane or axial plane", False,
+     False),
+    ("medvl", _open(), "not the left lung", "not left lung", False, False),
+    ("medvl", _open(), "left lung or right lung", "left lung or right lung", False, False),
+    ("medvl", _open("左肺"), "左肺或右肺", "左肺或右肺", False, False),
 ]
 
 

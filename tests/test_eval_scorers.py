@@ -158,18 +158,87 @@ def test_scoring_is_deterministic() -> None:
 
 
 def test_omnimedvqa_similarity_matches_plain_difflib() -> None:
-    """The quick-ratio shortcut must pick exactly what a plain ratio() argmax (first on ties) picks."""
+    """The quick-ratio shortcut must pick exactly what a plain argmax of ``SequenceMatcher(None, option,
+    reply).ratio()`` picks (OmniMedVQA's argument order), first on ties -- and, for HuatuoGPT-Vision, last
+    on ties of lower-cased texts; replies of 200+ characters exercise difflib's autojunk."""
     import random
     from difflib import SequenceMatcher
 
     from medvl.eval.scorers.omnimedvqa import most_similar
 
     rng = random.Random(5)
-    words = ["lung", "liver", "cyst", "mass", "normal", "effusion", "the", "left", "right", "is"]
-    for _ in range(300):
+    words = ["lung", "liver", "cyst", "mass", "normal", "effusion", "the", "left", "right", "is", "Left", "MASS"]
+    for i in range(300):
         options = {chr(65 + j): " ".join(rng.choices(words, k=rng.randint(1, 3))) for j in range(rng.randint(2, 5))}
-        reply = " ".join(rng.choices(words, k=rng.randint(0, 8)))
-        ratios = [SequenceMatcher(None, reply, t).ratio() for t in options.values()]
+        reply = " ".join(rng.choices(words, k=rng.randint(0, 8) if i % 3 else rng.randint(40, 60)))
+        ratios = [SequenceMatcher(None, t, reply).ratio() for t in options.values()]
         best = max(ratios)
         expected = None if best == 0 else list(options)[ratios.index(best)]
         assert most_similar(reply, options)[0] == expected
+        low = [SequenceMatcher(None, t.lower(), reply.lower()).ratio() for t in options.values()]
+        best = max(low)
+        expected = None if best == 0 else list(options)[len(low) - 1 - low[::-1].index(best)]
+        assert most_similar(reply, options, ties="last", lower=True)[0] == expected
+    with pytest.raises(ValueError, match="ties"):
+        most_similar("x", {"A": "x"}, ties="random")
+
+
+def test_omnimedvqa_argument_order_matters_for_long_replies() -> None:
+    """A long reply (>= 200 characters) is the second sequence in the official order, so autojunk applies
+    to it; the reversed order would give another answer."""
+    from difflib import SequenceMatcher
+
+    from medvl.eval.scorers.omnimedvqa import most_similar
+    from test_eval_parse import LONG_CXR_REPLY, OPTS_CXR
+
+    assert len(LONG_CXR_REPLY) >= 200
+    reversed_pick = max(OPTS_CXR, key=lambda k: SequenceMatcher(None, LONG_CXR_REPLY, OPTS_CXR[k]).ratio())
+    assert reversed_pick == "A" and most_similar(LONG_CXR_REPLY, OPTS_CXR)[0] == "B"
+
+
+@pytest.mark.parametrize(("gold", "reply", "rule"), [
+    ("Coronal Plane", "Not the coronal plane", "negated"),
+    ("Coronal Plane", "coronal plane or axial plane", "ambiguous"),
+    ("left lung", "either the left lung or the right lung", "ambiguous"),
+    ("left lung", "The left lung.", "exact"),
+    ("left lung", "lesion in the left lung", "contained"),
+])
+@pytest.mark.parametrize("answer_type", ["closed", "open"])
+def test_medvl_negated_and_ambiguous_golds(gold: str, reply: str, rule: str, answer_type: str) -> None:
+    res = get_scorer("medvl").score(EvalItem("o", "Which?", [], gold, {}, answer_type), reply)
+    assert res.detail["rule"] == rule
+    assert res.correct is (rule in ("exact", "contained")) and res.score == (1.0 if res.correct else 0.0)
+    assert not res.unparsed
+
+
+def test_scorer_spread_counts_fallbacks(tmp_path) -> None:
+    """omnimedvqa scores only multiple choice: on VQA-RAD every answered item falls back to medvl, so its
+    accuracy is n/a and it is left out of the spread; huatuo falls back on the open items only."""
+    import json
+
+    from click.testing import CliRunner
+
+    from eval_fixtures import VQA_RAD_TEST, write_vqa_rad
+    from medvl.cli.main import cli
+    from medvl.eval.runner import rescore_run, run_eval
+
+    data = write_vqa_rad(tmp_path / "data")
+    answers = {"1": "Yes.", "2": "x-ray", "3": "no", "4": "the liver", "5": "No.", "6": "coronal", "8": "2"}
+    preds = tmp_path / "p.jsonl"
+    preds.write_text("".join(json.dumps({"id": k, "response": v}) + "\n" for k, v in answers.items()))
+    out = tmp_path / "run"
+    run_eval("vqa-rad", data, f"predictions:{preds}", out, scorer="medvl")
+    spread = rescore_run(out, ["huatuo", "lmms-slake", "medvl", "omnimedvqa"])["scorer_spread"]
+    table = spread["scorers"]
+    answered_open = sum(1 for r in VQA_RAD_TEST if r[6] == "OPEN" and str(r[0]) in answers)
+    assert table["omnimedvqa"]["fallback"] == len(answers) and table["omnimedvqa"]["all_fallback"]
+    assert table["omnimedvqa"]["accuracy"] is None and table["omnimedvqa"]["ci95"] is None
+    assert table["huatuo"]["fallback"] == answered_open == 4 and not table["huatuo"]["all_fallback"]
+    assert table["medvl"]["fallback"] == 0 and table["lmms-slake"]["fallback"] == 0
+    accs = [table[n]["accuracy"] for n in ("huatuo", "lmms-slake", "medvl")]
+    assert spread["spread"] == pytest.approx(max(accs) - min(accs))
+    assert spread["excluded_all_fallback"] == ["omnimedvqa"]
+    res = CliRunner(env={"COLUMNS": "200"}).invoke(cli, ["eval", "--rescore", str(out), "--all-scorers"],
+                                                   catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    assert "fallback" in res.output and "n/a (all fallback)" in res.output

@@ -22,6 +22,8 @@ def run_and_report(recipe, out: Path, workers: int | None, overwrite: bool):
                   f"(by stage: {s['rejects_by_stage']})")
     console.print(f"modalities: {s['records_by_modality']}")
     console.print(f"splits: {s['records_by_split']}   kinds: {s['samples_by_kind']}   languages: {s['samples_by_lang']}")
+    for w in s.get("warnings", []):
+        console.print(f"[yellow]warning[/]: {w}")
     console.print(f"[bold green]done[/]: outputs in {result.out_dir} (manifest.json lists every file; "
                   f"rejects.jsonl lists every rejected item with its reason)")
     return result

@@ -48,14 +48,17 @@ def _summary(res: dict[str, Any], title: str) -> None:
     spread = res.get("scorer_spread")
     if spread:
         s = Table(title="same predictions under every scorer")
-        for col in ("scorer", "accuracy %", "95% CI", "parse failures"):
+        for col in ("scorer", "accuracy %", "95% CI", "parse failures", "fallback"):
             s.add_column(col)
         for name, v in sorted(spread["scorers"].items()):
             c = v.get("ci95")
-            s.add_row(name, _pct(v.get("accuracy")), f"{_pct(c[0])}–{_pct(c[1])}" if c else "n/a",
-                      str(v.get("parse_failures")))
+            acc = "n/a (all fallback)" if v.get("all_fallback") else _pct(v.get("accuracy"))
+            s.add_row(name, acc, f"{_pct(c[0])}–{_pct(c[1])}" if c else "n/a",
+                      str(v.get("parse_failures")), str(v.get("fallback", 0)))
         con.print(s)
-        con.print(f"spread between scorers: {_pct(spread.get('spread'))} points")
+        con.print(f"spread between scorers: {_pct(spread.get('spread'))} points"
+                  " (fallback = items the scorer does not support, scored by medvl instead; scorers whose"
+                  " every item fell back are left out)")
     if res.get("missing_ids"):
         shown = ", ".join(res["missing_ids"][:10])
         con.print(f"[yellow]{len(res['missing_ids'])} unanswered (counted wrong): {shown}[/yellow]")

@@ -48,6 +48,7 @@ _NEXT_WORD = re.compile(r"\s+([A-Za-z]{2,})")
 _MARKERS = word_regex(VOCAB["answer_markers"]["en"])
 _MARKERS_ZH = re.compile("|".join(re.escape(m) for m in sorted(VOCAB["answer_markers"]["zh"], key=len, reverse=True)))
 _REJECT = tuple(VOCAB["rejecting_after_letter"])
+_ZH_MARKER_NEG = tuple(VOCAB["answer_markers"]["zh_negated_by"])
 # a negation right before a letter, at most two words in between ("not A", "I would not choose B", "不是A")
 _REJECT_BEFORE = re.compile(
     r"(?:(?<![A-Za-z])(?:" + "|".join(w for w in VOCAB["rejecting_before_letter"] if re.match(r"[a-z]", w))
@@ -70,9 +71,12 @@ _EN_NO_RE = word_regex(_YN["en_no"])
 _EN_NEG_RE = re.compile(r"n't\b|" + word_regex(_YN["en_negation"]).pattern, re.IGNORECASE)
 _EN_HEDGE = frozenset(_YN["en_hedge_verbs"])
 _EN_NON_ANSWERS = frozenset(_YN["en_non_answers"])
-_EN_NEG_OR_NO_RE = word_regex(_YN["en_negation"] + _YN["en_no"])
-# two negations in a row, at most one word between and no punctuation: "not no", "isn't absent"
-_EN_DOUBLE_NEG = re.compile(_EN_NEG_RE.pattern + r"(?:\s+[A-Za-z]+)?\s+" + _EN_NEG_OR_NO_RE.pattern, re.IGNORECASE)
+_NEG_FIRST = [w for w in _YN["en_negation"] if w not in ("neither", "nor")]  # "neither X nor Y" is one negation
+# a negation followed by a yes/no word or another negation, at most one word between and no punctuation:
+# "not no", "isn't absent" (double negation), "not yes", "not correct" (negated yes-word)
+_EN_NEG_YN = re.compile(
+    r"(?:n't\b|" + word_regex(_NEG_FIRST).pattern + r")(?:\s+[A-Za-z]+)?\s+("
+    + word_regex(_NEG_FIRST + _YN["en_yes"] + _YN["en_no"]).pattern + ")", re.IGNORECASE)
 _ZH_NEG_RE = re.compile("|".join(_YN["zh_negation"]))
 _ZH_DOUBLE_NEG = re.compile(f"(?:{_ZH_NEG_RE.pattern})(?:{_ZH_NEG_RE.pattern})")
 _ZH_NO = tuple(sorted(_YN["zh_no"], key=len, reverse=True))
@@ -174,7 +178,10 @@ def _from_marker_tail(tail: str, options: dict[str, str]) -> tuple[str | None, s
 
 
 def _marker_positions(text: str) -> list[int]:
-    ends = [m.end() for m in _MARKERS.finditer(text)] + [m.end() for m in _MARKERS_ZH.finditer(text)]
+    """End offsets of the answer markers in ``text``, last first; a Chinese marker right after a negation
+    (不选 "don't choose", 没选) is no marker."""
+    ends = [m.end() for m in _MARKERS.finditer(text)]
+    ends += [m.end() for m in _MARKERS_ZH.finditer(text) if not text[:m.start()].endswith(_ZH_MARKER_NEG)]
     return sorted(ends, reverse=True)
 
 
@@ -229,10 +236,10 @@ def extract_choice(response: str, options: dict[str, str], lang: str = "en") -> 
         return texts[0], prefix + "option_text_contained"
     if len(texts) > 1:
         return None, prefix + "ambiguous_option_text"
-    if invalid:
-        return None, prefix + "letter_not_option"
     if rejected or negated:
         return None, prefix + "only_rejected_options"
+    if invalid:
+        return None, prefix + "letter_not_option"
     return None, prefix + "no_match"
 
 
@@ -257,10 +264,10 @@ def _leading_yes_no(text: str) -> str | None:
 
 def _negates_finding(text: str) -> bool:
     """True when an English negation word negates a finding ("does not show", "no evidence of", "absent"),
-    not an ability to answer: a negation followed within three words by a hedge verb ("I can't tell",
+    not an ability to answer: a negation followed within four words by a hedge verb ("I can't tell",
     "does not allow me to determine") does not count."""
     for m in _EN_NEG_RE.finditer(text):
-        following = re.findall(r"[a-z]+", text[m.end():m.end() + 60].lower())[:3]
+        following = re.findall(r"[a-z]+", text[m.end():m.end() + 60].lower())[:4]
         if not any(w in _EN_HEDGE for w in following):
             return True
     return False
@@ -292,11 +299,15 @@ def extract_yes_no(response: str, lang: str = "en") -> tuple[str | None, str]:
         return None, prefix + "refusal"
     if normalize(text) in _EN_NON_ANSWERS:
         return None, prefix + "non_answer"
+    if _ZH_DOUBLE_NEG.search(re.sub(r"\s+", "", text)):  # 不是没有: before 不是 decides
+        return None, prefix + "double_negation"
     lead = _leading_yes_no(text)
     if lead:
         return lead, prefix + "leading"
-    if _EN_DOUBLE_NEG.search(text) or _ZH_DOUBLE_NEG.search(re.sub(r"\s+", "", text)):
-        return None, prefix + "double_negation"
+    neg_yn = _EN_NEG_YN.search(text)
+    if neg_yn:
+        second = neg_yn.group(1).lower()
+        return None, prefix + ("negated_yes_word" if second in _EN_YES else "double_negation")
     has_yes, has_no = bool(_EN_YES_RE.search(text)), bool(_EN_NO_RE.search(text))
     if has_yes and has_no:
         return None, prefix + "ambiguous_yes_no"
@@ -312,11 +323,40 @@ def extract_yes_no(response: str, lang: str = "en") -> tuple[str | None, str]:
     return None, prefix + "no_yes_no"
 
 
+def _gold_occurrences(pred: str, gold: str) -> list[tuple[str, str]]:
+    """(text before, text after) around every whole-word occurrence of ``gold`` in ``pred`` (normalized)."""
+    pad, needle = (pred, gold) if has_cjk(gold) else (f" {pred} ", f" {gold} ")
+    out, i = [], pad.find(needle)
+    while i >= 0:
+        out.append((pad[:i], pad[i + len(needle):]))
+        i = pad.find(needle, i + 1)
+    return out
+
+
+def _is_alternative(before: str, after: str) -> bool:
+    """True when a gold occurrence is one of several alternatives ("X or Y", "either X", "Y or X", "X或Y")."""
+    words_after, words_before = after.split(), before.split()
+    if words_after and words_after[0] in _ALT["en_after"]:
+        return True
+    if words_before and words_before[-1] in _ALT["en_before"]:
+        return True
+    a, b = after.lstrip(), before.rstrip()
+    return any(a.startswith(w) or b.endswith(w) for w in _ALT["zh"])
+
+
 def match_open(response: str, gold: str) -> dict[str, Any]:
     """Compare a free-text reply with the gold answer after ``normalize_answer`` (lower case, punctuation,
-    articles, number words): exact match, gold contained as whole words, token precision/recall/F1."""
+    articles, number words): exact match, gold contained as whole words, token precision/recall/F1.
+
+    ``negated``: every occurrence of the gold is negated ("not the left lung", "rather than X", "不是X");
+    ``ambiguous``: an occurrence is joined to other alternatives ("left lung or right lung", "either X
+    or Y", "X或Y", "X还是Y"). Scorers count containment only when neither holds."""
     text, _ = narrow(response or "")
     pred, ref = normalize_answer(text), normalize_answer(gold)
     scores = token_scores(pred, ref)
-    return {"parsed": pred or None, "exact": bool(pred) and pred == ref,
-            "contained": contains_words(pred, ref), **scores}
+    exact = bool(pred) and pred == ref
+    occ = _gold_occurrences(pred, ref) if ref and not exact else []
+    negated = bool(occ) and all(_negated_at(b, len(b)) for b, _ in occ)
+    ambiguous = any(_is_alternative(b, a) for b, a in occ)
+    return {"parsed": pred or None, "exact": exact, "contained": exact or contains_words(pred, ref),
+            "negated": negated, "ambiguous": ambiguous, **scores}

@@ -307,6 +307,21 @@ def rescore(samples_jsonl: str | Path, benchmark: str, data_dir: str | Path, sco
     return res
 
 
+def _spread_row(res: dict[str, Any], samples: list[dict[str, Any]]) -> dict[str, Any]:
+    """One scorer's row of the scorer-spread table: accuracy, CI, parse failures, n, and ``fallback`` (items
+    the scorer does not support and the medvl scorer scored instead). ``all_fallback``: every answered item
+    fell back, so the scorer's own rules were never used; its accuracy and CI are then None (shown as
+    "n/a (all fallback)") and it is left out of the spread."""
+    row = {k: res[k] for k in ("accuracy", "ci95", "parse_failures", "parse_failure_rate", "n")}
+    answered = [s for s in samples if s.get("response") is not None]
+    fallback = sum(1 for s in answered if (s.get("detail") or {}).get("fallback"))
+    row["fallback"] = fallback
+    row["all_fallback"] = bool(answered) and fallback == len(answered)
+    if row["all_fallback"]:
+        row["accuracy"], row["ci95"] = None, None
+    return row
+
+
 def rescore_run(run_dir: str | Path, scorers: Iterable[str], n_boot: int = 1000, seed: int = 0) -> dict[str, Any]:
     """Re-score a run folder under each of ``scorers``. One scorer: files under ``rescored/<scorer>/``.
     Several: a side-by-side ``scorer_spread`` added to the run's results.json and report."""
@@ -321,7 +336,7 @@ def rescore_run(run_dir: str | Path, scorers: Iterable[str], n_boot: int = 1000,
         res = rescore(run / SAMPLES, cfg["benchmark"], cfg["data_dir"], name, cfg.get("split"),
                       cfg.get("bench_options"), cfg.get("protocol"), n_boot, seed)
         samples = res.pop("samples")
-        table[name] = {k: res[k] for k in ("accuracy", "ci95", "parse_failures", "parse_failure_rate", "n")}
+        table[name] = _spread_row(res, samples)
         if len(scorers) == 1:
             sub = run / "rescored" / name
             sub.mkdir(parents=True, exist_ok=True)
@@ -329,8 +344,10 @@ def rescore_run(run_dir: str | Path, scorers: Iterable[str], n_boot: int = 1000,
             res.update({"model": cfg["model"], "protocol": cfg["protocol"], "split": cfg.get("split"),
                         "rescored_from": str(run / SAMPLES), "config": cfg})
             return _finish(sub, res, samples)
-    accs = [v["accuracy"] for v in table.values() if v["accuracy"] is not None]
-    spread = {"scorers": table, "spread": round(max(accs) - min(accs), 6) if accs else None}
+    # a scorer that scored nothing itself (every item fell back to medvl) is shown but not in the spread
+    accs = [v["accuracy"] for v in table.values() if v["accuracy"] is not None and not v["all_fallback"]]
+    spread = {"scorers": table, "spread": round(max(accs) - min(accs), 6) if accs else None,
+              "excluded_all_fallback": sorted(k for k, v in table.items() if v["all_fallback"])}
     results = json.loads((run / RESULTS).read_text(encoding="utf-8"))
     results["scorer_spread"] = spread
     return _finish(run, results, read_samples(run / SAMPLES))

@@ -194,6 +194,21 @@ def remove_orphans(out_dir: Path, records: list[ImageRecord]) -> int:
     return removed
 
 
+def build_warnings(recipe: Recipe, records: list[ImageRecord]) -> list[str]:
+    """Things the user should fix in the recipe, shown in the summary and the CLI."""
+    warnings: list[str] = []
+    if "zh" in recipe.generation.languages and recipe.generation.zh_share > 0:
+        from medvl.generate import missing_zh_labels
+
+        labels = sorted({lb for r in records for lb in r.labels} | {g.label for r in records for g in r.regions})
+        missing = missing_zh_labels(labels, recipe.generation.label_zh)
+        if missing:
+            shown = ", ".join(missing[:12]) + (f" (+{len(missing) - 12} more)" if len(missing) > 12 else "")
+            warnings.append(f"{len(missing)} label(s) have no Chinese name and stay English in Chinese samples: "
+                            f"{shown}; add them to generation.label_zh")
+    return warnings
+
+
 def write_jsonl(path: Path, rows: Iterable[dict[str, Any]]) -> int:
     n = 0
     with path.open("w", encoding="utf-8") as f:
@@ -252,6 +267,7 @@ def run_build(recipe: Recipe, out_dir: Path, workers: int | None = None, overwri
     entries = run_exports(recipe.exports, records, samples, out_dir, recipe, rejects)
     summary = summarize(recipe, records, samples, rejects, stats)
     summary["splits"] = split_report
+    summary["warnings"] = build_warnings(recipe, records)
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     n_images = len({r.image for r in records})
     n_masks = len({r.mask for r in records if r.mask})

@@ -1,9 +1,20 @@
 """``llava-med``: LLaVA-Med's VQA scoring.
 
 Both sides are normalized (lower case, punctuation to spaces, articles dropped, number words to digits).
-closed with a yes/no gold: correct iff the reply mentions "yes" or "no" (plain substrings, so "nodule"
-and "not" count as a mention: toolkit quirk) and contains the gold as a substring; a reply mentioning
-neither is unparsed. closed with another gold: correct iff the reply contains the gold.
+
+closed, gold yes/no (English, or SLAKE's Chinese forms mapped to "yes"/"no"), and closed items whose gold
+is hidden: the toolkit's rule as the spec states it -- correct iff the reply *mentions* "yes" or "no"
+AND contains the gold ("yes"/"no") as a substring. Both tests are plain substring tests, so "nodule"
+and "not" count as a mention of "no" and "yes and no" is right for either gold (toolkit quirks kept). A
+reply that mentions neither is unparsed (rule ``no_yes_no_mention``), also when it is Chinese (是 / 没有
+are not "yes" / "no" to this toolkit).
+
+closed, gold not yes/no (SLAKE "Coronal Plane", "MRI"): there is no yes/no to mention, so the mention
+test is not applied; correct iff the normalized reply contains the normalized gold as a substring (rule
+``gold_substring``). Negations and alternatives are not recognised, as in the toolkit: "not the coronal
+plane" and "coronal plane or axial plane" are both correct under this scorer (medvl's own scorer
+rejects them).
+
 open: score = token recall (shared tokens counted with multiplicity / gold tokens); correct iff recall
 is 1.0; F1 and precision in ``detail``. mc falls back to ``medvl``."""
 
@@ -16,7 +27,8 @@ from medvl.eval.types import SCORERS, EvalItem, ScoreResult
 
 @SCORERS.register("llava-med")
 class LlavaMedScorer(Scorer):
-    description = "LLaVA-Med: closed = yes/no mention + gold substring; open = token recall"
+    description = ("LLaVA-Med: closed yes/no gold = reply mentions yes/no AND contains the gold (substrings); "
+                   "closed other gold = gold substring, no mention needed; open = token recall")
     supports = ("closed", "open")
 
     def score_closed(self, item: EvalItem, reply: str) -> ScoreResult:

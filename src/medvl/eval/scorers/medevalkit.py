@@ -4,11 +4,14 @@
 2. the text after the last of "final answer", "answer is", "answer:", "答案:", "答案：", "答案是"
    (lower-cased search), stripped;
 3. yes/no (closed items with a yes/no gold): exactly one of "yes" / "no" must occur as a *substring* of
-   the lower-cased answer (Chinese: 是 / 否), so "nodule" counts as "no" (toolkit quirk); both or none
-   -> unparsed;
+   the lower-cased answer, so "nodule" counts as "no" (toolkit quirk); both or none -> unparsed.
+   Chinese is medvl's extension (the toolkit's rule is English): the negative forms 不是 / 没有 / 否 / 不 /
+   无 are found and removed first and mean "no", then 是 / 有 in what is left mean "yes" -- a plain
+   substring test for 是 would read 不是 as "yes";
 4. multiple choice: a letter (the answer is a lone option letter, or starts with "X." / "X)" / "(X)"),
    else an option text contained in the answer (the longest if several), else the most similar option
-   (difflib ratio, first on ties; all zero -> unparsed).
+   (difflib ratio of (option, answer) as ``omnimedvqa.most_similar`` computes it, first on ties; all
+   zero -> unparsed).
 Open items and closed items with other golds fall back to ``medvl``."""
 
 from __future__ import annotations
@@ -24,6 +27,8 @@ from medvl.eval.types import SCORERS, EvalItem, ScoreResult
 _MARKERS = tuple(VOCAB["medevalkit"]["markers"])
 _YES = tuple(VOCAB["medevalkit"]["yes"])
 _NO = tuple(VOCAB["medevalkit"]["no"])
+_ZH_NO = tuple(VOCAB["medevalkit"]["zh_no"])
+_ZH_YES = tuple(VOCAB["medevalkit"]["zh_yes"])
 _LONE = re.compile(r"[\(（]?([A-Za-z])[\)）]?[.:：]?")
 _LEADING = re.compile(r"[\(（]?([A-Z])[\)）.:：]")
 
@@ -44,7 +49,8 @@ def extract_answer(reply: str) -> str:
 
 @SCORERS.register("medevalkit")
 class MedEvalKitScorer(Scorer):
-    description = "MedEvalKit: boxed/marker extraction; yes/no substrings; letter, option text, similarity"
+    description = ("MedEvalKit: boxed/marker extraction; yes/no substrings; letter, option text, similarity; "
+                   "Chinese yes/no (negatives before 是/有) is medvl's extension")
     supports = ("mc", "closed")
 
     def score_mc(self, item: EvalItem, reply: str) -> ScoreResult:
@@ -75,6 +81,11 @@ class MedEvalKitScorer(Scorer):
             return res
         low = extract_answer(reply).lower()
         has_yes, has_no = any(y in low for y in _YES), any(n in low for n in _NO)
+        rest = low
+        for form in _ZH_NO:  # Chinese (medvl's extension): negatives first, so 不是 is not read as 是
+            if form in rest:
+                has_no, rest = True, rest.replace(form, " ")
+        has_yes = has_yes or any(y in rest for y in _ZH_YES)
         if has_yes == has_no:
             return make_result(item, None, False, "both_yes_no" if has_yes else "no_yes_no")
         label = "yes" if has_yes else "no"

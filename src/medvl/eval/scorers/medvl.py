@@ -3,7 +3,10 @@
 - mc: ``parse.extract_choice``; correct iff the chosen letter is the gold letter;
 - closed with a yes/no gold (English or SLAKE Chinese forms): ``parse.extract_yes_no`` vs the gold;
 - closed with another gold ("Coronal Plane") and open: correct iff the normalized reply equals the gold or
-  contains it as whole words; ``score`` is the token recall (precision/F1 in ``detail``)."""
+  contains it as whole words, where a negated gold ("not the coronal plane" -> rule ``negated``) and a gold
+  offered next to alternatives ("coronal plane or axial plane", "either X or Y", "X或Y", "X还是Y" -> rule
+  ``ambiguous``) do not count and score 0; otherwise ``score`` is the token recall (precision/F1 in
+  ``detail``)."""
 
 from __future__ import annotations
 
@@ -35,7 +38,13 @@ class MedvlScorer(Scorer):
         if is_refusal(reply):
             return make_result(item, None, False, "refusal")
         m = match_open(reply, item.answer)
-        rule = "exact" if m["exact"] else ("contained" if m["contained"] else "no_match")
-        ok = m["exact"] or m["contained"]
-        return make_result(item, m["parsed"], ok, rule, score=m["recall"], unparsed=m["parsed"] is None,
-                           precision=m["precision"], recall=m["recall"], f1=m["f1"])
+        detail = {"precision": m["precision"], "recall": m["recall"], "f1": m["f1"]}
+        if m["exact"]:
+            return make_result(item, m["parsed"], True, "exact", score=m["recall"], **detail)
+        if m["contained"] and m["ambiguous"]:
+            return make_result(item, m["parsed"], False, "ambiguous", score=0.0, **detail)
+        if m["contained"] and m["negated"]:
+            return make_result(item, m["parsed"], False, "negated", score=0.0, **detail)
+        rule = "contained" if m["contained"] else "no_match"
+        return make_result(item, m["parsed"], m["contained"], rule, score=m["recall"],
+                           unparsed=m["parsed"] is None, **detail)
