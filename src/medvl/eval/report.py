@@ -182,10 +182,11 @@ def render(results: dict[str, Any], samples: list[dict[str, Any]]) -> str:
     spread = results.get("scorer_spread")
     if spread:
         parts.append("<h2>Same predictions, different scorers</h2>")
-        rows = [[name, _pct(v.get("accuracy")),
+        rows = [[name, "n/a (all fallback)" if v.get("all_fallback") else _pct(v.get("accuracy")),
                  f"{_pct(v['ci95'][0])} – {_pct(v['ci95'][1])}" if v.get("ci95") else "n/a",
-                 v.get("parse_failures")] for name, v in sorted(spread["scorers"].items())]
-        parts.append(_table(["scorer", "accuracy", "95% CI", "parse failures"], rows))
+                 v.get("parse_failures"), v.get("fallback", 0)] for name, v in sorted(spread["scorers"].items())]
+        parts.append(_table(["scorer", "accuracy", "95% CI", "parse failures",
+                             "items scored by medvl (toolkit has no rule)"], rows))
         parts.append(f"<p>Spread (max &minus; min accuracy): {_pct(spread.get('spread'))}</p>")
     for key, rows in group_rows(results.get("groups") or {}).items():
         parts.append(_group_section(key, rows))
