@@ -23,12 +23,16 @@ def mask_box(mask: np.ndarray) -> Box | None:
 
 
 def present_values(label_mask: np.ndarray) -> list[int]:
-    """Sorted non-zero values of an integer mask (bincount for small non-negative labels: much faster
+    """Sorted non-zero values of an integer mask (a presence table for non-negative labels: much faster
     than np.unique, which sorts every pixel)."""
     if label_mask.size == 0:
         return []
-    if np.issubdtype(label_mask.dtype, np.integer) and label_mask.min() >= 0 and label_mask.max() < 65536:
-        return [int(v) for v in np.flatnonzero(np.bincount(label_mask.ravel())) if v != 0]
+    if np.issubdtype(label_mask.dtype, np.integer):
+        lo, hi = int(label_mask.min()), int(label_mask.max())
+        if lo >= 0 and hi < 65536:  # a presence table filled by scatter: no sort, no int64 copy
+            seen = np.zeros(hi + 1, dtype=bool)
+            seen[label_mask.ravel()] = True
+            return [int(v) for v in np.flatnonzero(seen) if v != 0]
     return sorted(int(v) for v in np.unique(label_mask) if v != 0)
 
 
