@@ -86,3 +86,52 @@ def test_labels_exhaustive_follows_source_and_recipe(tmp_path: Path):
     assert all(r.extra["labels_exhaustive"] is True for r in res.records)
     res = run_build(parse_recipe({"salt": "s", "sources": [{**base, "exhaustive_labels": False}]}), tmp_path / "o2")
     assert all(r.extra["labels_exhaustive"] is False for r in res.records)
+
+
+def _dicom_corpus(root: Path) -> None:
+    import pydicom
+    from pydicom.data import get_testdata_file
+
+    ds = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+    ds.PatientName = "DOE^JOHN"
+    ds.InstitutionName = "Mercy General"
+    (root / "DOE_JOHN").mkdir(parents=True)
+    ds.save_as(root / "DOE_JOHN" / "ct1.dcm")
+    blank = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+    blank.PatientName = ""
+    blank.PatientID = ""
+    blank.SOPInstanceUID = blank.SOPInstanceUID + ".9"
+    blank.SeriesInstanceUID = blank.SeriesInstanceUID + ".9"
+    (root / "anon_of_Doe_John_at_Mercy_General").mkdir()
+    blank.save_as(root / "anon_of_Doe_John_at_Mercy_General" / "ct2.dcm")
+
+
+def test_dicom_build_is_identical_across_processes_and_scrubs_other_files_names(tmp_path: Path):
+    """Two `medvl build` processes with different PYTHONHASHSEED give byte-identical trees; a folder named
+    after a patient whose own file has a blank header is scrubbed with the values another file carries."""
+    import hashlib
+    import os
+    import subprocess
+    import sys
+
+    import yaml
+
+    _dicom_corpus(tmp_path / "dcm")
+    rp = tmp_path / "r.yaml"
+    rp.write_text(yaml.safe_dump({"salt": "s", "sources": [{"name": "d", "format": "dicom",
+                                                             "path": str(tmp_path / "dcm")}]}))
+    trees = []
+    for seed in ("1", "2"):
+        out = tmp_path / f"out{seed}"
+        env = {**os.environ, "PYTHONHASHSEED": seed}
+        subprocess.run([sys.executable, "-m", "medvl.cli.main", "build", str(rp), "-o", str(out)], check=True,
+                       env=env, capture_output=True)
+        trees.append({p.relative_to(out).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+                      for p in sorted(out.rglob("*")) if p.is_file()})
+    assert trees[0] == trees[1]
+    text = "".join(p.read_text(encoding="utf-8", errors="ignore").lower() for p in sorted((tmp_path / "out1").rglob("*"))
+                   if p.suffix in {".json", ".jsonl", ".md", ".html", ".yaml"})
+    import re
+
+    assert not re.search(r"(?<![a-z])(doe|john|mercy)(?![a-z])", text)
+    assert "anon_of_redacted-" in text  # the blank-header file is still there, its folder name scrubbed

@@ -2,7 +2,7 @@
 
 import re
 
-from medvl.pipeline.privacy import REDACTED, Scrubber
+from medvl.core.privacy import REDACTED, Scrubber
 
 
 def test_person_name_variants_and_dates():

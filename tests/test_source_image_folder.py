@@ -116,3 +116,29 @@ def test_deterministic_and_options_checked(tmp_path, images):
     assert all(np.array_equal(x.array, y.array) for x, y in zip(a, b))
     with pytest.raises(ValueError, match="split_dir"):
         SourceConfig(name="x", format="image_folder", path=str(root), options={"split_dir": ["train"]})
+
+
+def test_symlinked_folder_is_not_followed(tmp_path):
+    """A link back up the tree (`dog/loop -> ..`) would loop and relabel cats as dogs: it is rejected."""
+    import os
+
+    import numpy as np
+    from PIL import Image
+    from skimage import data
+
+    from medvl.core.records import Reject
+    from medvl.pipeline.recipe import SourceConfig
+    from medvl.sources import SOURCES
+
+    ihc = data.immunohistochemistry()
+    for cls in ("cat", "dog"):
+        (tmp_path / cls).mkdir()
+        for i in range(2):
+            Image.fromarray(np.ascontiguousarray(ihc[64 * i:64 * i + 64, :64])).save(tmp_path / cls / f"{i}.png")
+    os.symlink("..", tmp_path / "dog" / "loop")
+    src = SOURCES.get("image_folder")(SourceConfig(name="x", format="image_folder", path=str(tmp_path)))
+    out = list(src.units())
+    units = [u for u in out if not isinstance(u, Reject)]
+    rejects = [u for u in out if isinstance(u, Reject)]
+    assert sorted(u.key for u in units) == ["cat/0.png", "cat/1.png", "dog/0.png", "dog/1.png"]
+    assert len(rejects) == 1 and rejects[0].item == "dog/loop" and "symlinked folder" in rejects[0].reason

@@ -124,26 +124,42 @@ def load_all(recipe: Recipe, out_dir: Path, workers: int, progress: Callable[[in
     finally:
         if pool is not None:
             pool.shutdown()
-    return records, scrub_rejects(recipe, rejects), stats
+    records, rejects = scrub_source_wide(recipe, records, rejects)
+    return records, rejects, stats
 
 
-def scrub_rejects(recipe: Recipe, rejects: list[Reject]) -> list[Reject]:
-    """Rejects name files; a file or folder may be named after a patient. Scrub each source's rejects of
-    every identifying value its source saw while enumerating (a truncated file next to readable ones)."""
-    from medvl.pipeline.privacy import Scrubber
+def scrub_source_wide(recipe: Recipe, records: list[ImageRecord], rejects: list[Reject]
+                      ) -> tuple[list[ImageRecord], list[Reject]]:
+    """Files and folders may be named after a patient whose values only another file of the source carries
+    (a blank header beside a filled one, a truncated file). Each item was scrubbed of its own values in its
+    worker; here every record and reject is also scrubbed of all identifying values its source saw while
+    enumerating."""
+    from medvl.core.privacy import Scrubber
 
     scrubbers = {}
     for cfg in recipe.sources:
         seen = get_source(cfg).sensitive
         if seen:
-            scrubbers[cfg.name] = Scrubber(seen, key=recipe.salt or "")
+            scrubbers[cfg.name] = Scrubber(seen, key=recipe.salt or "", prefilter=True)
     if not scrubbers:
-        return rejects
-    out = []
+        return records, rejects
+    out_rej = []
     for r in rejects:
         sc = scrubbers.get(r.source)
-        out.append(r if sc is None else Reject(source=r.source, item=sc(r.item), reason=sc(r.reason), stage=r.stage))
-    return out
+        out_rej.append(r if sc is None else Reject(source=r.source, item=sc(r.item), reason=sc(r.reason),
+                                                   stage=r.stage))
+    for rec in records:
+        sc = scrubbers.get(rec.dataset)
+        if sc is None:
+            continue
+        rec.source_file = sc(rec.source_file)
+        rec.labels = sorted(set(sc(rec.labels)))
+        for reg in rec.regions:
+            reg.label = sc(reg.label)
+        rec.mask_values = sc(rec.mask_values)
+        rec.view = sc(rec.view) if rec.view else rec.view
+        rec.extra = sc(rec.extra)
+    return records, out_rej
 
 
 def curate(recipe: Recipe, records: list[ImageRecord], out_dir: Path
@@ -194,9 +210,13 @@ def remove_orphans(out_dir: Path, records: list[ImageRecord]) -> int:
     return removed
 
 
-def build_warnings(recipe: Recipe, records: list[ImageRecord]) -> list[str]:
+def build_warnings(recipe: Recipe, records: list[ImageRecord], stats: dict[str, SourceStats] | None = None
+                   ) -> list[str]:
     """Things the user should fix in the recipe, shown in the summary and the CLI."""
     warnings: list[str] = []
+    for name, st in sorted((stats or {}).items()):
+        if st.units == 0:
+            warnings.append(f"source {name!r} found nothing to read under its path")
     if "zh" in recipe.generation.languages and recipe.generation.zh_share > 0:
         from medvl.generate import missing_zh_labels
 
@@ -267,7 +287,7 @@ def run_build(recipe: Recipe, out_dir: Path, workers: int | None = None, overwri
     entries = run_exports(recipe.exports, records, samples, out_dir, recipe, rejects)
     summary = summarize(recipe, records, samples, rejects, stats)
     summary["splits"] = split_report
-    summary["warnings"] = build_warnings(recipe, records)
+    summary["warnings"] = build_warnings(recipe, records, stats)
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     n_images = len({r.image for r in records})
     n_masks = len({r.mask for r in records if r.mask})

@@ -18,7 +18,7 @@ from PIL import Image
 from medvl.core.hashing import content_hash, patient_key
 from medvl.core.records import ImageRecord, Region, Reject
 from medvl.imaging.boxes import box_inside, clip_box, normalize_box, scale_regions
-from medvl.pipeline.privacy import Scrubber
+from medvl.core.privacy import Scrubber
 from medvl.pipeline.recipe import ImageConfig, SourceConfig
 from medvl.sources.base import SOURCES, Item, Source, Unit
 
@@ -152,7 +152,8 @@ def finalize_item(item: Item, cfg: SourceConfig, src: Source, out_dir: Path, ima
         dtype = np.uint8 if int(mask.max(initial=0)) < 256 else np.uint16
         # label maps are mostly runs of a few values: fast zlib level compresses them nearly as well
         mask_rel, _ = write_once(out_dir, "masks", encode_png(mask.astype(dtype), compress_level=1))
-        mask_values = {str(k): normalize_label(v, cfg.label_synonyms) for k, v in sorted(item.mask_values.items())}
+        mask_values = {str(k): normalize_label(scrub(v), cfg.label_synonyms)
+                       for k, v in sorted(item.mask_values.items())}
 
     modality = cfg.modality or (normalize_modality(item.modality) if item.modality else None)
     if modality is None:

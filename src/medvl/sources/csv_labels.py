@@ -23,8 +23,10 @@ from medvl.io.raster import RasterReadError, is_probably_image, read_raster
 from medvl.sources.base import SOURCES, Item, Source, SourceOptions, Unit
 
 # words that mark a column as identifying; such columns may never be copied into Item.extra
-_IDENTIFYING_WORDS = {"id", "name", "birth", "dob", "date", "accession", "mrn", "address", "phone", "ssn",
-                      "physician", "institution", "email"}
+_IDENTIFYING_WORDS = {"id", "ids", "name", "names", "surname", "forename", "initials", "birth", "birthdate", "dob",
+                      "date", "dates", "time", "accession", "mrn", "address", "phone", "ssn", "physician", "doctor",
+                      "institution", "hospital", "clinic", "email", "patient", "study", "series", "uid", "operator",
+                      "station", "serial", "zip", "postcode"}
 
 
 class TableError(ValueError):
@@ -116,7 +118,9 @@ class CsvLabelsOptions(SourceOptions):
     @model_validator(mode="after")
     def _no_identifiers(self) -> "CsvLabelsOptions":
         for col in self.extra_columns:
-            words = set(re.split(r"[^a-z0-9]+", col.lower()))
+            # split on punctuation and on camelCase ("PatientBirthDate" -> patient, birth, date)
+            spaced = re.sub(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])", " ", col)
+            words = set(re.split(r"[^a-z0-9]+", spaced.lower()))
             if col == self.patient_column or words & _IDENTIFYING_WORDS:
                 raise ValueError(f"extra_columns: {col!r} looks like an identifier and may not be copied")
         return self

@@ -68,8 +68,11 @@ def _frame_indices(n: int, frames: str | int) -> list[int]:
 
 
 def _contains_sensitive(text: str, sensitive: set[str]) -> bool:
-    low = text.lower()
-    return any(len(s) >= 3 and s.lower() in low for s in sensitive)
+    """True when the text holds any identifying value in any spelling the scrubber knows (a date as
+    01/19/2004, a name as Doe_John): such free text is not used as a label or copied into metadata."""
+    from medvl.core.privacy import Scrubber
+
+    return Scrubber(sensitive)(text) != text
 
 
 @SOURCES.register("dicom")

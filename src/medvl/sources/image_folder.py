@@ -86,6 +86,9 @@ class ImageFolderSource(Source):
                 yield from self._hidden(entry)
             elif not self.inside_root(entry):
                 yield self.reject(rel, f"{rel}: path escapes the dataset folder (symlink)")
+            elif entry.is_dir() and entry.is_symlink():  # would loop or read the same images under another class
+                yield self.reject(rel, f"{rel}: symlinked folder not followed (it may loop or repeat images "
+                                       f"under another class)")
             elif entry.is_dir():
                 yield from self._walk_class(entry, label, cls_name, split, excluded)
             elif not is_probably_image(entry):

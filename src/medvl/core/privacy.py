@@ -21,6 +21,7 @@ from typing import Any
 REDACTED = "REDACTED"
 _MIN_LEN = 3  # shorter values (e.g. a sex code "M") are not identifying on their own and would shred text
 _SEPARATORS = (" ", "_", "-", ".", "")
+_WORD = re.compile(r"[^\W_]+")  # runs of letters/digits (any script)
 
 
 def _date_variants(v: str) -> set[str]:
@@ -37,36 +38,53 @@ def variants(value: str) -> set[str]:
     """Spellings under which an identifying value may show up in paths and text."""
     v = str(value).strip()
     out: set[str] = {v}
-    if "^" in v:  # DICOM person name: family^given^middle^prefix^suffix
-        parts = [p.strip() for p in v.split("^") if p.strip()]
-        for sep in _SEPARATORS:
-            out.add(sep.join(parts))
-            out.add(sep.join(reversed(parts)))
-        out.update(parts)
-    words = [w for w in re.split(r"[\s_\-.]+", v.replace("^", " ")) if w]
-    if len(words) > 1:  # "Mercy General" also as Mercy_General, Mercy-General, MercyGeneral, Mercy.General
-        for sep in _SEPARATORS:
-            out.add(sep.join(words))
+    groups = [g for g in v.split("=") if g.strip()] or [v]  # PN: alphabetic=ideographic=phonetic
+    for g in groups:
+        out.add(g.strip())
+        if "^" in g:  # DICOM person name: family^given^middle^prefix^suffix
+            parts = [p.strip() for p in g.split("^") if p.strip()]
+            for sep in _SEPARATORS:
+                out.add(sep.join(parts))
+                out.add(sep.join(reversed(parts)))
+            out.update(parts)
+    for o in list(out):
+        words = [w for w in re.split(r"[\s_\-.^',]+", o) if w]
+        if len(words) > 1:  # "Mercy General" also as Mercy_General, Mercy-General, MercyGeneral, Mercy.General
+            for sep in _SEPARATORS:
+                out.add(sep.join(words))
+                out.add(sep.join(reversed(words)))
+        bare = re.sub(r"['\-,.]", "", o)  # O'BRIEN -> OBRIEN, MARY-ANN -> MARYANN
+        out.add(bare)
+        out.update(w for w in words if len(w) >= _MIN_LEN)
     if re.fullmatch(r"(19|20)\d{6}", v):
         out |= _date_variants(v)
     return {o for o in out if len(o) >= _MIN_LEN}
 
 
+def canonical(value: str) -> str:
+    """What all spellings of one value have in common (lower-case letters and digits), for its token."""
+    return "".join(ch for ch in str(value).lower() if ch.isalnum())
+
+
 class Scrubber:
     """Replaces identifying values (and their spellings) in strings and nested lists/dicts."""
 
-    def __init__(self, values: Iterable[str | None], key: str = ""):
+    def __init__(self, values: Iterable[str | None], key: str = "", prefilter: bool = False):
+        """``prefilter``: skip strings that share no word with any spelling (for large, folder-wide value sets;
+        a value glued inside a longer word is then only caught when it is at least 5 characters long)."""
+        self.prefilter = prefilter
         token: dict[str, str] = {}
-        for v in values:
-            if v is None or not str(v).strip():
-                continue
-            tok = self._token(str(v).strip(), key)
-            for var in variants(str(v)):
+        # sorted, and tokens of canonical forms: the same values give the same tokens in any process
+        for v in sorted({str(v).strip() for v in values if v is not None and str(v).strip()}):
+            tok = self._token(canonical(v), key)
+            for var in sorted(variants(v)):
                 token.setdefault(var.lower(), tok)
         self._token_of = token
+        # words of every spelling: a string with none of them cannot match, so the regex is skipped
+        self._words = {w for var in token for w in _WORD.findall(var)}
         # longest first so "DOE JOHN" goes before "DOE"
         self.values = sorted(token, key=lambda s: (-len(s), s))
-        self._rx = re.compile("|".join(re.escape(v) for v in self.values), re.IGNORECASE) if self.values else None
+        self._rx: re.Pattern[str] | None = None
 
     @staticmethod
     def _token(value: str, key: str) -> str:
@@ -74,12 +92,27 @@ class Scrubber:
         return f"{REDACTED}-{mac[:6]}"
 
     def __bool__(self) -> bool:
-        return self._rx is not None
+        return bool(self.values)
+
+    def _could_match(self, text: str) -> bool:
+        low = text.lower()
+        return any(w in self._words for w in _WORD.findall(low)) or any(v in low for v in self._joined)
+
+    @property
+    def _joined(self) -> list[str]:
+        # spellings that are one glued token inside longer words ("doejohn2001") are checked as substrings
+        if not hasattr(self, "_joined_cache"):
+            self._joined_cache = [v for v in self.values if _WORD.fullmatch(v) and len(v) >= 5]
+        return self._joined_cache
 
     def __call__(self, obj: Any) -> Any:
-        if self._rx is None:
+        if not self.values:
             return obj
         if isinstance(obj, str):
+            if self.prefilter and not self._could_match(obj):
+                return obj
+            if self._rx is None:
+                self._rx = re.compile("|".join(re.escape(v) for v in self.values), re.IGNORECASE)
             return self._rx.sub(lambda m: self._token_of[m.group(0).lower()], obj)
         if isinstance(obj, list):
             return [self(o) for o in obj]
