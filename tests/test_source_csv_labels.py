@@ -136,3 +136,12 @@ def test_config_errors(tmp_path, nih_root):
     assert not items and "no column 'PatientNo'" in rejects[0].reason
     items, rejects = run(tmp_path / "nowhere")
     assert not items and "table file not found" in rejects[0].reason
+
+
+@pytest.mark.parametrize("col", ["PatientName", "PatientBirthDate", "StudyDate", "AccessionNumber", "Surname",
+                                 "Referring Doctor", "Hospital"])
+def test_identifier_like_extra_columns_are_refused(col):
+    from medvl.sources.csv_labels import CsvLabelsOptions
+
+    with pytest.raises(ValueError, match="looks like an identifier"):
+        CsvLabelsOptions(extra_columns=[col])

@@ -25,7 +25,7 @@ from medvl.sources.base import SOURCES, Item, Source, SourceOptions, Unit
 # words that mark a column as identifying; such columns may never be copied into Item.extra
 _IDENTIFYING_WORDS = {"id", "ids", "name", "names", "surname", "forename", "initials", "birth", "birthdate", "dob",
                       "date", "dates", "time", "accession", "mrn", "address", "phone", "ssn", "physician", "doctor",
-                      "institution", "hospital", "clinic", "email", "patient", "study", "series", "uid", "operator",
+                      "institution", "hospital", "clinic", "email", "study", "series", "uid", "operator",
                       "station", "serial", "zip", "postcode"}
 
 
