@@ -10,10 +10,9 @@ import numpy as np
 import pytest
 from nilearn import datasets
 
-from medvl.core.records import Reject
 from medvl.pipeline.recipe import SourceConfig
 from medvl.sources import SOURCES
-from medvl.sources.base import Item
+from source_helpers import run_source
 
 LABELS = {"0": "background", "1": "grey matter", "2": "white matter"}
 
@@ -51,14 +50,7 @@ def _source(root, **kw):
     return SOURCES.get("decathlon")(cfg)
 
 
-def _run(src):
-    units, rejects, items = [], [], []
-    for u in src.units():
-        (rejects if isinstance(u, Reject) else units).append(u)
-    for u in units:
-        for out in src.load(u):
-            (items if isinstance(out, Item) else rejects).append(out)
-    return units, items, rejects
+_run = run_source
 
 
 def test_good_case_items_regions_and_slices(tmp_path, mni_small):

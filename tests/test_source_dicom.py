@@ -16,11 +16,10 @@ from pydicom.data import get_testdata_file
 from pydicom.sr.codedict import codes
 from pydicom.uid import generate_uid
 
-from medvl.core.records import Reject
 from medvl.io.dicom import DicomReadError, order_series, read_dataset, read_dicom, slice_geometry
 from medvl.pipeline.recipe import SourceConfig
 from medvl.sources import SOURCES
-from medvl.sources.base import Item
+from source_helpers import run_source
 
 REAL_FILES = ["CT_small.dcm", "RG1_UNCI.dcm", "RG3_UNCI.dcm", "emri_small.dcm", "US1_UNCI.dcm",
               "MR-SIEMENS-DICOM-WithOverlays.dcm", "JPEG2000.dcm", "explicit_VR-UN.dcm", "MR_small.dcm"]
@@ -31,14 +30,7 @@ def _source(root, window=None, **options):
     return SOURCES.get("dicom")(cfg)
 
 
-def _run(src):
-    units, items, rejects = [], [], []
-    for u in src.units():
-        (rejects if isinstance(u, Reject) else units).append(u)
-    for u in units:
-        for out in src.load(u):
-            (items if isinstance(out, Item) else rejects).append(out)
-    return units, items, rejects
+_run = run_source
 
 
 def _copy(name, dst):
