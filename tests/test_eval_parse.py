@@ -82,6 +82,14 @@ CHOICE_TABLE = [
     ("Answer: b", "B"),
     ("the answer is (c)", "C"),
     ("The answer is d.", "D"),
+    # review 4: a negation's scope ends at "but" / "rather" / "instead"; "A" + an option's words is the article
+    ("Not A but C", "C"),
+    ("It's not A but C.", "C"),
+    ("The answer is not A but B", "B"),
+    ("B rather than A", "B"),
+    ("Answer: A pleural effusion.", "C"),
+    ("Answer: A.", "A"),
+    ("Answer: A", "A"),
 ]
 
 CHOICE_TABLE_ZH = [
@@ -101,6 +109,21 @@ CHOICE_TABLE_ZH = [
     ("不选A", None),
     ("排除A，选B", "B"),
     ("选B而非A", "B"),
+    ("不是A而是C", "C"),
+    ("未见骨折", None),  # the only option mentioned is negated
+]
+
+# review 4: Chinese option texts after 不/没/未/无/非 are negated; the longest overlapping option text wins
+CHOICE_TABLE_ZH_NEG = [
+    ({"A": "正常", "B": "异常"}, "不正常", None),
+    ({"A": "正常", "B": "异常"}, "非正常", None),
+    ({"A": "正常", "B": "异常"}, "异常", "B"),
+    ({"A": "有积液", "B": "无积液"}, "没有积液", "B"),
+    ({"A": "有积液", "B": "无积液"}, "无积液", "B"),
+    ({"A": "有积液", "B": "无积液"}, "右侧有积液", "A"),
+    ({"A": "积液", "B": "无积液", "C": "骨折"}, "无积液", "B"),
+    ({"A": "CT", "B": "MRI", "C": "X-ray", "D": "Not visible", "E": "A and B"}, "The answer is A and B", "E"),
+    ({"A": "CT", "B": "MRI", "C": "X-ray", "D": "Not visible", "E": "A and B"}, "The answer is A.", "A"),
 ]
 
 CHOICE_TABLE_HEP = [  # letters inside option texts are not option letters
@@ -125,6 +148,12 @@ def test_extract_choice_zh(reply: str, expected: str | None) -> None:
 @pytest.mark.parametrize(("reply", "expected"), CHOICE_TABLE_HEP)
 def test_extract_choice_letters_inside_options(reply: str, expected: str | None) -> None:
     assert extract_choice(reply, OPTS_HEP, "en")[0] == expected
+
+
+@pytest.mark.parametrize(("options", "reply", "expected"), CHOICE_TABLE_ZH_NEG)
+def test_extract_choice_negated_zh_and_option_letters(options: dict[str, str], reply: str,
+                                                      expected: str | None) -> None:
+    assert extract_choice(reply, options)[0] == expected
 
 
 def test_extract_choice_rules_named() -> None:
@@ -188,6 +217,24 @@ YES_NO_TABLE = [
     ("I don't think so", "no"),
     ("无骨折", "no"),
     ("未发现骨折", "no"),
+    # review 4: doubt idioms affirm; a negated property of an asserted finding is no "no"
+    ("Without a doubt, there is a mass.", "yes"),
+    ("No doubt, there is a fracture.", "yes"),
+    ("There is no doubt that it is abnormal.", "yes"),
+    ("No doubt, there is no fracture.", "no"),
+    ("There is a fracture that is not displaced.", None),
+    ("The mass does not enhance.", None),
+    ("The mass is not seen.", "no"),
+    ("The heart is not enlarged.", "no"),
+    ("Nothing abnormal is seen.", "no"),
+    ("Nothing", "no"),
+    ("Present", "yes"),
+    ("Not present", "no"),
+    ("没错", "yes"),
+    ("这是CT图像", None),  # "is it MRI?" answered with CT: a 是 before another answer is no yes
+    ("是CT", None),
+    ("是，有积液", "yes"),
+    ("是。", "yes"),
 ]
 
 
@@ -219,6 +266,29 @@ def test_match_open_negated_and_ambiguous() -> None:
     ]:
         m = match_open(reply, gold)
         assert m["contained"] and (m["negated"], m["ambiguous"]) == (negated, ambiguous), reply
+
+
+@pytest.mark.parametrize(("reply", "gold", "contained"), [
+    ("2-3", "2", False),  # a range is not one of its ends
+    ("1-2 lesions", "2", False),
+    ("2 to 3", "2", False),
+    ("2.5 cm", "2", False),  # a decimal is another number
+    ("2 lesions", "2", True),
+    ("Two lesions are seen.", "2", True),
+    ("X-ray", "xray", True),  # x-ray spellings are one word
+    ("Xray", "x-ray", True),
+    ("an x ray", "x-ray", True),
+])
+def test_match_open_numbers_and_spellings(reply: str, gold: str, contained: bool) -> None:
+    assert match_open(reply, gold)["contained"] is contained
+
+
+def test_match_open_negated_after_gold() -> None:
+    for reply in ("The left lung is not involved; the right lung is.", "The left lung isn't involved.",
+                  "The left lung was not affected"):
+        assert match_open(reply, "left lung")["negated"], reply
+    m = match_open("The liver is not enlarged, the lesion is in the liver", "liver")
+    assert m["contained"] and not m["negated"]  # one occurrence is not negated
 
 
 def test_match_open() -> None:

@@ -192,8 +192,8 @@ def test_compare_counts_ids_in_one_run_only(rad, tmp_path):
     run_eval("vqa-rad", rad, f"predictions:{_preds(tmp_path / 'b.jsonl', good)}", tmp_path / "b", scorer="medvl")
     cmp = compare(tmp_path / "a", tmp_path / "b")  # a different --limit is still comparable
     assert cmp["comparable"] is True and "differences" not in cmp
-    assert cmp["n_shared"] == 5 and cmp["n_only_a"] == 0 and cmp["n_only_b"] == 3
-    assert cmp["only_b_ids"] == ["6", "7", "8"]
+    assert cmp["n_shared"] == 5 and cmp["n_missing_in_b"] == 0 and cmp["n_missing_in_a"] == 3
+    assert cmp["ids_missing_in_a"] == ["6", "7", "8"]
     # a folder without run_config.json / results.json cannot be checked
     bare = tmp_path / "bare"
     bare.mkdir()

@@ -92,6 +92,26 @@ def test_score_response_scores_the_posed_item() -> None:
     assert score_response(item, "No.", "short_answer").correct is True
 
 
+@pytest.mark.parametrize(("gold", "lang", "reply", "correct", "parsed"), [
+    ("不是", "zh", "不是", True, "B"),  # 不是 was read as option A (是) by substring
+    ("是的", "zh", "不是", False, "B"),
+    ("不是", "zh", "没有", True, "B"),
+    ("不是", "zh", "无", True, "B"),
+    ("不是", "zh", "不", True, "B"),
+    ("是的", "zh", "有", True, "A"),
+    ("no", "en", "Not seen", True, "B"),
+    ("no", "en", "Yes, there is no effusion.", False, "A"),
+    ("no", "en", "B", True, "B"),
+    ("yes", "en", "The answer is A", True, "A"),
+    ("yes", "en", "ovarian cyst", False, None),  # neither yes/no nor a letter
+])
+def test_medvl_closed_as_mc_reads_yes_no_first(gold: str, lang: str, reply: str, correct: bool,
+                                               parsed: str | None) -> None:
+    item = EvalItem("c", "Is there a fracture?", [], gold, {}, "closed", lang=lang)
+    res = score_response(item, reply, "closed_as_mc", scorer="medvl")
+    assert (res.correct, res.parsed) == (correct, parsed), res.detail
+
+
 def test_registry_and_interface() -> None:
     assert SCORERS.names() == ALL_SCORERS
     with pytest.raises(KeyError, match="allowed"):

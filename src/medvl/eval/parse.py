@@ -11,9 +11,11 @@ Word lists live in ``eval/data/answer_vocab.yaml``.
 from __future__ import annotations
 
 import re
+import unicodedata
 from typing import Any
 
 from medvl.eval.scorers._text import (
+    NUMBER_WORDS,
     VOCAB,
     contains_words,
     has_cjk,
@@ -56,6 +58,12 @@ _REJECT_BEFORE = re.compile(
     + r")\b\s*(?:[A-Za-z]+\s+){0,2}?(?:(?:the\s+)?(?:option|choice|answer)\s*)?(?:选项)?\s*[\(\[（【]?\s*$",
     re.IGNORECASE,
 )
+_SCOPE_BREAK = re.compile("|".join(VOCAB["negation_scope_breakers"]), re.IGNORECASE)
+_ZH_NEG_CHARS = tuple(VOCAB["zh_negating_chars"])
+_NEG_AFTER = tuple(f"{w} " for w in VOCAB["negating_after_text"])
+_NUMBER = re.compile(r"(?<![\d.,])\d+(?:[.,]\d+)?(?![\d])")
+_RANGE_BEFORE = re.compile(r"\d\s*(?:-|–|—|~|～|to|至|到)\s*$", re.IGNORECASE)
+_RANGE_AFTER = re.compile(r"^\s*(?:-|–|—|~|～|to|至|到)\s*\d", re.IGNORECASE)
 _NEGATING = tuple(VOCAB["negating_before_text"])
 _NEG_BEFORE = re.compile(  # a negation right before an (normalized) open answer; one preposition may follow
     r"(?:^|\s)(?:" + "|".join(re.escape(w) for w in _NEGATING if not has_cjk(w))
@@ -81,6 +89,11 @@ _ZH_NEG_RE = re.compile("|".join(_YN["zh_negation"]))
 _ZH_DOUBLE_NEG = re.compile(f"(?:{_ZH_NEG_RE.pattern})(?:{_ZH_NEG_RE.pattern})")
 _ZH_NO = tuple(sorted(_YN["zh_no"], key=len, reverse=True))
 _ZH_YES = tuple(sorted(_YN["zh_yes"], key=len, reverse=True))
+_EN_YES_LEADING = frozenset(_YN["en_yes_leading"])
+_EN_IDIOMS = re.compile(r"\b(?:" + "|".join(_YN["en_affirming_idioms"]) + r")\b[\s,:;.!]*", re.IGNORECASE)
+_EN_ASSERTING = re.compile(_YN["en_asserting_start"])
+_EN_FINDINGS = frozenset(_YN["en_finding_nouns"])
+_EN_EXISTENCE = frozenset(_YN["en_existence_words"])
 _BOTH_YES_NO = re.compile(r"\s*(?:yes\W*(?:and|or|/)\W*no|no\W*(?:and|or|/)\W*yes|是或否|是还是否)\b", re.IGNORECASE)
 
 
@@ -116,19 +129,48 @@ def _contained_options(text: str, options: dict[str, str]) -> tuple[list[str], l
     found: dict[str, str] = {}
     for k, v in options.items():
         nv = normalize_answer(v)
-        if nv and contains_words(norm, nv):
+        if nv and (contains_words(norm, nv) or (has_cjk(nv) and _zh_canonical(nv) in _zh_canonical(norm))):
             found[k] = nv
     # an option whose text is part of another found option's text ("cyst" vs "ovarian cyst") is dropped
     specific = [k for k, nv in found.items()
                 if not any(o != k and len(no) > len(nv) and contains_words(no, nv) for o, no in found.items())]
     affirmed, negated = [], []
+    zh_spans = _zh_option_spans(norm, {k: found[k] for k in specific if has_cjk(found[k])})
     for k in specific:
         nv = found[k]
-        pad = f" {norm} " if not has_cjk(nv) else norm
-        needle = f" {nv} " if not has_cjk(nv) else nv
-        starts = [m.start() for m in re.finditer(re.escape(needle), pad)]
-        (negated if starts and all(_negated_at(pad, s) for s in starts) else affirmed).append(k)
+        if has_cjk(nv):
+            starts = zh_spans.get(k, [])
+            if not starts:  # every occurrence lies inside a longer option's occurrence
+                continue
+            text_zh = _zh_canonical(norm)
+            is_neg = all(_negated_at(text_zh, s) or text_zh[:s].endswith(_ZH_NEG_CHARS) for s in starts)
+        else:
+            pad, needle = f" {norm} ", f" {nv} "
+            starts = [m.start() for m in re.finditer(re.escape(needle), pad)]
+            is_neg = bool(starts) and all(_negated_at(pad, s) for s in starts)
+        (negated if is_neg else affirmed).append(k)
     return affirmed, negated
+
+
+def _zh_canonical(text: str) -> str:
+    """Chinese text with 没有 written 无 (没有积液 = 无积液) for option matching."""
+    return text.replace("没有", "无")
+
+
+def _zh_option_spans(norm: str, options: dict[str, str]) -> dict[str, list[int]]:
+    """Start offsets (in ``_zh_canonical(norm)``) of each Chinese option text's occurrences, dropping an
+    occurrence that overlaps an occurrence of a longer option text (无积液 beats 有积液 / 积液)."""
+    text = _zh_canonical(norm)
+    spans = {k: [(m.start(), m.start() + len(_zh_canonical(v)))
+                 for m in re.finditer(re.escape(_zh_canonical(v)), text)] for k, v in options.items()}
+    out: dict[str, list[int]] = {}
+    for k, own in spans.items():
+        keep = [a for a, b in own
+                if not any(len(options[o]) > len(options[k]) and a2 < b and a < b2
+                           for o, other in spans.items() if o != k for a2, b2 in other)]
+        if keep:
+            out[k] = keep
+    return out
 
 
 def _letter_mentions(text: str, options: dict[str, str]) -> tuple[list[str], list[str], list[str]]:
@@ -151,26 +193,48 @@ def _letter_mentions(text: str, options: dict[str, str]) -> tuple[list[str], lis
         if letter not in options:
             invalid.append(letter)
         elif (any(after.lstrip().lower().startswith(r) for r in _REJECT)
-              or _REJECT_BEFORE.search(blanked[max(0, m.start() - 40):m.start()])):
+              or _REJECT_BEFORE.search(_in_scope(blanked[max(0, m.start() - 40):m.start()]))):
             rejected.append(letter)
         elif letter not in affirmed:
             affirmed.append(letter)
     return [x for x in affirmed if x not in rejected], rejected, invalid
 
 
+def _in_scope(before: str) -> str:
+    """The part of ``before`` a negation in it can still reach: after the last "but" / "instead" /
+    "rather" / 而是 / 但 ("not A but C": the negation does not reach C)."""
+    ends = [m.end() for m in _SCOPE_BREAK.finditer(before)]
+    return before[ends[-1]:] if ends else before
+
+
+def _article_option(tail_rest: str, options: dict[str, str]) -> str | None:
+    """The option whose text the words after an "A " start with ("Answer: A pleural effusion." -> the
+    option "Pleural effusion": "A" is the article), when exactly one does; else None."""
+    if not re.match(r"\s+[a-z]", tail_rest):
+        return None
+    rest = f" {normalize_answer(tail_rest)} "
+    hits = [k for k, v in options.items()
+            if normalize_answer(v) and rest.startswith(f" {normalize_answer(v)} ")]
+    return hits[0] if len(hits) == 1 else None
+
+
 def _from_marker_tail(tail: str, options: dict[str, str]) -> tuple[str | None, str] | None:
+    first = re.split(r"(?<=[.!?。！？])\s|\n", tail.strip(), maxsplit=1)[0]
+    hit = _exact_option(first, options)  # "The answer is A and B" with an option "A and B"
+    if hit:
+        return hit, "answer_marker_option_text"
     m = _TAIL_LETTER.match(tail)
     if m:
         letter = (m.group(1) or m.group(2) or m.group(3)).upper()
+        if m.group(2) == "A":
+            article = _article_option(tail[m.end():], options)
+            if article:
+                return article, "answer_marker_option_text"
         if _TAIL_SECOND.match(tail[m.end():]):
             return None, "ambiguous_letters"
         if letter in options:
             return letter, "answer_marker_letter"
         return None, "letter_not_option"
-    first = re.split(r"(?<=[.!?。！？])\s|\n", tail.strip(), maxsplit=1)[0]
-    hit = _exact_option(first, options)
-    if hit:
-        return hit, "answer_marker_option_text"
     affirmed, _ = _contained_options(first, options)
     if len(affirmed) == 1:
         return affirmed[0], "answer_marker_option_text"
@@ -243,6 +307,11 @@ def extract_choice(response: str, options: dict[str, str], lang: str = "en") -> 
     return None, prefix + "no_match"
 
 
+def _zh_shi_alone(text: str) -> bool:
+    """True when the 是 at the start of ``text`` stands alone or before punctuation / 的 (是。 是的 是，有)."""
+    return re.match(r"是\s*(?:$|的|[^\w\s])", text) is not None
+
+
 def _leading_yes_no(text: str) -> str | None:
     low = text.strip().lower()
     if has_cjk(low[:4]):
@@ -252,10 +321,12 @@ def _leading_yes_no(text: str) -> str | None:
                 return "no"
         for form in _ZH_YES:
             if compact.startswith(form) and not compact.startswith("是否"):
+                if form == "是" and not _zh_shi_alone(low.lstrip(" *")):
+                    continue  # 是CT answers with CT, not with yes
                 return "yes"
         return None
     first = normalize(low).split(" ", 1)[0] if normalize(low) else ""
-    if first in _EN_YES:
+    if first in _EN_YES or (first in _EN_YES_LEADING and not _negates_finding(low)):
         return "yes"
     if first in _EN_NO:
         return "no"
@@ -270,6 +341,19 @@ def _negates_finding(text: str) -> bool:
         following = re.findall(r"[a-z]+", text[m.end():m.end() + 60].lower())[:4]
         if not any(w in _EN_HEDGE for w in following):
             return True
+    return False
+
+
+def _negates_finding_property(flat: str) -> bool:
+    """True for a (normalized) reply whose definite subject is a finding ("the mass", "the small nodule")
+    and whose next words do not speak of its existence ("does not enhance", not "is not seen"): the
+    subject's existence is presupposed, so a negation there is no "no"."""
+    words = flat.split()
+    if len(words) < 3 or words[0] not in ("the", "this", "that"):
+        return False
+    for i in (1, 2):  # "the mass" or "the <adjective> mass"
+        if i < len(words) - 1 and words[i] in _EN_FINDINGS:
+            return not any(w in _EN_EXISTENCE for w in words[i + 1:i + 5])
     return False
 
 
@@ -295,6 +379,11 @@ def extract_yes_no(response: str, lang: str = "en") -> tuple[str | None, str]:
         lead = _leading_yes_no(text[end:].lstrip(" :：*"))
         if lead:
             return lead, prefix + "answer_marker"
+    idiom = _EN_IDIOMS.search(text)
+    if idiom:  # "Without a doubt, there is a mass": an affirmation unless the rest says no
+        rest = (text[:idiom.start()] + " " + text[idiom.end():]).strip()
+        said = extract_yes_no(rest)[0] if rest else None
+        return ("no" if said == "no" else "yes"), prefix + "affirming_idiom"
     if is_refusal(text):
         return None, prefix + "refusal"
     if normalize(text) in _EN_NON_ANSWERS:
@@ -313,12 +402,17 @@ def extract_yes_no(response: str, lang: str = "en") -> tuple[str | None, str]:
         return None, prefix + "ambiguous_yes_no"
     if has_yes or has_no:
         return ("yes" if has_yes else "no"), prefix + "yes_no_word"
+    flat = normalize(text)
+    if _EN_ASSERTING.match(flat):  # "There is a fracture that is not displaced": no "no"
+        return None, prefix + "asserted_finding"
+    if _negates_finding_property(flat):
+        return None, prefix + "finding_property"
     if _negates_finding(text):
         return "no", prefix + "negation"
     if has_cjk(text):
         if _ZH_NEG_RE.search(text.replace("是否", "")):
             return "no", prefix + "zh_negation"
-        if "是" in text.replace("是否", "") or "有" in text:
+        if re.search(r"是\s*(?:$|的|[^\w\s])", text.replace("是否", "")) or "有" in text:
             return "yes", prefix + "zh_affirmative"
     return None, prefix + "no_yes_no"
 
@@ -330,6 +424,19 @@ def _gold_occurrences(pred: str, gold: str) -> list[tuple[str, str]]:
     while i >= 0:
         out.append((pad[:i], pad[i + len(needle):]))
         i = pad.find(needle, i + 1)
+    return out
+
+
+def _numbers(text: str) -> list[float]:
+    """The single numbers a reply states (number words as digits), leaving out both ends of a range
+    ("2-3", "1 to 2", "2～3"); a decimal is one number ("2.5" is not 2)."""
+    flat = unicodedata.normalize("NFKC", text).lower()
+    flat = re.sub(r"\b[a-z]+\b", lambda w: NUMBER_WORDS.get(w.group(0), w.group(0)), flat)
+    out = []
+    for m in _NUMBER.finditer(flat):
+        if _RANGE_BEFORE.search(flat[:m.start()]) or _RANGE_AFTER.match(flat[m.end():]):
+            continue
+        out.append(float(m.group(0).replace(",", ".")))
     return out
 
 
@@ -356,7 +463,10 @@ def match_open(response: str, gold: str) -> dict[str, Any]:
     scores = token_scores(pred, ref)
     exact = bool(pred) and pred == ref
     occ = _gold_occurrences(pred, ref) if ref and not exact else []
-    negated = bool(occ) and all(_negated_at(b, len(b)) for b, _ in occ)
+    negated = bool(occ) and all(_negated_at(b, len(b)) or a.startswith(_NEG_AFTER) for b, a in occ)
     ambiguous = any(_is_alternative(b, a) for b, a in occ)
-    return {"parsed": pred or None, "exact": exact, "contained": exact or contains_words(pred, ref),
+    contained = exact or contains_words(pred, ref)
+    if contained and not exact and ref.isdigit():  # "2-3", "2.5 cm", "2 to 3" are not "2"
+        contained = float(ref) in _numbers(text)
+    return {"parsed": pred or None, "exact": exact, "contained": contained,
             "negated": negated, "ambiguous": ambiguous, **scores}

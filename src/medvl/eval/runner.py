@@ -432,8 +432,8 @@ def compare(run_a_dir: str | Path, run_b_dir: str | Path, out_path: str | Path |
     ra, rb = [a[i] for i in shared], [b[i] for i in shared]
     res: dict[str, Any] = {
         "run_a": str(a_dir), "run_b": str(b_dir), "n_shared": len(shared),
-        "n_only_a": len(only_a), "n_only_b": len(only_b),
-        "only_a_ids": only_a[:20], "only_b_ids": only_b[:20],
+        "n_missing_in_b": len(only_a), "n_missing_in_a": len(only_b),  # ids present in one run only
+        "ids_missing_in_b": only_a[:20], "ids_missing_in_a": only_b[:20],
         "config_a": id_a, "config_b": id_b, "comparable": not diff, "forced": bool(force and diff),
     }
     if diff:

@@ -24,6 +24,7 @@ _MARKDOWN = re.compile(r"[*_`#]+")
 
 ARTICLES = frozenset(VOCAB["articles"])
 NUMBER_WORDS: dict[str, str] = {str(k): str(v) for k, v in VOCAB["number_words"].items()}
+SPELLING_VARIANTS = [(re.compile(k), v) for k, v in sorted(VOCAB["spelling_variants"].items())]
 GOLD_YES = frozenset(VOCAB["gold_yes"])
 GOLD_NO = frozenset(VOCAB["gold_no"])
 
@@ -46,9 +47,13 @@ def normalize(text: str) -> str:
 
 @lru_cache(maxsize=65536)
 def normalize_answer(text: str) -> str:
-    """``normalize`` plus: English articles dropped, number words as digits (open-answer comparison)."""
+    """``normalize`` plus: English articles dropped, number words as digits, spelling variants unified
+    ("X-ray" / "x ray" / "Xray" -> "xray") (open-answer comparison)."""
     words = [NUMBER_WORDS.get(w, w) for w in normalize(text).split(" ") if w and w not in ARTICLES]
-    return " ".join(words)
+    joined = " ".join(words)
+    for pattern, canonical in SPELLING_VARIANTS:
+        joined = pattern.sub(canonical, joined)
+    return joined
 
 
 def tokens(text: str) -> list[str]:
