@@ -135,3 +135,16 @@ def test_dicom_build_is_identical_across_processes_and_scrubs_other_files_names(
 
     assert not re.search(r"(?<![a-z])(doe|john|mercy)(?![a-z])", text)
     assert "anon_of_redacted-" in text  # the blank-header file is still there, its folder name scrubbed
+
+
+@pytest.mark.parametrize("dtype, top", [(np.uint8, 3), (np.uint16, 1000)])
+def test_label_maps_round_trip_through_png(dtype, top):
+    """Label maps (incl. > 255 labels) decode to exactly the written values, with either encoder."""
+    import io
+
+    from medvl.pipeline.process import _encode_label_png, encode_png
+
+    m = (np.arange(40 * 60).reshape(40, 60) % top).astype(dtype)
+    for enc in (encode_png, _encode_label_png):
+        back = np.array(Image.open(io.BytesIO(enc(m))))
+        assert back.dtype == dtype and np.array_equal(back, m), enc.__name__

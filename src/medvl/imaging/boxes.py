@@ -29,9 +29,13 @@ def present_values(label_mask: np.ndarray) -> list[int]:
         return []
     if np.issubdtype(label_mask.dtype, np.integer):
         lo, hi = int(label_mask.min()), int(label_mask.max())
+        if lo >= 0 and hi <= 8:  # a few values: one vectorized comparison each beats a scatter
+            flat = label_mask.ravel(order="K")
+            buf = np.empty(flat.shape, dtype=bool)
+            return [v for v in range(1, hi + 1) if np.equal(flat, v, out=buf).any()]
         if lo >= 0 and hi < 65536:  # a presence table filled by scatter: no sort, no int64 copy
             seen = np.zeros(hi + 1, dtype=bool)
-            seen[label_mask.ravel()] = True
+            seen[label_mask.ravel(order="K")] = True  # "K": no copy of Fortran-ordered volumes
             return [int(v) for v in np.flatnonzero(seen) if v != 0]
     return sorted(int(v) for v in np.unique(label_mask) if v != 0)
 
@@ -50,33 +54,54 @@ def mask_to_regions(
     if label_mask.ndim != 2:
         raise ValueError(f"expected a 2D mask, got shape {label_mask.shape}")
     regions: list[Region] = []
-    structure = ndimage.generate_binary_structure(2, connectivity)
-    for value in present_values(label_mask):
+    structure = _STRUCTURES.get(connectivity)
+    if structure is None:
+        structure = _STRUCTURES[connectivity] = ndimage.generate_binary_structure(2, connectivity)
+    for value, crop in _value_crops(label_mask):
         name = label_map.get(value)
         if name is None or name.lower() == "background":
             continue
-        binary = label_mask == value
+        sub = label_mask[crop] if crop is not None else label_mask
+        binary = sub == value
+        oy, ox = (crop[0].start, crop[1].start) if crop is not None else (0, 0)
         if per_component:
             comps, n = ndimage.label(binary, structure=structure)
             if n == 0:
                 continue
-            sizes = np.bincount(comps.ravel())[1:]
-            slices = ndimage.find_objects(comps)
+            sizes = np.bincount(comps.ravel(), minlength=n + 1)[1:].tolist()
+            slices = ndimage.find_objects(comps, n)
             found = []
-            for idx, (sl, size) in enumerate(zip(slices, sizes), start=1):
+            for sl, size in zip(slices, sizes):
                 if size < min_size or sl is None:
                     continue
                 ys, xs = sl
-                found.append(Region(label=name, box=(float(xs.start), float(ys.start), float(xs.stop), float(ys.stop)),
+                found.append(Region(label=name, box=(float(xs.start + ox), float(ys.start + oy),
+                                                     float(xs.stop + ox), float(ys.stop + oy)),
                                     area=int(size), source="mask"))
             found.sort(key=lambda r: (r.box[1], r.box[0]))
             regions.extend(found)
         else:
-            area = int(binary.sum())
+            area = int(np.count_nonzero(binary))
             box = mask_box(binary)
             if box is not None and area >= min_size:
+                box = (box[0] + ox, box[1] + oy, box[2] + ox, box[3] + oy)
                 regions.append(Region(label=name, box=box, area=area, source="mask"))
     return regions
+
+
+_STRUCTURES: dict[int, np.ndarray] = {}
+
+
+def _value_crops(label_mask: np.ndarray) -> list[tuple[int, tuple[slice, slice] | None]]:
+    """(value, bounding-box slices) of every non-zero value of a 2D mask, by value. Non-negative integer
+    masks get all boxes from one ``find_objects`` pass (each value is then labelled in its box only);
+    other masks fall back to whole-image crops (None)."""
+    if label_mask.size and np.issubdtype(label_mask.dtype, np.integer) and label_mask.dtype.itemsize <= 4:
+        lo, hi = int(label_mask.min()), int(label_mask.max())
+        if lo >= 0 and hi < 65536:
+            boxes = ndimage.find_objects(label_mask, hi) if hi > 0 else []
+            return [(v, sl) for v, sl in enumerate(boxes, start=1) if sl is not None]
+    return [(v, None) for v in present_values(label_mask)]
 
 
 def normalize_box(box: Sequence[float], width: int, height: int) -> tuple[float, float, float, float]:

@@ -98,9 +98,30 @@ def extract_slice(volume: np.ndarray, axis: str, index: int, spacing: Sequence[f
 def slice_areas(label_volume: np.ndarray, axis: str, value: int, spacing: Sequence[float]) -> np.ndarray:
     """Per-slice area of ``label_volume == value`` along ``axis``, in resampled (square) pixels:
     voxel count times the in-plane pixel area over the square pixel area."""
-    a = _axis_id(axis)
-    other = tuple(i for i in range(3) if i != a)
-    counts = np.count_nonzero(label_volume == value, axis=other).astype(np.float64)
+    return _scaled_areas(_slice_counts(label_volume == value, _axis_id(axis)), axis, spacing)
+
+
+def _slice_counts(binary: np.ndarray, a: int) -> np.ndarray:
+    """Non-zero voxels of each slice of a 3D boolean volume along axis ``a``."""
+    return np.count_nonzero(binary, axis=tuple(i for i in range(3) if i != a))
+
+
+def _all_slice_counts(binary: np.ndarray, axes: set[int]) -> dict[int, np.ndarray]:
+    """``_slice_counts`` for several axes; axes 0 and 1 share one projection along axis 2."""
+    out: dict[int, np.ndarray] = {}
+    if 0 in axes or 1 in axes:
+        proj = binary.sum(axis=2, dtype=np.int64)  # (axis 0, axis 1) voxel counts
+        if 0 in axes:
+            out[0] = proj.sum(axis=1)
+        if 1 in axes:
+            out[1] = proj.sum(axis=0)
+    if 2 in axes:
+        out[2] = _slice_counts(binary, 2)
+    return out
+
+
+def _scaled_areas(counts: np.ndarray, axis: str, spacing: Sequence[float]) -> np.ndarray:
+    counts = counts.astype(np.float64)
     row_mm, col_mm = in_plane_spacing(axis, spacing)
     target = min(row_mm, col_mm)
     return counts * (row_mm * col_mm) / (target * target)
@@ -142,12 +163,16 @@ def select_slices(label_volume: np.ndarray, policy: Any, spacing: Sequence[float
     unlabelled = int(_policy_get(policy, "unlabelled", 0))
     min_gap = int(_policy_get(policy, "min_gap", 2))
     values = sorted({int(v) for v in label_values})
+    axis_ids = [_axis_id(axis) for axis in axes]
+    # one comparison pass per label value, shared by every axis
+    counts: dict[int, dict[int, np.ndarray]] = {}
+    for value in values:
+        counts[value] = _all_slice_counts(label_volume == value, set(axis_ids))
     picks: list[SlicePick] = []
-    for axis in axes:
-        a = _axis_id(axis)
+    for axis, a in zip(axes, axis_ids):
         any_label = np.zeros(label_volume.shape[a], dtype=bool)
         for value in values:
-            areas = slice_areas(label_volume, axis, value, spacing)
+            areas = _scaled_areas(counts[value][a], axis, spacing)
             any_label |= areas > 0
             order = sorted(range(len(areas)), key=lambda i: (-areas[i], i))
             chosen: list[int] = []

@@ -34,9 +34,14 @@ def apply_window(arr: np.ndarray, level: float, width: float) -> np.ndarray:
     if width <= 0:
         raise ValueError(f"window width must be > 0, got {width}")
     lo = float(level) - float(width) / 2.0
-    a = (np.asarray(arr, dtype=np.float64) - lo) * (255.0 / float(width))
-    a = np.nan_to_num(a, nan=0.0, posinf=255.0, neginf=0.0)
-    return np.floor(np.clip(a, 0.0, 255.0) + 0.5).astype(np.uint8)
+    a = np.subtract(np.asarray(arr), lo, dtype=np.float64)  # one float64 buffer, then in place
+    a *= 255.0 / float(width)
+    np.clip(a, 0.0, 255.0, out=a)  # +inf -> 255, -inf -> 0; NaN stays NaN
+    if np.isnan(a).any():
+        a[np.isnan(a)] = 0.0
+    a += 0.5
+    np.floor(a, out=a)
+    return a.astype(np.uint8)
 
 
 def _stat_sample(arr: np.ndarray) -> np.ndarray:
@@ -50,10 +55,11 @@ def percentile_bounds(arr: np.ndarray, lo: float = 0.5, hi: float = 99.5,
                       mask: np.ndarray | None = None) -> tuple[float, float]:
     """The ``lo`` and ``hi`` percentiles of the finite values (inside ``mask`` when given). Falls back to
     min/max when the percentiles coincide. Raises ValueError when there is no finite value."""
-    a = np.asarray(arr, dtype=np.float64)
+    a = np.asarray(arr)
     if mask is not None:
         a = a[np.asarray(mask, dtype=bool)]
-    a = _stat_sample(a)
+    # subsample before widening to float64 (same values, without a float64 copy of the whole volume)
+    a = np.asarray(_stat_sample(a), dtype=np.float64)
     vals = a[np.isfinite(a)]
     if vals.size == 0:
         raise ValueError("image has no finite values (all NaN/inf or empty mask)")

@@ -97,8 +97,9 @@ def load_label_nifti(path: str | Path) -> tuple[np.ndarray, tuple[float, float, 
             raw = np.asanyarray(canon.dataobj)
         except (EOFError, OSError, zlib.error, ValueError, MemoryError) as e:
             raise NiftiReadError(path, f"truncated or corrupt data ({type(e).__name__}: {e})") from None
+        # kept in the file's (Fortran) voxel order: a C-order copy would cost a full transposing pass
         data_i = raw if raw.dtype.itemsize <= 2 else raw.astype(np.int32)
-        return np.ascontiguousarray(data_i), _spacing(canon.header.get_zooms())
+        return data_i, _spacing(canon.header.get_zooms())
     vol = load_nifti(path, allow_nan=True)
     data = vol.data
     if not np.isfinite(data).all():

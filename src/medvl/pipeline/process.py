@@ -8,6 +8,8 @@ import io
 import json
 import os
 import re
+import struct
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -54,26 +56,53 @@ def get_source(cfg: SourceConfig) -> Source:
 
 def encode_png(arr: np.ndarray, compress_level: int = 6) -> bytes:
     """Deterministic PNG bytes (no timestamps or text chunks)."""
-    if arr.dtype == np.uint16:
-        img = Image.fromarray(arr, mode="I;16") if arr.ndim == 2 else Image.fromarray(arr)
-    else:
-        img = Image.fromarray(arr)
+    img = Image.fromarray(arr)  # uint8 -> L/RGB, uint16 2D -> I;16 (Pillow infers the mode)
     buf = io.BytesIO()
     img.save(buf, format="PNG", compress_level=compress_level)
     return buf.getvalue()
+
+
+def _png_chunk(kind: bytes, body: bytes) -> bytes:
+    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+
+def _encode_label_png(mask: np.ndarray) -> bytes:
+    """Deterministic greyscale PNG of a 2D uint8 / uint16 label map: unfiltered rows, zlib level 1 (label
+    maps are runs of a few values; per-row filter search costs more than it saves). Decodes to exactly
+    the values ``encode_png`` would store."""
+    h, w = mask.shape
+    depth = 8 if mask.dtype == np.uint8 else 16
+    rows = np.zeros((h, 1 + w * depth // 8), dtype=np.uint8)  # filter byte 0 (None) before each row
+    rows[:, 1:] = np.ascontiguousarray(mask, dtype=">u2" if depth == 16 else np.uint8).view(np.uint8).reshape(h, -1)
+    header = struct.pack(">IIBBBBB", w, h, depth, 0, 0, 0, 0)  # greyscale, no interlace
+    return (b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", header)
+            + _png_chunk(b"IDAT", zlib.compress(rows.tobytes(), 1)) + _png_chunk(b"IEND", b""))
 
 
 def write_once(out_dir: Path, folder: str, data: bytes) -> tuple[str, str]:
     """Write bytes under ``folder/<2 hex>/<sha256>.png`` unless already there; returns (relpath, sha256)."""
     digest = content_hash(data)
     rel = f"{folder}/{digest[:2]}/{digest}.png"
-    path = out_dir / rel
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{digest}.{os.getpid()}.tmp")
-        tmp.write_bytes(data)
+    path = os.path.join(out_dir, rel)
+    if not os.path.exists(path):
+        folder_path = os.path.dirname(path)
+        tmp = os.path.join(folder_path, f".{digest}.{os.getpid()}.tmp")
+        try:
+            fd = os.open(tmp, _WRITE_FLAGS, 0o666)
+        except FileNotFoundError:  # first file of this shard folder: create it (no mkdir call per file)
+            os.makedirs(folder_path, exist_ok=True)
+            fd = os.open(tmp, _WRITE_FLAGS, 0o666)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+        finally:
+            os.close(fd)
         os.replace(tmp, path)  # atomic: concurrent writers of the same content are harmless
     return rel, digest
+
+
+_WRITE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_BINARY", 0)
 
 
 def _resize(item: Item, max_side: int) -> tuple[np.ndarray, np.ndarray | None, list[Region]]:
@@ -146,22 +175,29 @@ def finalize_item(item: Item, cfg: SourceConfig, src: Source, out_dir: Path, ima
         return None, rejects + [rej(f"{key}: no box left that is visible at this image size")]
     regions = visible
     rel, digest = write_once(out_dir, "images", encode_png(arr))
+    normalized: dict[Any, str] = {}  # the item's regions repeat a few label strings: normalize each once
+
+    def norm_label(raw: Any) -> str:
+        out = normalized.get(raw)
+        if out is None:
+            out = normalized[raw] = normalize_label(scrub(raw), cfg.label_synonyms)
+        return out
+
     mask_rel = None
     mask_values: dict[str, str] = {}
     if mask is not None and item.mask_values:
         dtype = np.uint8 if int(mask.max(initial=0)) < 256 else np.uint16
         # label maps are mostly runs of a few values: fast zlib level compresses them nearly as well
-        mask_rel, _ = write_once(out_dir, "masks", encode_png(mask.astype(dtype), compress_level=1))
-        mask_values = {str(k): normalize_label(scrub(v), cfg.label_synonyms)
-                       for k, v in sorted(item.mask_values.items())}
+        mask_rel, _ = write_once(out_dir, "masks", _encode_label_png(mask.astype(dtype, copy=False)))
+        mask_values = {str(k): norm_label(v) for k, v in sorted(item.mask_values.items())}
 
     modality = cfg.modality or (normalize_modality(item.modality) if item.modality else None)
     if modality is None:
         return None, rejects + [rej(f"{key}: modality unknown (data says {item.modality!r}); set `modality` for "
                                     f"source {cfg.name!r} in the recipe", stage="read")]
     body = cfg.body_region or (normalize_body_region(item.body_region) if item.body_region else None)
-    labels = sorted({normalize_label(scrub(lb), cfg.label_synonyms) for lb in item.labels if str(lb).strip()})
-    regions = [Region(label=normalize_label(scrub(r.label), cfg.label_synonyms),
+    labels = sorted({norm_label(lb) for lb in item.labels if str(lb).strip()})
+    regions = [Region(label=norm_label(r.label),
                       box=tuple(round(float(v), 2) for v in r.box), area=r.area, source=r.source) for r in regions]
     unit_id = patient_unit(item, cfg)
     extra = {k: v for k, v in item.extra.items() if k != "volume_key"}

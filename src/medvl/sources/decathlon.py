@@ -186,9 +186,16 @@ class DecathlonSource(Source):
             total = float(lab2d.size)
             counts = np.bincount(lab2d.ravel(), minlength=max(fg) + 1)  # one pass for every label's area
             frac = {values[v]: round(float(counts[v]) / total, 6) for v in fg if counts[v]}
-            keep = np.zeros(counts.size, dtype=bool)
-            keep[fg] = True
-            mask = np.where(keep[lab2d], lab2d, 0).astype(_mask_dtype(max(fg)))
+            dtype = _mask_dtype(max(fg))
+            others = counts.copy()
+            others[0] = 0
+            others[fg] = 0
+            if others.any():  # values outside the foreground (e.g. a second "background" value) become 0
+                keep = np.zeros(counts.size, dtype=bool)
+                keep[fg] = True
+                mask = np.where(keep[lab2d], lab2d, 0).astype(dtype)
+            else:  # lab2d is this slice's own copy: no need to copy it again
+                mask = lab2d.astype(dtype, copy=False)
             here = {v: values[v] for v in fg if counts[v]}
             yield self._item(key, img2d, sl, choice.name, modality, {**base, "area_fraction": frac},
                              regions, mask, here)
