@@ -33,6 +33,7 @@ from medvl.io.dicom import (DICOMDIR_SOP_CLASS, DicomImage, DicomReadError, Slic
                             identifying_values,
                             order_series, read_dataset, read_dicom, read_seg, seg_references, series_affine,
                             series_problem, slice_geometry, to_canonical)
+from medvl.core.privacy import Scrubber
 from medvl.sources.base import SOURCES, Item, Source, SourceOptions, Unit
 
 LabelField = Literal["none", "StudyDescription", "SeriesDescription", "BodyPartExamined", "folder"]
@@ -67,12 +68,10 @@ def _frame_indices(n: int, frames: str | int) -> list[int]:
     return sorted({int(np.floor(p + 0.5)) for p in np.linspace(0, n - 1, k)})
 
 
-def _contains_sensitive(text: str, sensitive: set[str]) -> bool:
+def _contains_sensitive(text: str, scrub: Scrubber) -> bool:
     """True when the text holds any identifying value in any spelling the scrubber knows (a date as
     01/19/2004, a name as Doe_John): such free text is not used as a label or copied into metadata."""
-    from medvl.core.privacy import Scrubber
-
-    return Scrubber(sensitive)(text) != text
+    return scrub(text) != text
 
 
 @SOURCES.register("dicom")
@@ -160,7 +159,7 @@ class DicomSource(Source):
         return units, rejects
 
     # helpers ----------------------------------------------------------------------------------------------
-    def _labels(self, img: DicomImage, rel: str, sensitive: set[str]) -> tuple[list[str], str | None]:
+    def _labels(self, img: DicomImage, rel: str, scrub: Scrubber) -> tuple[list[str], str | None]:
         """Classification labels from ``label_from`` / ``label`` -> (labels, problem)."""
         labels: list[str] = []
         src = self.opts.label_from
@@ -168,26 +167,26 @@ class DicomSource(Source):
             value = PurePosixPath(rel).parent.name if src == "folder" else img.text.get(src, "")
             if not value:
                 return [], f"{rel}: no label ({src} is empty)"
-            if _contains_sensitive(value, sensitive):
+            if _contains_sensitive(value, scrub):
                 return [], f"{rel}: label from {src} contains an identifying value"
             labels.append(self.cfg.label_map.get(value, value))
         if self.opts.label:
             labels.append(self.opts.label)
         return sorted(set(labels)), None
 
-    def _extra(self, img: DicomImage, sensitive: set[str], **more: Any) -> dict[str, Any]:
+    def _extra(self, img: DicomImage, scrub: Scrubber, **more: Any) -> dict[str, Any]:
         extra: dict[str, Any] = {}
         names = {"StudyDescription": "study_description", "SeriesDescription": "series_description",
                  "BodyPartExamined": "body_part"}
         for k, v in sorted(img.text.items()):
-            if k in names and not _contains_sensitive(v, sensitive):
+            if k in names and not _contains_sensitive(v, scrub):
                 extra[names[k]] = v
         extra.update(more)
         return extra
 
-    def _body(self, img: DicomImage, sensitive: set[str]) -> str | None:
+    def _body(self, img: DicomImage, scrub: Scrubber) -> str | None:
         v = img.text.get("BodyPartExamined")
-        return v if v and not _contains_sensitive(v, sensitive) else None
+        return v if v and not _contains_sensitive(v, scrub) else None
 
     def _segment_names(self, segments: dict[int, str]) -> dict[int, str]:
         return {n: self.cfg.label_map.get(str(n), name) for n, name in segments.items()}
@@ -250,13 +249,16 @@ class DicomSource(Source):
             elif m is not None:
                 masks = m if masks is None else np.where(m > 0, m, masks)
                 names.update(self._segment_names(sm.segments))
-        labels, problem = self._labels(img, rel, sensitive)
+        scrub = Scrubber(sensitive)  # one per file: checks labels and the free text copied below
+        labels, problem = self._labels(img, rel, scrub)
         if problem and masks is None:
             yield self.reject(rel, problem, stage="validate")
             return
         n = img.frames.shape[0]
         choice = self._window(img.frames, img, img.rgb)
         row_mm, col_mm = img.spacing
+        body = self._body(img, scrub)  # the same for every frame
+        extra = self._extra(img, scrub, spacing=[round(row_mm, 4), round(col_mm, 4)])
         for f in _frame_indices(n, self.opts.frames):
             sub = rel if n == 1 else f"{rel}@frame{f:04d}"
             frame = img.frames[f]
@@ -272,10 +274,10 @@ class DicomSource(Source):
                                           per_component=self.opts.per_component)
             yield Item(array=arr, source_file=rel, patient_raw=img.patient_id,
                        labels=sorted(set(labels) | {r.label for r in regions}), regions=regions,
-                       modality=img.modality, body_region=self._body(img, sensitive), view=img.view,
+                       modality=img.modality, body_region=body, view=img.view,
                        window=choice.name, slice=None if n == 1 else {"frame": f, "of": n},
                        dimension="2d", task="seg" if masks is not None else "cls",
-                       extra=self._extra(img, sensitive, spacing=[round(row_mm, 4), round(col_mm, 4)]),
+                       extra=dict(extra),
                        mask=None if mask is None else mask.astype(np.uint16),
                        mask_values={v: names[v] for v in sorted(names) if mask is not None and np.any(mask == v)},
                        sensitive=set(sensitive))
@@ -318,14 +320,15 @@ class DicomSource(Source):
             canon = apply_canonical(lab, ornt)
             label_vol = canon if label_vol is None else np.where(canon > 0, canon, label_vol)
             names.update(self._segment_names(sm.segments))
-        labels, problem = self._labels(first, good[0][0].rel, sensitive)
+        scrub = Scrubber(sensitive)
+        labels, problem = self._labels(first, good[0][0].rel, scrub)
         if problem and label_vol is None:
             yield self.reject(unit.key, problem, stage="validate")
             return
         choice = self._window(vol, first, False)
-        extra = self._extra(first, sensitive, spacing=[round(s, 4) for s in spacing], slices=len(good))
+        extra = self._extra(first, scrub, spacing=[round(s, 4) for s in spacing], slices=len(good))
         common = dict(source_file=unit.key, patient_raw=first.patient_id, modality=first.modality,
-                      body_region=self._body(first, sensitive), window=choice.name, dimension="3d")
+                      body_region=self._body(first, scrub), window=choice.name, dimension="3d")
         if label_vol is not None and np.any(label_vol):
             fg = sorted(int(v) for v in np.unique(label_vol) if v != 0)
             picks = select_slices(label_vol, self.cfg.slicing, spacing, fg)
