@@ -6,12 +6,12 @@ record becomes a :class:`~medvl.core.records.Reject` naming the record and the r
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 from pathlib import Path
 from typing import Iterable
 
+from medvl.core.hashing import file_digest
 from medvl.core.ids import slice_suffix
 from medvl.core.records import ImageRecord, Reject
 
@@ -62,13 +62,9 @@ def dedup_records(records: Iterable[ImageRecord]) -> tuple[list[ImageRecord], li
     return kept, [r for _, r in rejects]
 
 
-def file_md5(path: Path, chunk: int = 1 << 20) -> str:
-    """Hex MD5 of a file's bytes, read in chunks."""
-    h = hashlib.md5()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
+def file_md5(path: Path) -> str:
+    """Hex MD5 of a file's bytes (what GMAI-VL compared against benchmark images)."""
+    return file_digest(path, "md5")
 
 
 def exclude_by_md5(records: Iterable[ImageRecord], md5s: Iterable[str],

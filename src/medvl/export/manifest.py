@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
+from medvl.core.hashing import file_digest
+
 MANIFEST_NAME = "manifest.json"
 
 # pipeline files picked up automatically: path -> (format, which count field their rows go in)
@@ -32,15 +34,6 @@ class ManifestEntry:
     def to_dict(self) -> dict[str, Any]:
         return {"path": self.path, "format": self.format, "split": self.split, "samples": self.samples,
                 "images": self.images, "extra": dict(sorted(self.extra.items()))}
-
-
-def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
-    """Hex SHA-256 of a file, read in chunks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def count_lines(path: Path) -> int:
@@ -104,7 +97,7 @@ def write_manifest(out_dir: str | Path, entries: Iterable[ManifestEntry],
         if p.is_file():
             d["bytes"] = p.stat().st_size
             if checksums:
-                d["sha256"] = sha256_file(p)
+                d["sha256"] = file_digest(p)
         elif not path.endswith("/"):
             d["missing"] = True
         files.append(d)
