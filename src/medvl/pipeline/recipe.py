@@ -11,6 +11,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from medvl.core.patterns import one_group_pattern
+
 KIND_NAMES = ("caption", "region_caption", "perception_qa", "instruction_qa", "conversation")
 EXPORT_NAMES = ("llava", "messages", "parquet", "mixture", "card")
 
@@ -67,17 +69,7 @@ class SourceConfig(_Strict):
     @field_validator("patient_pattern")
     @classmethod
     def _pattern(cls, v: str | None) -> str | None:
-        if v is None:
-            return v
-        import re
-
-        try:
-            rx = re.compile(v)
-        except re.error as e:
-            raise ValueError(f"{v!r} is not a regular expression ({e})") from None
-        if rx.groups != 1:
-            raise ValueError(f"{v!r} must have exactly one group (the patient id), it has {rx.groups}")
-        return v
+        return one_group_pattern(v)
 
     @field_validator("format")
     @classmethod

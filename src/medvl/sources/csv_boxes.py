@@ -17,6 +17,7 @@ from typing import Any, Iterator, Literal
 
 from pydantic import field_validator
 
+from medvl.core.patterns import one_group_pattern
 from medvl.core.records import Reject
 from medvl.io.raster import RasterReadError, read_raster
 from medvl.sources.base import SOURCES, Item, Source, SourceOptions, Unit
@@ -47,13 +48,7 @@ class CsvBoxesOptions(SourceOptions):
     @field_validator("patient_pattern")
     @classmethod
     def _regex(cls, v: str | None) -> str | None:
-        if v is not None:
-            try:
-                if re.compile(v).groups != 1:
-                    raise ValueError(f"{v!r} must have exactly one (group)")
-            except re.error as e:
-                raise ValueError(f"{v!r} is not a regular expression ({e})") from None
-        return v
+        return one_group_pattern(v)
 
 
 @SOURCES.register("csv_boxes")
