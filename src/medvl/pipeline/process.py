@@ -18,6 +18,7 @@ import numpy as np
 from PIL import Image
 
 from medvl.core.hashing import content_hash, patient_key
+from medvl.core.ids import slice_suffix
 from medvl.core.records import ImageRecord, Region, Reject
 from medvl.imaging.boxes import box_inside, clip_box, normalize_box, scale_regions
 from medvl.core.privacy import Scrubber
@@ -120,8 +121,6 @@ def _resize(item: Item, max_side: int) -> tuple[np.ndarray, np.ndarray | None, l
 
 
 def item_key(item: Item) -> str:
-    from medvl.core.ids import slice_suffix
-
     return item.source_file + slice_suffix(item.slice)
 
 
@@ -136,6 +135,11 @@ def finalize_item(item: Item, cfg: SourceConfig, src: Source, out_dir: Path, ima
 
     def rej(reason: str, stage: str = "validate", sub: str = "") -> Reject:
         return Reject(source=cfg.name, item=key + sub, reason=scrub(reason), stage=stage)
+
+    modality = cfg.modality or (normalize_modality(item.modality) if item.modality else None)
+    if modality is None:
+        return None, [rej(f"{key}: modality unknown (data says {item.modality!r}); set `modality` for "
+                          f"source {cfg.name!r} in the recipe", stage="read")]
 
     arr = np.asarray(item.array)
     if arr.dtype != np.uint8 or arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[2] not in (3, 4)):
@@ -191,10 +195,6 @@ def finalize_item(item: Item, cfg: SourceConfig, src: Source, out_dir: Path, ima
         mask_rel, _ = write_once(out_dir, "masks", _encode_label_png(mask.astype(dtype, copy=False)))
         mask_values = {str(k): norm_label(v) for k, v in sorted(item.mask_values.items())}
 
-    modality = cfg.modality or (normalize_modality(item.modality) if item.modality else None)
-    if modality is None:
-        return None, rejects + [rej(f"{key}: modality unknown (data says {item.modality!r}); set `modality` for "
-                                    f"source {cfg.name!r} in the recipe", stage="read")]
     body = cfg.body_region or (normalize_body_region(item.body_region) if item.body_region else None)
     labels = sorted({norm_label(lb) for lb in item.labels if str(lb).strip()})
     regions = [Region(label=norm_label(r.label),
