@@ -70,6 +70,7 @@ def enumerate_units(recipe: Recipe) -> Iterator[tuple[int, Unit | Reject]]:
             yield si, Reject(source=cfg.name, item=".", reason=f"{root}: source folder/file does not exist", stage="read")
             continue
         src = get_source(cfg)
+        src.notes = []  # sources are cached per config: notes describe this enumeration only
         n = 0
         try:
             for obj in src.units():
@@ -217,6 +218,8 @@ def build_warnings(recipe: Recipe, records: list[ImageRecord], stats: dict[str, 
     for name, st in sorted((stats or {}).items()):
         if st.units == 0:
             warnings.append(f"source {name!r} found nothing to read under its path")
+    for cfg in recipe.sources:
+        warnings.extend(f"source {cfg.name!r}: {note}" for note in get_source(cfg).notes)
     if "zh" in recipe.generation.languages and recipe.generation.zh_share > 0:
         from medvl.generate import missing_zh_labels
 

@@ -66,6 +66,9 @@ class Source:
         self.opts = self.Options.model_validate(cfg.options or {})
         # identifying values seen while enumerating (e.g. DICOM headers): rejects are scrubbed of them too
         self.sensitive: set[str] = set()
+        # what the user should know about how the source was read (e.g. "12 test volumes in imagesTs were not
+        # read; set options.include_test"); collected while enumerating, shown in summary.json and the card
+        self.notes: list[str] = []
 
     def labels_exhaustive(self) -> bool:
         """Whether a record's labels are all the dataset's labels that apply (so a missing label means
