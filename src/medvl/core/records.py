@@ -54,7 +54,9 @@ class ImageRecord:
     view: str | None = None  # e.g. "axial", "PA" when the data says so
     window: str | None = None  # CT window preset used, or "percentile" / "native"
     mask: str | None = None  # label-map PNG aligned with the image ("masks/.."), for segmentation sources
-    mask_values: dict[str, str] = field(default_factory=dict)  # str(pixel value in mask) -> label
+    # str(pixel value in mask) -> label; where segments overlap, the value of the overlap holds the sorted list
+    # of every label present there (use :meth:`mask_values_for` to get all values of one label)
+    mask_values: dict[str, str | list[str]] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -63,6 +65,14 @@ class ImageRecord:
         from medvl.core.ids import record_id
 
         return record_id(self)
+
+    def mask_values_for(self, label: str) -> list[int]:
+        """Every label-map value whose pixels show ``label`` (its own value and the overlaps it is part of)."""
+        out = []
+        for k, v in self.mask_values.items():
+            if v == label or (isinstance(v, list) and label in v):
+                out.append(int(k))
+        return sorted(out)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)

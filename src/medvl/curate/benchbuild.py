@@ -123,7 +123,7 @@ def label_spaces(records: Iterable[ImageRecord]) -> dict[str, list[str]]:
         s = spaces[r.dataset]
         s.update(r.labels)
         s.update(reg.label for reg in r.regions)
-        s.update(v for v in r.mask_values.values())
+        s.update(lb for v in r.mask_values.values() for lb in (v if isinstance(v, list) else [v]))
     return {d: sorted(x for x in s if x and x.lower() != "background") for d, s in sorted(spaces.items())}
 
 
@@ -136,7 +136,7 @@ def small_label_spaces(records: Iterable[ImageRecord], spaces: dict[str, list[st
 
 
 def _mask_values(rec: ImageRecord, label: str) -> list[int]:
-    return sorted(int(k) for k, v in rec.mask_values.items() if v == label)
+    return rec.mask_values_for(label)
 
 
 def plan_candidates(records: list[ImageRecord], spaces: dict[str, list[str]], cfg: BenchBuildConfig

@@ -188,12 +188,13 @@ def finalize_item(item: Item, cfg: SourceConfig, src: Source, out_dir: Path, ima
         return out
 
     mask_rel = None
-    mask_values: dict[str, str] = {}
+    mask_values: dict[str, str | list[str]] = {}
     if mask is not None and item.mask_values:
         dtype = np.uint8 if int(mask.max(initial=0)) < 256 else np.uint16
         # label maps are mostly runs of a few values: fast zlib level compresses them nearly as well
         mask_rel, _ = write_once(out_dir, "masks", _encode_label_png(mask.astype(dtype, copy=False)))
-        mask_values = {str(k): norm_label(v) for k, v in sorted(item.mask_values.items())}
+        mask_values = {str(k): sorted({norm_label(x) for x in v}) if isinstance(v, (list, tuple)) else norm_label(v)
+                       for k, v in sorted(item.mask_values.items())}
 
     body = cfg.body_region or (normalize_body_region(item.body_region) if item.body_region else None)
     labels = sorted({norm_label(lb) for lb in item.labels if str(lb).strip()})

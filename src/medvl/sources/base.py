@@ -43,7 +43,8 @@ class Item:
     task: str | None = None  # "cls" / "det" / "seg"; defaults to the source's
     extra: dict[str, Any] = field(default_factory=dict)  # non-identifying metadata only
     mask: np.ndarray | None = None  # optional integer label map aligned with ``array`` (segmentation sources)
-    mask_values: dict[int, str] = field(default_factory=dict)  # mask value -> label name
+    # mask value -> label name; a value where segments overlap maps to the list of every label present there
+    mask_values: dict[int, str | list[str]] = field(default_factory=dict)
     sensitive: set[str] = field(default_factory=set)  # identifying values seen in the file: scrubbed from outputs
 
 
