@@ -21,28 +21,6 @@ SEG_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.66.4"
 DICOMDIR_SOP_CLASS = "1.2.840.10008.1.3.10"
 TEXT_FIELDS = ("StudyDescription", "SeriesDescription", "BodyPartExamined")
 
-# Header keywords whose values identify a patient, a visit, a person or a place.
-_IDENTIFYING = frozenset({
-    "PatientName", "PatientID", "OtherPatientIDs", "OtherPatientNames", "OtherPatientIDsSequence",
-    "IssuerOfPatientID", "PatientBirthName", "PatientMotherBirthName", "PatientAddress", "PatientTelephoneNumbers",
-    "MedicalRecordLocator", "MilitaryRank", "BranchOfService", "PatientInsurancePlanCodeSequence",
-    "InstitutionName", "InstitutionAddress", "InstitutionalDepartmentName", "ReferringPhysicianName",
-    "ReferringPhysicianAddress", "ReferringPhysicianTelephoneNumbers", "PerformingPhysicianName",
-    "NameOfPhysiciansReadingStudy", "PhysiciansOfRecord", "RequestingPhysician", "OperatorsName",
-    "ScheduledPerformingPhysicianName", "AccessionNumber", "StudyID", "DeviceSerialNumber", "StationName",
-    "AdmissionID", "RequestedProcedureID", "ScheduledProcedureStepID", "PerformedProcedureStepID",
-    "FillerOrderNumberImagingServiceRequest", "PlacerOrderNumberImagingServiceRequest", "StudyInstanceUID",
-    "SeriesInstanceUID", "SOPInstanceUID", "FrameOfReferenceUID", "MediaStorageSOPInstanceUID",
-    "ReferencedSOPInstanceUID", "PatientBirthDate", "PatientBirthTime", "EthnicGroup", "Occupation",
-    "AdditionalPatientHistory", "PatientComments", "ImageComments", "StudyComments", "RequestedProcedureComments",
-    "IssuerOfAccessionNumberSequence", "InstanceCreatorUID", "IrradiationEventUID", "ContentCreatorName",
-    "DetectorID",
-})
-_NOT_IDENTIFYING = frozenset({"PatientPosition", "PatientOrientation", "PatientSex", "PatientSize",
-                              "PatientWeight", "PatientAge"})
-_MIN_SENSITIVE_LEN = 2  # a one-character value identifies no one and would wreck scrubbing
-
-
 class DicomReadError(Exception):
     """A DICOM file could not be read; the message names the file and the problem."""
 
@@ -183,37 +161,10 @@ def _text(v: Any) -> str:
 
 
 def identifying_values(ds: Dataset) -> set[str]:
-    """Every identifying value in the header (recursing into sequences): names, IDs, UIDs, dates and
-    times, institutions, physicians, operators, accession numbers, stations, serials. Person names also
-    contribute their components. Values shorter than 2 characters are skipped."""
-    found: set[str] = set()
+    """Identifier values of a header per DICOM PS3.15 Annex E (see :mod:`medvl.io.deid`)."""
+    from medvl.io.deid import identifying_values as profile_values
 
-    def add(value: Any) -> None:
-        vals = value if isinstance(value, (list, tuple, pydicom.multival.MultiValue)) else [value]
-        for v in vals:
-            if isinstance(v, pydicom.valuerep.PersonName):
-                parts = [v.family_name, v.given_name, v.middle_name, str(v)]
-                parts += [str(v).replace("^", " ").strip()]
-                for p in parts:
-                    if p and len(p.strip()) >= _MIN_SENSITIVE_LEN:
-                        found.add(p.strip())
-                continue
-            s = _text(v)
-            if len(s) >= _MIN_SENSITIVE_LEN:
-                found.add(s)
-
-    def visit(d: Dataset, elem: Any) -> None:
-        kw = elem.keyword or ""
-        if elem.VR == "SQ" or kw in _NOT_IDENTIFYING or elem.value is None:
-            return
-        if (kw in _IDENTIFYING or elem.VR in ("PN", "DA", "DT", "TM") or kw.endswith(("Date", "Time", "DateTime"))
-                or (kw.startswith("Patient") and elem.VR in ("LO", "SH", "LT", "PN"))):
-            add(elem.value)
-
-    ds.walk(visit)
-    if hasattr(ds, "file_meta"):
-        ds.file_meta.walk(visit)
-    return found
+    return profile_values(ds)
 
 
 def _voi(ds: Dataset) -> tuple[float, float] | None:
