@@ -19,7 +19,7 @@ from medvl.core.records import ImageRecord
 from medvl.curate.audit import fingerprint, load_benchmark, load_train, run_audit, write_audit
 from medvl.curate.audit_text import match_questions, normalize_question
 from medvl.curate.dedup import exclude_by_md5, read_exclusions
-from medvl.curate.phash import canonical_rgb, dhash, hamming, near_pairs, phash
+from medvl.curate.phash import PHASH_THRESHOLD, canonical_rgb, hamming, near_pairs, perceptual_hashes
 
 TEMPLATE_Q = "<image>\nWhat is the modality of this image?"
 
@@ -64,7 +64,11 @@ def make_train_build(root: Path, rad: Path) -> dict[str, str]:
         rec = ImageRecord(image=rel, sha256=sha, width=1, height=1, modality="CT", dataset="mix", source_format="image_folder",
                           task="cls", dimension="2d", source_file=f"{name}.{ext}", patient_key=sha[:16],
                           labels=[name], split=split)
-        records.append(rec.to_json())
+        row = json.loads(rec.to_json())
+        if name != "png":  # an older build's record without the source fingerprints
+            row["source_md5"] = hashlib.md5(f"source bytes of {name}".encode()).hexdigest()
+            row["pixel_md5"] = hashlib.md5(f"source pixels of {name}".encode()).hexdigest()
+        records.append(json.dumps(row, sort_keys=True))
         if name not in ("corrupt", "test_copy"):
             samples.append({"id": f"{name}#q0", "images": [rel], "turns": [{"role": "user", "text": TEMPLATE_Q},
                             {"role": "assistant", "text": "CT"}], "kind": "perception_qa", "lang": "en",
@@ -119,12 +123,12 @@ def test_identical_file_is_an_md5_hit(env: dict) -> None:
     assert hits[0]["train_record"].endswith("identical.jpg") and hits[0]["bench_image"] == "images/synpic54610.jpg"
 
 
-def test_reencoded_and_resized_copies_are_phash_hits(env: dict) -> None:
+def test_reencoded_and_resized_copies_are_perceptual_hits(env: dict) -> None:
     for case, name in (("jpeg95", "synpic29265.jpg"), ("resized", "synpic100176.jpg")):
         assert not _hits(env, case, "md5"), f"{case}: the bytes/pixels differ, md5 must miss"
-        hits = _hits(env, case, "phash")
+        hits = _hits(env, case, "perceptual")
         assert _items_using(env, "vqa-rad", name) <= {e["benchmark_item"] for e in hits if e["benchmark"] == "vqa-rad"}
-        assert all(0 <= e["distance"] <= 6 for e in hits)
+        assert all(0 <= e["distance"] <= PHASH_THRESHOLD and "phash" in e["matched_hashes"] for e in hits)
     # SLAKE's zip holds the same chest X-ray as bytes: the JPEG-95 copy is found there too
     slake_xray = _items_with_bytes_of(env, "slake", (env["rad"] / "images" / "synpic29265.jpg").read_bytes())
     assert slake_xray and slake_xray <= {e["benchmark_item"] for e in _hits(env, "jpeg95") if e["benchmark"] == "slake"}
@@ -163,13 +167,36 @@ def test_overlaps_file_feeds_build_exclusion(env: dict) -> None:
     flagged = {"identical", "jpeg95", "resized", "png", "retina", "ihc"}
     expected = {hashlib.md5((env["build"] / env["rels"][c]).read_bytes()).hexdigest() for c in flagged}
     assert md5s == expected
-    recs = [ImageRecord.from_dict(json.loads(x)) for x in (env["build"] / "records.jsonl").read_text().splitlines()]
+    fields = set(ImageRecord.__dataclass_fields__)
+    recs = [ImageRecord.from_dict({k: v for k, v in json.loads(x).items() if k in fields})
+            for x in (env["build"] / "records.jsonl").read_text().splitlines()]
     kept, rejected = exclude_by_md5(recs, md5s, env["build"])
     assert len(rejected) == len(flagged) and len(kept) == len(recs) - len(flagged)
     assert [err for err in doc["errors"] if "cannot decode" in err] == [
         next(err for err in doc["errors"] if err.startswith(f"training image {env['rels']['corrupt']}: cannot decode"))]
     md = (env["out"] / "overlaps.md").read_text()
     assert "| vqa-rad |" in md and "exclude_file" in md
+
+
+def test_overlaps_carry_source_and_pixel_md5s(env: dict) -> None:
+    """Each image overlap names the training record's source_md5 / pixel_md5 (None for records that lack
+    them) and the benchmark image's file and pixel MD5s, so exclusions survive a rebuild with other settings."""
+    from medvl.curate.phash import canonical_rgb, pixel_md5
+
+    doc = json.loads((env["out"] / "overlaps.json").read_text())
+    rows = {json.loads(x)["id"]: json.loads(x) for x in (env["build"] / "records.jsonl").read_text().splitlines()}
+    for e in doc["overlaps"]:
+        rec = rows[e["train_record"]]
+        assert (e["source_md5"], e["pixel_md5"]) == (rec.get("source_md5"), rec.get("pixel_md5"))
+        assert e["match"] == "question" or (e["bench_md5"] and e["bench_pixel_md5"])
+    jpeg_hits = _hits(env, "jpeg95")
+    assert jpeg_hits and jpeg_hits[0]["source_md5"] == hashlib.md5(b"source bytes of jpeg95").hexdigest()
+    png_hits = _hits(env, "png")
+    assert png_hits and all(e["source_md5"] is None and e["pixel_md5"] is None for e in png_hits)
+    rad = [e for e in png_hits if e["benchmark"] == "vqa-rad"][0]
+    bench = Image.open(env["rad"] / rad["bench_image"])
+    assert rad["bench_pixel_md5"] == pixel_md5(canonical_rgb(bench))
+    assert rad["bench_md5"] == hashlib.md5((env["rad"] / rad["bench_image"]).read_bytes()).hexdigest()
 
 
 def test_all_splits_llava_and_folder_inputs(env: dict, tmp_path: Path) -> None:
@@ -186,7 +213,7 @@ def test_all_splits_llava_and_folder_inputs(env: dict, tmp_path: Path) -> None:
         (folder / "sub").mkdir(parents=True, exist_ok=True)
         shutil.copy(env["build"] / env["rels"][case], folder / "sub" / Path(env["rels"][case]).name)
     res = run_audit(load_train(folder), env["benches"][:1])
-    assert {e["match"] for e in res.overlaps} == {"phash"} and res.summary["train"]["source"] == "folder"
+    assert {e["match"] for e in res.overlaps} == {"perceptual"} and res.summary["train"]["source"] == "folder"
     assert all(e["train_image"].startswith("sub/") for e in res.overlaps)
 
 
@@ -215,15 +242,16 @@ def test_phash_robustness_and_search() -> None:
     jpeg = canonical_rgb(Image.open(io.BytesIO(_jpeg(Image.fromarray(retina), 95))))
     small = np.asarray(Image.fromarray(retina).resize((180, 180), Image.Resampling.BILINEAR))
     ihc = np.asarray(Image.fromarray(skd.immunohistochemistry()).resize((256, 256)))
-    assert hamming(phash(retina), phash(jpeg)) <= 2 and hamming(phash(retina), phash(small)) <= 4
-    assert hamming(phash(retina), phash(ihc)) > 12 and hamming(dhash(retina), dhash(ihc)) > 12
+    (rp, rd), (jp, _), (sp, _), (ip, idh) = map(perceptual_hashes, (retina, jpeg, small, ihc))
+    assert hamming(rp, jp) <= 2 and hamming(rp, sp) <= 4
+    assert hamming(rp, ip) > 12 and hamming(rd, idh) > 12
     assert fingerprint(_png(np.full((40, 40, 3), 7, np.uint8))).phash is None  # flat: nothing to hash
     bad = fingerprint(b"GIF89a-broken", "x/bad.gif")
     assert bad.error and "x/bad.gif" in bad.error and bad.md5 == hashlib.md5(b"GIF89a-broken").hexdigest()
     rng = np.random.default_rng(0)
     refs = rng.integers(0, 2**63, 300, dtype=np.uint64)
     queries = np.concatenate([refs[:40] ^ np.uint64(0b1011), rng.integers(0, 2**63, 200, dtype=np.uint64)])
-    got = list(near_pairs(queries, refs, 5, block_elems=1000))
+    got = list(near_pairs(queries, refs, 5))
     brute = [(q, r, bin(int(queries[q]) ^ int(refs[r])).count("1")) for q in range(len(queries)) for r in range(len(refs))
              if bin(int(queries[q]) ^ int(refs[r])).count("1") <= 5]
     assert got == brute and len(got) >= 40

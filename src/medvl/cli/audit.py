@@ -10,6 +10,8 @@ from rich.console import Console
 from rich.progress import track
 from rich.table import Table
 
+from medvl.curate.phash import DHASH_THRESHOLD, PHASH_THRESHOLD
+
 
 def _parse_bench(spec: str) -> tuple[str, Path]:
     name, sep, path = spec.partition(":")
@@ -42,16 +44,18 @@ def _parse_options(specs: tuple[str, ...], names: list[str]) -> dict[str, dict[s
 @click.option("--all-splits", is_flag=True, help="Audit every split of a build output, not only train.")
 @click.option("--image-root", type=click.Path(file_okay=False, path_type=Path),
               help="Folder the image paths of a LLaVA JSON are relative to (default: the JSON's folder).")
-@click.option("--phash-distance", type=click.IntRange(0, 32), default=6, show_default=True,
-              help="Largest pHash Hamming distance (of 64 bits) that counts as the same image.")
+@click.option("--phash-distance", type=click.IntRange(0, 32), default=PHASH_THRESHOLD, show_default=True,
+              help="Largest pHash Hamming distance (of 64 bits) that counts as the same image (pHash OR dHash decides).")
+@click.option("--dhash-distance", type=click.IntRange(0, 32), default=DHASH_THRESHOLD, show_default=True,
+              help="Largest dHash Hamming distance (of 64 bits) that counts as the same image (pHash OR dHash decides).")
 @click.option("--ngram-overlap", type=click.FloatRange(0.0, 1.0), default=0.8, show_default=True,
               help="Share of a benchmark question's word trigrams found in a training question to count as copied.")
 @click.option("--workers", type=click.IntRange(1, 64), default=1, show_default=True, help="Processes for hashing.")
 @click.option("-o", "--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Output folder for overlaps.json and overlaps.md.")
 def command(train: Path, benches: tuple[str, ...], options: tuple[str, ...], all_splits: bool, image_root: Path | None,
-            phash_distance: int, ngram_overlap: float, workers: int, out_dir: Path) -> None:
-    """Find training images / questions that also occur in benchmarks (MD5, pixel MD5, pHash, question text).
+            phash_distance: int, dhash_distance: int, ngram_overlap: float, workers: int, out_dir: Path) -> None:
+    """Find training images / questions that also occur in benchmarks (MD5, pixel MD5, pHash / dHash, question text).
 
     TRAIN is a `medvl build` output folder, a LLaVA JSON/JSONL file or a folder of images. Point a recipe's
     `curation.exclude_file` at the written overlaps.json to drop the overlapping training images."""
@@ -73,7 +77,7 @@ def command(train: Path, benches: tuple[str, ...], options: tuple[str, ...], all
             loaded.append(load_benchmark(name, path, opts[name]))
         except (KeyError, ValueError, FileNotFoundError, TypeError) as e:
             raise click.ClickException(f"--bench {name}:{path}: {e}") from None
-    cfg = AuditConfig(phash_distance=phash_distance, ngram_overlap=ngram_overlap, workers=workers)
+    cfg = AuditConfig(phash_distance=phash_distance, dhash_distance=dhash_distance, ngram_overlap=ngram_overlap, workers=workers)
 
     def progress(it: Any, n: int, what: str) -> Any:
         return track(it, total=n, description=what, console=console, transient=True)
@@ -82,11 +86,11 @@ def command(train: Path, benches: tuple[str, ...], options: tuple[str, ...], all
     jpath, mpath = write_audit(result, out_dir)
     s = result.summary
     table = Table(title="overlaps by benchmark")
-    for col in ("benchmark", "items", "items with overlap", "md5", "pHash", "question"):
+    for col in ("benchmark", "items", "items with overlap", "md5", "pHash/dHash", "question"):
         table.add_column(col, justify="left" if col == "benchmark" else "right")
     for name, b in s["benchmarks"].items():
         m = b["by_match"]
-        table.add_row(name, str(b["items"]), str(b["items_with_overlap"]), str(m["md5"]), str(m["phash"]), str(m["question"]))
+        table.add_row(name, str(b["items"]), str(b["items_with_overlap"]), str(m["md5"]), str(m["perceptual"]), str(m["question"]))
     console.print(table)
     console.print(f"{s['train']['images']} training images ({s['train']['source']}), {s['benchmark_images']} benchmark "
                   f"images: {s['overlaps']} overlaps on {s['train_images_to_exclude']} training images; "

@@ -8,14 +8,19 @@ loader (``EvalItem.images`` are paths or bytes, ``EvalItem.question``).
 Matches (:func:`run_audit`):
 - ``md5``: the MD5 of the image file bytes is equal (``md5_of: "file"``), or the MD5 of the decoded
   canonical RGB pixels is equal (``md5_of: "pixels"``: a lossless re-encode of the same pixels);
-- ``phash``: DCT perceptual hashes within ``phash_distance`` bits (re-encodes, resized copies); flat
-  images (no structure to hash) are not pHash-compared;
+- ``perceptual``: the ``imagehash`` pHash within ``phash_distance`` bits OR the dHash within
+  ``dhash_distance`` bits (re-encodes, resized, re-windowed or slightly cropped copies; pHash and dHash fail
+  on different edits, so either one decides; thresholds measured in ``tests/test_phash_recall.py``); flat
+  images (no structure to hash) are not compared;
 - ``question``: a benchmark question whose normalized text equals a training question, or whose word
   n-grams are mostly (``ngram_overlap``) contained in one. Questions repeated over more than
   ``template_repeats`` training images are templates, counted in the summary but not listed per image.
 
-Every overlap names the MD5 of the training image file (``md5``), so ``curation.exclude_file`` of a
-recipe can point at ``overlaps.json`` and ``medvl build`` drops those images."""
+Every image overlap names the MD5 of the training image file (``md5``) and, when the build records carry
+them, the training record's ``source_md5`` (MD5 of the source file bytes) and ``pixel_md5`` (MD5 of the
+source pixels before resizing, :func:`medvl.curate.phash.pixel_md5` of :func:`~medvl.curate.phash.canonical_rgb`),
+plus the benchmark image's ``bench_md5`` / ``bench_pixel_md5``; ``curation.exclude_file`` of a recipe can
+point at ``overlaps.json`` and ``medvl build`` drops those images, also after a rebuild with other settings."""
 
 from __future__ import annotations
 
@@ -33,7 +38,8 @@ from typing import Any
 from PIL import Image, UnidentifiedImageError
 
 from medvl.curate.audit_text import match_questions, normalize_question
-from medvl.curate.phash import as_hash_array, canonical_rgb, dhash, hamming, near_pairs, phash, pixel_md5
+from medvl.curate.phash import (DHASH_THRESHOLD, PHASH_THRESHOLD, canonical_rgb, hamming, near_pairs_between,
+                                 perceptual_hashes, pixel_md5)
 
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif", ".webp")
 Progress = Callable[[Iterable[Any], int, str], Iterable[Any]]
@@ -41,12 +47,13 @@ Progress = Callable[[Iterable[Any], int, str], Iterable[Any]]
 
 @dataclass
 class Fingerprint:
-    """Hashes of one image: file MD5, canonical-pixel MD5, pHash / dHash (None when flat), or an error."""
+    """Hashes of one image: file MD5, canonical-pixel MD5, pHash / dHash (16 hex digits, None when flat), or
+    an error."""
 
     md5: str
     pixel_md5: str | None = None
-    phash: int | None = None
-    dhash: int | None = None
+    phash: str | None = None
+    dhash: str | None = None
     error: str | None = None
 
 
@@ -65,8 +72,7 @@ def fingerprint(data: bytes, name: str = "<bytes>") -> Fingerprint:
         fp.error = f"{name}: cannot decode image ({type(e).__name__}: {detail})"
         return fp
     fp.pixel_md5 = pixel_md5(rgb)
-    if float(rgb.std()) >= 1.0:
-        fp.phash, fp.dhash = phash(rgb), dhash(rgb)
+    fp.phash, fp.dhash = perceptual_hashes(rgb)
     return fp
 
 
@@ -111,6 +117,7 @@ class TrainSet:
     kind: str  # "build", "llava" or "folder"
     images: dict[str, Path] = field(default_factory=dict)
     records: dict[str, list[str]] = field(default_factory=dict)  # image rel path -> record ids
+    record_md5s: dict[str, dict[str, str | None]] = field(default_factory=dict)  # record id -> source_md5, pixel_md5
     questions: list[TrainQuestion] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
 
@@ -137,6 +144,8 @@ def _load_build(root: Path, all_splits: bool) -> TrainSet:
         if all_splits or split == "train":
             ts.images[rel] = root / rel
             ts.records.setdefault(rel, []).append(rid)
+            ts.record_md5s[rid] = {k: d.get(k) if isinstance(d.get(k), str) else None
+                                   for k in ("source_md5", "pixel_md5")}
     samples = root / "samples.jsonl"
     if samples.is_file():
         for s in _read_jsonl(samples, ts.problems):
@@ -215,7 +224,8 @@ def load_benchmark(name: str, data_dir: str | Path, options: dict[str, Any] | No
 class AuditConfig:
     """Thresholds of the audit (CLI flags mirror these)."""
 
-    phash_distance: int = 6
+    phash_distance: int = PHASH_THRESHOLD
+    dhash_distance: int = DHASH_THRESHOLD
     ngram: int = 3
     ngram_overlap: float = 0.8
     template_repeats: int = 5  # a question on more training images than this is a template
@@ -241,11 +251,21 @@ def _display(src: str | bytes, fp: Fingerprint, base: Path) -> str:
 
 
 def _entry(**kw: Any) -> dict[str, Any]:
-    base = {"md5": None, "train_image": None, "train_record": None, "benchmark": None, "benchmark_item": None,
-            "match": None, "distance": None, "dhash_distance": None, "md5_of": None, "bench_image": None, "bench_md5": None,
+    base = {"md5": None, "source_md5": None, "pixel_md5": None, "train_image": None, "train_record": None,
+            "benchmark": None, "benchmark_item": None, "match": None, "distance": None, "dhash_distance": None,
+            "matched_hashes": None, "md5_of": None, "bench_image": None, "bench_md5": None, "bench_pixel_md5": None,
             "train_question": None, "bench_question": None, "text_overlap": None}
     base.update(kw)
     return base
+
+
+def _train_fields(train: TrainSet, rel: str, md5: str) -> list[dict[str, Any]]:
+    """The training-side fields of an image overlap, one dict per build record that uses the image (each with
+    that record's ``source_md5`` / ``pixel_md5`` when records.jsonl has them), or one without a record."""
+    recs = sorted(train.records.get(rel, []))
+    if not recs:
+        return [{"md5": md5, "train_image": rel}]
+    return [{"md5": md5, "train_image": rel, "train_record": r, **train.record_md5s.get(r, {})} for r in recs]
 
 
 def run_audit(train: TrainSet, benches: Sequence[BenchData], cfg: AuditConfig | None = None,
@@ -283,32 +303,33 @@ def run_audit(train: TrainSet, benches: Sequence[BenchData], cfg: AuditConfig | 
             by_md5[fp.md5].append(bi)
         if fp.pixel_md5:
             by_pix[fp.pixel_md5].append(bi)
-    pairs: dict[tuple[int, int], tuple[str, str | None, int]] = {}
+    pairs: dict[tuple[int, int], tuple[str, str | None]] = {}
     for ti, fp in enumerate(tfps):
         for bi in by_md5.get(fp.md5, []) if fp.md5 else []:
-            pairs[(ti, bi)] = ("md5", "file", 0)
+            pairs[(ti, bi)] = ("md5", "file")
         for bi in by_pix.get(fp.pixel_md5, []) if fp.pixel_md5 else []:
-            pairs.setdefault((ti, bi), ("md5", "pixels", 0))
-    tidx = [i for i, fp in enumerate(tfps) if fp.phash is not None]
-    bidx = [i for i, fp in enumerate(bfps) if fp.phash is not None]
-    for qi, ri, dist in near_pairs(as_hash_array([tfps[i].phash for i in tidx]),  # type: ignore[misc]
-                                   as_hash_array([bfps[i].phash for i in bidx]), cfg.phash_distance):  # type: ignore[misc]
-        pairs.setdefault((tidx[qi], bidx[ri]), ("phash", None, dist))
+            pairs.setdefault((ti, bi), ("md5", "pixels"))
+    for ti, bi in near_pairs_between([(f.phash, f.dhash) for f in tfps], [(f.phash, f.dhash) for f in bfps],
+                                     cfg.phash_distance, cfg.dhash_distance):
+        pairs.setdefault((ti, bi), ("perceptual", None))
     overlaps: list[dict[str, Any]] = []
-    for (ti, bi), (match, md5_of, dist) in pairs.items():
-        rel, fp = rels[ti], tfps[ti]
-        recs = sorted(train.records.get(rel, []))
-        bfp = bfps[bi]
-        ddist = hamming(fp.dhash, bfp.dhash) if fp.dhash is not None and bfp.dhash is not None else None
+    for (ti, bi), (match, md5_of) in pairs.items():
+        rel, fp, bfp = rels[ti], tfps[ti], bfps[bi]
+        dist = {k: hamming(getattr(fp, k), getattr(bfp, k)) if getattr(fp, k) and getattr(bfp, k) else None
+                for k in ("phash", "dhash")}
+        within = [k for k, t in (("phash", cfg.phash_distance), ("dhash", cfg.dhash_distance))
+                  if dist[k] is not None and dist[k] <= t]
         for bname, item, ddir in users[bi]:
-            overlaps.append(_entry(md5=fp.md5, train_image=rel, train_record=recs[0] if recs else None,
-                                   benchmark=bname, benchmark_item=item, match=match, distance=dist, md5_of=md5_of,
-                                   dhash_distance=ddist,
-                                   bench_image=_display(sources[bi], bfps[bi], ddir), bench_md5=bfps[bi].md5 or None))
+            for tf in _train_fields(train, rel, fp.md5):
+                overlaps.append(_entry(**tf, benchmark=bname, benchmark_item=item, match=match,
+                                       distance=0 if match == "md5" else dist["phash"], dhash_distance=dist["dhash"],
+                                       matched_hashes=within if match == "perceptual" else None, md5_of=md5_of,
+                                       bench_image=_display(sources[bi], bfp, ddir), bench_md5=bfp.md5 or None,
+                                       bench_pixel_md5=bfp.pixel_md5))
     text_overlaps, n_templates = _question_overlaps(train, rels, tfps, bench_texts, cfg, overlaps)
-    order = {"md5": 0, "phash": 1, "question": 2}
+    order = {"md5": 0, "perceptual": 1, "question": 2}
     key = lambda e: (e["benchmark"], e["benchmark_item"], e["train_image"] or "", order[e["match"]],  # noqa: E731
-                     e["bench_image"] or "", e["train_question"] or "")
+                     e["bench_image"] or "", e["train_record"] or "", e["train_question"] or "")
     overlaps.sort(key=key)
     text_overlaps.sort(key=key)
     summary = _summary(train, rels, tfps, benches, sources, bfps, overlaps, text_overlaps, n_templates, cfg)
@@ -319,7 +340,6 @@ def _question_overlaps(train: TrainSet, rels: list[str], tfps: list[Fingerprint]
                        cfg: AuditConfig, overlaps: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], int]:
     """Append question matches on training images to ``overlaps``; return text-only ones and the template count."""
     md5_of = {rel: tfps[i].md5 for i, rel in enumerate(rels)}
-    recs = {rel: sorted(train.records.get(rel, [])) for rel in rels}
     tq: dict[str, list[TrainQuestion]] = defaultdict(list)
     for q in train.questions:
         norm = normalize_question(q.text)
@@ -347,8 +367,7 @@ def _question_overlaps(train: TrainSet, rels: list[str], tfps: list[Fingerprint]
                       train_question=qs[0].text, bench_question=btext, text_overlap=m.overlap)
             for rel in images:
                 if md5_of.get(rel):
-                    overlaps.append(_entry(md5=md5_of[rel], train_image=rel,
-                                           train_record=recs[rel][0] if recs.get(rel) else None, **kw))
+                    overlaps += [_entry(**tf, **kw) for tf in _train_fields(train, rel, md5_of[rel])]
             if any(not q.image or not md5_of.get(q.image) for q in qs):
                 text_only.append(_entry(train_record=sorted(q.sample for q in qs)[0], **kw))
     return text_only, len(templates)
@@ -363,7 +382,7 @@ def _summary(train: TrainSet, rels: list[str], tfps: list[Fingerprint], benches:
         per_bench[b.name] = {
             "items": len(b.items),
             "items_with_overlap": len({e["benchmark_item"] for e in hits}),
-            "by_match": {k: sum(1 for e in hits if e["match"] == k) for k in ("md5", "phash", "question")},
+            "by_match": {k: sum(1 for e in hits if e["match"] == k) for k in ("md5", "perceptual", "question")},
         }
     return {
         "train": {"source": train.kind, "images": len(rels), "unreadable_images": sum(1 for f in tfps if f.error),
@@ -371,10 +390,11 @@ def _summary(train: TrainSet, rels: list[str], tfps: list[Fingerprint], benches:
         "benchmark_images": len(sources), "unreadable_benchmark_images": sum(1 for f in bfps if f.error),
         "benchmarks": dict(sorted(per_bench.items())),
         "overlaps": len(overlaps), "text_only_overlaps": len(text_overlaps),
-        "by_match": {k: sum(1 for e in overlaps if e["match"] == k) for k in ("md5", "phash", "question")},
+        "by_match": {k: sum(1 for e in overlaps if e["match"] == k) for k in ("md5", "perceptual", "question")},
         "train_images_to_exclude": len({e["md5"] for e in overlaps}),
         "template_questions_skipped": n_templates,
-        "thresholds": {"phash_distance": cfg.phash_distance, "ngram": cfg.ngram, "ngram_overlap": cfg.ngram_overlap,
+        "thresholds": {"phash_distance": cfg.phash_distance, "dhash_distance": cfg.dhash_distance, "ngram": cfg.ngram,
+                       "ngram_overlap": cfg.ngram_overlap,
                        "template_repeats": cfg.template_repeats},
     }
 
@@ -393,13 +413,13 @@ def write_audit(result: AuditResult, out_dir: str | Path, max_rows: int = 50) ->
              f"Training side: {s['train']['source']} with {s['train']['images']} images and "
              f"{s['train']['questions']} questions; {s['benchmark_images']} benchmark images.", "",
              f"**{s['overlaps']} overlaps** on **{s['train_images_to_exclude']} training images** "
-             f"(md5 {s['by_match']['md5']}, pHash {s['by_match']['phash']}, question {s['by_match']['question']}); "
+             f"(md5 {s['by_match']['md5']}, pHash/dHash {s['by_match']['perceptual']}, question {s['by_match']['question']}); "
              f"{s['text_only_overlaps']} question matches on text-only items; "
              f"{s['template_questions_skipped']} template questions not listed.", "",
-             "| benchmark | items | items with overlap | md5 | pHash | question |", "|---|---:|---:|---:|---:|---:|"]
+             "| benchmark | items | items with overlap | md5 | pHash/dHash | question |", "|---|---:|---:|---:|---:|---:|"]
     for name, b in s["benchmarks"].items():
         m = b["by_match"]
-        lines.append(f"| {name} | {b['items']} | {b['items_with_overlap']} | {m['md5']} | {m['phash']} | {m['question']} |")
+        lines.append(f"| {name} | {b['items']} | {b['items_with_overlap']} | {m['md5']} | {m['perceptual']} | {m['question']} |")
     lines += ["", f"## First {min(max_rows, len(result.overlaps))} overlaps", "",
               "| benchmark | item | match | distance | training image | benchmark image |", "|---|---|---|---:|---|---|"]
     for e in result.overlaps[:max_rows]:

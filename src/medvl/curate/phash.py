@@ -1,26 +1,36 @@
-"""Perceptual image hashes (DCT pHash and difference hash) and fast Hamming-distance search.
+"""Image fingerprints: canonical-pixel MD5s and perceptual hashes (``imagehash`` pHash + dHash) with a fast
+Hamming-distance search.
 
-Both hashes are 64-bit integers computed from a grayscale, downscaled copy of the image, so they survive
-re-encoding (PNG <-> JPEG), mild resizing and small intensity changes, unlike byte or pixel MD5s:
+- :func:`canonical_rgb` / :func:`pixel_md5`: the exact-content fingerprint (equal for lossless re-encodes).
+  This definition is stable: build records store ``pixel_md5(canonical_rgb(...))`` of their source pixels.
+- :func:`perceptual_hashes`: the maintained ``imagehash`` library's 64-bit pHash (DCT of a 32x32 grayscale
+  copy) and dHash (horizontal gradient of a 9x8 grayscale copy), as 16-hex-digit strings.
+- :func:`near_duplicate_pairs` / :func:`near_pairs_between`: every pair whose pHash distance is within
+  ``PHASH_THRESHOLD`` OR whose dHash distance is within ``DHASH_THRESHOLD``, found by multi-index hashing
+  (the 64 bits are cut into bands; two hashes within distance t agree within t // bands bits on at least one
+  band, so only items sharing a nearby band value are compared), exact and sub-quadratic.
 
-- ``phash``: 32x32 grayscale -> 2D DCT-II -> the 8x8 lowest frequencies -> one bit per coefficient,
-  set when it is above the median of those 64 coefficients (the DC term excluded from the median).
-- ``dhash``: 9x8 grayscale -> one bit per horizontally adjacent pair, set when the left pixel is brighter.
-
-``near_pairs`` finds every (query, reference) pair within a Hamming distance with numpy's vectorized
-popcount over uint64 XORs, in blocks, so 100k x 10k pairs take seconds and bounded memory."""
+The thresholds were measured on real medical images (``tests/test_phash_recall.py``, ``notes/audit.md``)."""
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from itertools import combinations
 
+import imagehash
 import numpy as np
 from PIL import Image
-from scipy.fft import dctn
 
-HASH_SIZE = 8  # 8x8 = 64 bits
-PHASH_SIDE = 32  # DCT input side (4x the hash side)
+PHASH_THRESHOLD = 10
+"""Largest pHash Hamming distance (of 64 bits) counted as the same image."""
+DHASH_THRESHOLD = 10
+"""Largest dHash Hamming distance (of 64 bits) counted as the same image."""
+MIN_STRUCTURE = 1.0
+"""A hash whose grayscale input (at the hash's own resolution) has a standard deviation below this many grey
+levels carries no structure (a flat or nearly flat image) and is not computed (None)."""
+
+HashPair = tuple[str | None, str | None]
 
 
 def canonical_rgb(img: Image.Image) -> np.ndarray:
@@ -48,55 +58,184 @@ def pixel_md5(rgb: np.ndarray) -> str:
     return h.hexdigest()
 
 
-def _gray(rgb: np.ndarray, width: int, height: int) -> np.ndarray:
-    """Luma of ``rgb`` resized to (height, width) with PIL's box-averaging resampler, as float64."""
-    im = Image.fromarray(rgb, mode="RGB").convert("L")
-    return np.asarray(im.resize((width, height), Image.Resampling.BOX), dtype=np.float64)
+def _grayscale(image: Image.Image | np.ndarray) -> Image.Image:
+    """An 8-bit grayscale ("L") PIL image of a PIL image (any mode, via :func:`canonical_rgb`) or of a
+    uint8 (H, W) / (H, W, 3) array."""
+    if isinstance(image, Image.Image):
+        if image.mode == "L":
+            return image
+        arr = canonical_rgb(image)
+    else:
+        arr = np.asarray(image)
+        if arr.dtype != np.uint8 or not (arr.ndim == 2 or (arr.ndim == 3 and arr.shape[2] == 3)):
+            raise ValueError(f"perceptual_hashes expects a PIL image or a uint8 (H, W) or (H, W, 3) array, "
+                             f"got {arr.dtype} {arr.shape}")
+        if arr.ndim == 2:
+            return Image.fromarray(np.ascontiguousarray(arr), mode="L")
+    return Image.fromarray(np.ascontiguousarray(arr), mode="RGB").convert("L")
 
 
-def _bits_to_int(bits: np.ndarray) -> int:
-    """Row-major boolean bits -> one int (first bit is the most significant)."""
-    return int.from_bytes(np.packbits(bits.ravel().astype(bool)).tobytes(), "big")
+def _structured(gray: Image.Image, size: tuple[int, int]) -> bool:
+    """Whether ``gray`` resized as the hash resizes it (Lanczos to ``size``) still varies."""
+    small = np.asarray(gray.resize(size, Image.Resampling.LANCZOS), dtype=np.float64)
+    return float(small.std()) >= MIN_STRUCTURE
 
 
-def phash(rgb: np.ndarray) -> int:
-    """64-bit DCT perceptual hash of an (H, W, 3) uint8 image."""
-    small = _gray(rgb, PHASH_SIDE, PHASH_SIDE)
-    coeffs = dctn(small, type=2, norm="ortho")[:HASH_SIZE, :HASH_SIZE]
-    median = float(np.median(coeffs.ravel()[1:]))
-    return _bits_to_int(coeffs > median)
+def perceptual_hashes(image: Image.Image | np.ndarray) -> HashPair:
+    """``(pHash, dHash)`` of an image as 16-hex-digit strings (``imagehash.phash`` / ``imagehash.dhash``, 64
+    bits each); a hash is None when the image has no structure at that hash's resolution (flat images).
+
+    ``image`` is a PIL image (16-bit / float images scaled min..max as :func:`canonical_rgb` does) or a
+    uint8 numpy array (H, W) or (H, W, 3); both go through PIL's RGB -> L conversion, so a grayscale image
+    and its RGB copy hash alike."""
+    gray = _grayscale(image)
+    if gray.width < 2 or gray.height < 2:
+        return None, None
+    ph = str(imagehash.phash(gray)) if _structured(gray, (32, 32)) else None
+    dh = str(imagehash.dhash(gray)) if _structured(gray, (9, 8)) else None
+    return ph, dh
 
 
-def dhash(rgb: np.ndarray) -> int:
-    """64-bit horizontal difference hash of an (H, W, 3) uint8 image."""
-    small = _gray(rgb, HASH_SIZE + 1, HASH_SIZE)
-    return _bits_to_int(small[:, :-1] > small[:, 1:])
+def hamming(a: int | str, b: int | str) -> int:
+    """Number of differing bits between two 64-bit hashes (ints or hex strings)."""
+    ia = int(a, 16) if isinstance(a, str) else a
+    ib = int(b, 16) if isinstance(b, str) else b
+    return int((ia ^ ib).bit_count())
 
 
-def hamming(a: int, b: int) -> int:
-    """Number of differing bits between two 64-bit hashes."""
-    return int((a ^ b).bit_count())
+def as_hash_array(hashes: Sequence[int | str]) -> np.ndarray:
+    """Hashes (ints or 16-hex-digit strings) -> a uint64 array for the searches below."""
+    out = np.zeros(len(hashes), dtype=np.uint64)
+    for i, h in enumerate(hashes):
+        if isinstance(h, str):
+            if len(h) != 16:
+                raise ValueError(f"hash [{i}]: expected 16 hex digits, got {h!r}")
+            try:
+                h = int(h, 16)
+            except ValueError:
+                raise ValueError(f"hash [{i}]: expected 16 hex digits, got {h!r}") from None
+        out[i] = h
+    return out
 
 
-def as_hash_array(hashes: list[int]) -> np.ndarray:
-    """Python ints -> a uint64 array suitable for :func:`near_pairs`."""
-    return np.array(hashes, dtype=np.uint64) if hashes else np.zeros(0, dtype=np.uint64)
+# ----------------------------------------------------------------------------------- Hamming search
+
+_BRUTE_LIMIT = 1 << 22  # below this many (query, ref) comparisons, compare everything in one block
 
 
-def near_pairs(queries: np.ndarray, refs: np.ndarray, max_distance: int,
-               block_elems: int = 1 << 22) -> Iterator[tuple[int, int, int]]:
-    """Every ``(query index, ref index, distance)`` with Hamming distance <= ``max_distance``.
+def _variants(width: int, radius: int) -> np.ndarray:
+    """Every XOR mask of ``width`` bits with at most ``radius`` bits set."""
+    masks = [0]
+    for k in range(1, min(radius, width) + 1):
+        masks += [sum(1 << b for b in c) for c in combinations(range(width), k)]
+    return np.array(masks, dtype=np.int64)
 
-    Works on blocks of queries so at most ``block_elems`` distances are held at once; yields in
-    (query, ref) order."""
+
+def _bands(t: int, n_query: int, n_ref: int) -> list[tuple[int, int]]:
+    """(shift, width) of the bands that minimise the estimated candidate work for threshold ``t``."""
+    best: tuple[float, list[tuple[int, int]]] | None = None
+    for m in range(3, 17):
+        widths = [64 // m + (1 if k < 64 % m else 0) for k in range(m)]
+        r = t // m
+        cost = 0.0
+        for w in widths:
+            n_var = sum(len(list(combinations(range(w), k))) for k in range(min(r, w) + 1))
+            cost += n_var * (n_query + n_query * n_ref / 2.0 ** w)
+        if best is None or cost < best[0]:
+            shifts = [sum(widths[k + 1:]) for k in range(m)]
+            best = (cost, list(zip(shifts, widths)))
+    assert best is not None
+    return best[1]
+
+
+def _within(a: np.ndarray, b: np.ndarray | None, t: int, chunk: int = 1 << 21) -> np.ndarray:
+    """Sorted unique ``(i, j)`` rows (int64, shape (k, 2)) with ``popcount(a[i] ^ b[j]) <= t``; with ``b``
+    None, the pairs i < j within ``a``. At most about ``chunk`` candidate pairs are held at once."""
+    self_join = b is None
+    ref = a if b is None else b
+    if a.size == 0 or ref.size == 0 or t < 0:
+        return np.zeros((0, 2), dtype=np.int64)
+    nr = ref.size
+    if a.size * nr <= _BRUTE_LIMIT:
+        ok = np.bitwise_count(a[:, None] ^ ref[None, :]) <= t
+        if self_join:
+            ok &= np.arange(a.size)[:, None] < np.arange(nr)[None, :]
+        qi, rj = np.nonzero(ok)
+        return np.stack([qi, rj], axis=1).astype(np.int64)
+    bands = _bands(t, a.size, nr)
+    radius = t // len(bands)
+    found: list[np.ndarray] = []
+    for shift, width in bands:
+        mask = np.uint64((1 << width) - 1)
+        rkeys = ((ref >> np.uint64(shift)) & mask).astype(np.int64)
+        qkeys = ((a >> np.uint64(shift)) & mask).astype(np.int64)
+        order = np.argsort(rkeys, kind="stable")
+        counts = np.bincount(rkeys, minlength=1 << width)
+        starts = np.cumsum(counts) - counts
+        for v in _variants(width, radius):
+            keys = qkeys ^ v
+            c = counts[keys]
+            step = max(1, a.size * chunk // max(1, int(c.sum())))  # queries per block of ~chunk candidates
+            for lo in range(0, a.size, step):
+                cc = c[lo:lo + step]
+                hi = lo + cc.size
+                total = int(cc.sum())
+                if total == 0:
+                    continue
+                qi = np.repeat(np.arange(lo, hi), cc)
+                offs = np.arange(total) - np.repeat(np.cumsum(cc) - cc, cc)
+                rj = order[np.repeat(starts[keys[lo:hi]], cc) + offs]
+                keep = np.bitwise_count(a[qi] ^ ref[rj]) <= t
+                if self_join:
+                    keep &= qi < rj
+                if keep.any():
+                    found.append(qi[keep] * nr + rj[keep])
+    if not found:
+        return np.zeros((0, 2), dtype=np.int64)
+    flat = np.unique(np.concatenate(found))
+    return np.stack([flat // nr, flat % nr], axis=1)
+
+
+def _index_hashes(hashes: Sequence[str | None]) -> tuple[np.ndarray, np.ndarray]:
+    """(positions of the non-None hashes, their uint64 values)."""
+    pos = np.array([i for i, h in enumerate(hashes) if h is not None], dtype=np.int64)
+    return pos, as_hash_array([h for h in hashes if h is not None])
+
+
+def _either(a: Sequence[HashPair], b: Sequence[HashPair] | None, phash_threshold: int,
+            dhash_threshold: int) -> list[tuple[int, int]]:
+    out: set[tuple[int, int]] = set()
+    for k, t in ((0, phash_threshold), (1, dhash_threshold)):
+        apos, avals = _index_hashes([h[k] for h in a])
+        if b is None:
+            bpos, bvals = apos, None
+        else:
+            bpos, bvals = _index_hashes([h[k] for h in b])
+        pairs = _within(avals, bvals, t)
+        out.update(zip(apos[pairs[:, 0]].tolist(), bpos[pairs[:, 1]].tolist()))
+    return sorted(out)
+
+
+def near_duplicate_pairs(hashes: Sequence[HashPair], phash_threshold: int = PHASH_THRESHOLD,
+                         dhash_threshold: int = DHASH_THRESHOLD) -> list[tuple[int, int]]:
+    """Every pair ``(i, j)``, i < j, of one set of ``(pHash, dHash)`` hex pairs (as :func:`perceptual_hashes`
+    returns them) whose pHash distance <= ``phash_threshold`` OR whose dHash distance <= ``dhash_threshold``;
+    a None hash never matches. Sorted; sub-quadratic (100k items take seconds)."""
+    return _either(hashes, None, phash_threshold, dhash_threshold)
+
+
+def near_pairs_between(queries: Sequence[HashPair], refs: Sequence[HashPair], phash_threshold: int = PHASH_THRESHOLD,
+                       dhash_threshold: int = DHASH_THRESHOLD) -> list[tuple[int, int]]:
+    """Every ``(query index, ref index)`` whose pHash OR dHash is within its threshold; sorted."""
+    return _either(queries, refs, phash_threshold, dhash_threshold)
+
+
+def near_pairs(queries: np.ndarray, refs: np.ndarray, max_distance: int) -> Iterator[tuple[int, int, int]]:
+    """Every ``(query index, ref index, distance)`` of two uint64 hash arrays with Hamming distance <=
+    ``max_distance``, in (query, ref) order."""
     queries = np.asarray(queries, dtype=np.uint64)
     refs = np.asarray(refs, dtype=np.uint64)
-    if queries.size == 0 or refs.size == 0:
-        return
-    rows = max(1, block_elems // refs.size)
-    for start in range(0, queries.size, rows):
-        block = queries[start:start + rows]
-        dist = np.bitwise_count(block[:, None] ^ refs[None, :])
-        qi, ri = np.nonzero(dist <= max_distance)
-        for q, r in zip(qi.tolist(), ri.tolist()):
-            yield start + q, r, int(dist[q, r])
+    pairs = _within(queries, refs, max_distance)
+    dist = np.bitwise_count(queries[pairs[:, 0]] ^ refs[pairs[:, 1]]) if len(pairs) else np.zeros(0, np.uint8)
+    for (q, r), d in zip(pairs.tolist(), dist.tolist()):
+        yield q, r, int(d)

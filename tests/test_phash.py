@@ -1,0 +1,122 @@
+"""Perceptual hashes (``imagehash`` pHash + dHash) and the near-duplicate search, on real medical images."""
+
+from __future__ import annotations
+
+import io
+
+import imagehash
+import numpy as np
+import pydicom
+import pytest
+from PIL import Image
+from pydicom.data import get_testdata_file
+
+from medvl.curate.phash import (DHASH_THRESHOLD, PHASH_THRESHOLD, _within, canonical_rgb, hamming,
+                                near_duplicate_pairs, near_pairs_between, perceptual_hashes, pixel_md5)
+
+
+def _ct() -> np.ndarray:
+    """pydicom's CT_small.dcm as 8-bit grey (min..max)."""
+    a = pydicom.dcmread(get_testdata_file("CT_small.dcm")).pixel_array.astype(np.float64)
+    return np.rint((a - a.min()) / (a.max() - a.min()) * 255).astype(np.uint8)
+
+
+def _mni_axial(z: int) -> np.ndarray:
+    from nilearn import datasets
+
+    v = np.asarray(datasets.load_mni152_template(resolution=1).get_fdata())
+    s = v[:, :, z] / v.max() * 255
+    return np.ascontiguousarray(np.rot90(np.rint(s).astype(np.uint8)))
+
+
+def _jpeg(arr: np.ndarray, quality: int) -> np.ndarray:
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, format="JPEG", quality=quality)
+    return np.asarray(Image.open(io.BytesIO(buf.getvalue())))
+
+
+def test_hashes_are_imagehash_of_the_grey_image() -> None:
+    from skimage import data as skd
+
+    for arr in (_ct(), skd.retina()[::4, ::4], _mni_axial(90)):
+        grey = Image.fromarray(arr).convert("L")
+        expected = (str(imagehash.phash(grey)), str(imagehash.dhash(grey)))
+        assert perceptual_hashes(arr) == expected
+        assert perceptual_hashes(Image.fromarray(arr)) == expected
+        assert all(len(h) == 16 for h in expected)
+    ct = _ct()
+    assert perceptual_hashes(np.repeat(ct[:, :, None], 3, axis=2)) == perceptual_hashes(ct)  # grey == its RGB copy
+    # a 16-bit image hashes as its canonical (min..max scaled) 8-bit copy
+    raw = pydicom.dcmread(get_testdata_file("CT_small.dcm")).pixel_array
+    i16 = Image.fromarray((raw.astype(np.int32) - raw.min()).astype(np.uint16))
+    assert perceptual_hashes(i16) == perceptual_hashes(canonical_rgb(i16))
+
+
+def test_flat_images_have_no_hashes_and_bad_arrays_are_named() -> None:
+    assert perceptual_hashes(np.full((64, 64), 40, np.uint8)) == (None, None)
+    assert perceptual_hashes(np.zeros((1, 50, 3), np.uint8)) == (None, None)
+    with pytest.raises(ValueError, match="uint8 .*float64"):
+        perceptual_hashes(np.zeros((8, 8)))
+    with pytest.raises(ValueError, match=r"\(8, 8, 4\)"):
+        perceptual_hashes(np.zeros((8, 8, 4), np.uint8))
+
+
+def test_jpeg_of_a_brain_slice_is_a_near_duplicate() -> None:
+    """The issue's case: a JPEG of an MR brain slice. On the (left-right symmetric) MNI152 template half the
+    low DCT coefficients are ~0, so pHash bits flip under any re-encoding (imagehash: 14-17 bits even at
+    quality 95); the dHash stays within 2 bits, and either hash decides."""
+    for z in (60, 80, 120):
+        png = _mni_axial(z)
+        p0, d0 = perceptual_hashes(png)
+        p1, d1 = perceptual_hashes(_jpeg(png, 75))
+        assert hamming(d0, d1) <= 2 < DHASH_THRESHOLD
+        assert near_duplicate_pairs([(p0, d0), (p1, d1)]) == [(0, 1)]
+
+
+def test_pixel_md5_is_stable() -> None:
+    """The fingerprint definition build records store: MD5 over 'HxWx3:' + the canonical RGB bytes."""
+    import hashlib
+
+    ct = _ct()
+    rgb = canonical_rgb(Image.fromarray(ct))
+    want = hashlib.md5(f"{ct.shape[0]}x{ct.shape[1]}x3:".encode() + np.repeat(ct[:, :, None], 3, 2).tobytes()).hexdigest()
+    assert pixel_md5(rgb) == want
+
+
+def _brute(a: np.ndarray, b: np.ndarray | None, t: int) -> list[tuple[int, int]]:
+    ref = a if b is None else b
+    d = np.bitwise_count(a[:, None] ^ ref[None, :])
+    ok = d <= t
+    if b is None:
+        ok &= np.arange(a.size)[:, None] < np.arange(a.size)[None, :]
+    return list(zip(*(x.tolist() for x in np.nonzero(ok))))
+
+
+@pytest.mark.parametrize("t", [0, 3, 6, 10, 14])
+def test_banded_search_equals_brute_force(t: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    import medvl.curate.phash as ph
+
+    monkeypatch.setattr(ph, "_BRUTE_LIMIT", 0)  # force the multi-index path even for small sets
+    rng = np.random.default_rng(t)
+    base = rng.integers(0, 2**63, 1500, dtype=np.uint64) << np.uint64(1)
+    flips = np.array([sum(1 << int(b) for b in rng.choice(64, int(k), replace=False)) for k in rng.integers(0, 16, 600)],
+                     dtype=np.uint64)
+    a = np.concatenate([base, base[:600] ^ flips])  # planted near copies at distances 0..15
+    got = _within(a, None, t)
+    assert [tuple(p) for p in got.tolist()] == _brute(a, None, t)
+    b = np.concatenate([base[300:900] ^ flips, rng.integers(0, 2**63, 500, dtype=np.uint64)])
+    assert [tuple(p) for p in _within(a, b, t).tolist()] == _brute(a, b, t)
+
+
+def test_near_duplicate_pairs_or_rule_and_none() -> None:
+    ct, mri = _ct(), _mni_axial(90)
+    hashes = [perceptual_hashes(ct), perceptual_hashes(mri), perceptual_hashes(_jpeg(ct, 60)), (None, None),
+              perceptual_hashes(np.asarray(Image.fromarray(mri).resize((150, 170))))]
+    assert near_duplicate_pairs(hashes) == [(0, 2), (1, 4)]
+    # either hash alone decides: a pair only the dHash links
+    p = int(hashes[0][0], 16)
+    only_d = (format(p ^ ((1 << 40) - 1), "016x"), hashes[0][1])
+    assert near_duplicate_pairs([hashes[0], only_d]) == [(0, 1)]
+    assert near_duplicate_pairs([hashes[0], (only_d[0], None)]) == []
+    assert near_pairs_between([hashes[1]], hashes) == [(0, 1), (0, 4)]
+    assert PHASH_THRESHOLD >= 0 and DHASH_THRESHOLD >= 0
