@@ -128,8 +128,9 @@ def test_series_ordered_by_position_not_name(tmp_path):
     for it in items:
         assert it.dimension == "3d" and it.slice["axis"] == "axial" and it.slice["of"] == 6
         assert it.array.shape == (128, 128) and it.task == "cls" and it.patient_raw == "1CT1"
-    # coronal slices are resampled from 5 mm slices to 0.66 mm pixels: 6 slices -> ~45 rows
-    _, cor, _ = _run(_source_cfg(tmp_path, ["coronal"]))
+    # coronal slices are resampled from 5 mm slices to 0.66 mm pixels: 6 slices -> ~45 rows (a spacing ratio of
+    # 7.6, over the default slicing.max_spacing_ratio of 4: allowed explicitly here)
+    _, cor, _ = _run(_source_cfg(tmp_path, ["coronal"], max_spacing_ratio=10))
     assert cor and all(it.array.shape == (int(round(6 * 5 / 0.661468)), 128) for it in cor)
 
 
@@ -151,8 +152,8 @@ def test_series_mode_bad_slice_and_fallback(tmp_path):
         [f"ct/z_0{k}.dcm" for k in (1, 2, 4, 5, 6)] + ["single/one.dcm"])
 
 
-def _source_cfg(root, axes):
-    cfg = SourceConfig(name="dcm", format="dicom", path=str(root), slicing={"axes": axes, "unlabelled": 2})
+def _source_cfg(root, axes, **slicing):
+    cfg = SourceConfig(name="dcm", format="dicom", path=str(root), slicing={"axes": axes, **slicing})
     return SOURCES.get("dicom")(cfg)
 
 

@@ -42,27 +42,35 @@ def present_values(label_mask: np.ndarray) -> list[int]:
 
 def mask_to_regions(
     label_mask: np.ndarray,
-    label_map: Mapping[int, str],
+    label_map: Mapping[int, str | Sequence[str]],
     min_size: int = 1,
     per_component: bool = True,
     connectivity: int = 2,
 ) -> list[Region]:
     """Regions of a 2D integer label mask: per label, one box per connected component of at least
     ``min_size`` pixels (or one box around all its pixels when ``per_component`` is False).
-    Value 0 and values mapped to "background" are skipped. Output is ordered by label value, then by
-    component position (top-left first), so it is deterministic."""
+    A value may name several labels (a list: where segments overlap); a label's pixels are those of every
+    value that names it, so each label's boxes come from its own full mask. Value 0 and labels named
+    "background" are skipped. Output is ordered by the label's smallest value, then by component position
+    (top-left first), so it is deterministic."""
     if label_mask.ndim != 2:
         raise ValueError(f"expected a 2D mask, got shape {label_mask.shape}")
     regions: list[Region] = []
     structure = _STRUCTURES.get(connectivity)
     if structure is None:
         structure = _STRUCTURES[connectivity] = ndimage.generate_binary_structure(2, connectivity)
-    for value, crop in _value_crops(label_mask):
-        name = label_map.get(value)
-        if name is None or name.lower() == "background":
-            continue
+    crops = _value_crops(label_mask)
+    by_label: dict[str, list[tuple[int, tuple[slice, slice] | None]]] = {}
+    for value, crop in crops:  # by value: a label is first seen at its smallest value
+        names = label_map.get(value)
+        for name in ([] if names is None else [names] if isinstance(names, str) else names):
+            if name.lower() != "background":
+                by_label.setdefault(name, []).append((value, crop))
+    for name, parts in by_label.items():
+        crop = _union_crop([c for _, c in parts])
         sub = label_mask[crop] if crop is not None else label_mask
-        binary = sub == value
+        values = [v for v, _ in parts]
+        binary = sub == values[0] if len(values) == 1 else np.isin(sub, values)
         oy, ox = (crop[0].start, crop[1].start) if crop is not None else (0, 0)
         if per_component:
             comps, n = ndimage.label(binary, structure=structure)
@@ -87,6 +95,16 @@ def mask_to_regions(
                 box = (box[0] + ox, box[1] + oy, box[2] + ox, box[3] + oy)
                 regions.append(Region(label=name, box=box, area=area, source="mask"))
     return regions
+
+
+def _union_crop(crops: list[tuple[slice, slice] | None]) -> tuple[slice, slice] | None:
+    """The bounding slices of several crops (None = whole image wins)."""
+    if any(c is None for c in crops):
+        return None
+    if len(crops) == 1:
+        return crops[0]
+    return (slice(min(c[0].start for c in crops), max(c[0].stop for c in crops)),  # type: ignore[index]
+            slice(min(c[1].start for c in crops), max(c[1].stop for c in crops)))  # type: ignore[index]
 
 
 _STRUCTURES: dict[int, np.ndarray] = {}

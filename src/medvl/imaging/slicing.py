@@ -11,7 +11,7 @@ size in mm along those three axes. Slices come out in radiological display orien
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,6 +19,8 @@ import numpy as np
 from scipy import ndimage
 
 AXES: dict[str, int] = {"sagittal": 0, "coronal": 1, "axial": 2}
+AXIS_NAMES: dict[int, str] = {v: k for k, v in AXES.items()}
+MAX_NONFINITE_FRACTION = 0.01  # a slice with more NaN/Inf pixels than this is skipped, never emitted
 
 
 @dataclass(frozen=True)
@@ -44,6 +46,34 @@ def in_plane_spacing(axis: str, spacing: Sequence[float]) -> tuple[float, float]
     rest = [float(spacing[i]) for i in range(3) if i != a]
     # the display slice is the remaining two axes transposed: rows = the later axis, columns = the earlier
     return rest[1], rest[0]
+
+
+def spacing_ratio(axis: str, spacing: Sequence[float]) -> float:
+    """How much resampling to square pixels stretches a display slice along ``axis``: the coarser over the
+    finer of its two in-plane spacings (1 = square pixels; 53 mm slices under 0.7 mm pixels give 76)."""
+    row_mm, col_mm = in_plane_spacing(axis, spacing)
+    return max(row_mm, col_mm) / min(row_mm, col_mm)
+
+
+def split_axes(axes: Sequence[str], spacing: Sequence[float], max_ratio: float) -> tuple[list[str], list[tuple[str, float]]]:
+    """(axes to slice, [(axis, ratio)] skipped because their spacing ratio exceeds ``max_ratio``): slices
+    across very coarse spacing are streaks, not images."""
+    keep: list[str] = []
+    skipped: list[tuple[str, float]] = []
+    for axis in axes:
+        ratio = spacing_ratio(axis, spacing)
+        if ratio > max_ratio + 1e-9:
+            skipped.append((axis, ratio))
+        else:
+            keep.append(axis)
+    return keep, skipped
+
+
+def coarse_axis_reason(key: str, axis: str, spacing: Sequence[float], max_ratio: float) -> str:
+    """The reject reason for an axis skipped by :func:`split_axes` (names the file, the axis and the ratio)."""
+    row_mm, col_mm = in_plane_spacing(axis, spacing)
+    return (f"{key}: {axis} slices skipped: their pixels would be {row_mm:.4g} x {col_mm:.4g} mm, a spacing ratio "
+            f"of {spacing_ratio(axis, spacing):.1f} > slicing.max_spacing_ratio {max_ratio:g} (streaks, not images)")
 
 
 def square_shape(shape: tuple[int, int], row_mm: float, col_mm: float) -> tuple[int, int]:
@@ -150,14 +180,17 @@ def _policy_get(policy: Any, key: str, default: Any) -> Any:
 
 
 def select_slices(label_volume: np.ndarray, policy: Any, spacing: Sequence[float],
-                  label_values: Iterable[int]) -> list[SlicePick]:
+                  label_values: Iterable[int], axes: Sequence[str] | None = None,
+                  value_groups: Mapping[int, Sequence[int]] | None = None) -> list[SlicePick]:
     """Slices to take from a labelled volume (``policy`` is a ``SlicingPolicy`` or a dict of its fields).
 
-    Per label value and per axis in ``policy.axes``: the ``per_label`` slices with the largest area
-    (ties -> lower index), each with area >= ``min_area``, picks of one label at least ``min_gap`` slices
-    apart; plus ``unlabelled`` evenly spaced slices containing none of the label values. Ordered by axis
-    (policy order), then index, then label value (None last)."""
-    axes = list(_policy_get(policy, "axes", ["axial"]))
+    Per label value and per axis (``axes``, else ``policy.axes``, else axial): the ``per_label`` slices with
+    the largest area (ties -> lower index), each with area >= ``min_area``, picks of one label at least
+    ``min_gap`` slices apart; plus ``unlabelled`` evenly spaced slices containing none of the label values.
+    ``value_groups`` maps a label value to every voxel value that shows it (its own value and the overlap
+    values it is part of, see ``imaging.labelmap``), so a label's area is that of its full mask. Ordered by
+    axis, then index, then label value (None last)."""
+    axes = list(axes if axes is not None else (_policy_get(policy, "axes", None) or ["axial"]))
     per_label = int(_policy_get(policy, "per_label", 3))
     min_area = float(_policy_get(policy, "min_area", 64))
     unlabelled = int(_policy_get(policy, "unlabelled", 0))
@@ -167,7 +200,9 @@ def select_slices(label_volume: np.ndarray, policy: Any, spacing: Sequence[float
     # one comparison pass per label value, shared by every axis
     counts: dict[int, dict[int, np.ndarray]] = {}
     for value in values:
-        counts[value] = _all_slice_counts(label_volume == value, set(axis_ids))
+        group = list((value_groups or {}).get(value, [value]))
+        binary = label_volume == group[0] if len(group) == 1 else np.isin(label_volume, group)
+        counts[value] = _all_slice_counts(binary, set(axis_ids))
     picks: list[SlicePick] = []
     for axis, a in zip(axes, axis_ids):
         any_label = np.zeros(label_volume.shape[a], dtype=bool)
@@ -196,3 +231,50 @@ def group_picks(picks: Sequence[SlicePick]) -> list[tuple[str, int, list[SlicePi
     for p in picks:
         groups.setdefault((p.axis, p.index), []).append(p)
     return [(ax, idx, ps) for (ax, idx), ps in groups.items()]
+
+
+class BadVoxels:
+    """The non-finite (NaN/Inf) voxels of a float volume (or of a (frames, rows, cols) stack), found once.
+
+    Policy: a slice or frame with more than ``MAX_NONFINITE_FRACTION`` non-finite pixels is skipped (the
+    caller rejects it naming the file and these counts); in what remains, the few non-finite voxels are set
+    to the lowest finite value of the volume (displayed black) by :meth:`fill` before resampling and
+    windowing, and the item records how many pixels were filled."""
+
+    def __init__(self, volume: np.ndarray):
+        self.total = int(volume.size)
+        self.mask: np.ndarray | None = None
+        self.count = 0
+        self.fill_value = 0.0
+        if np.issubdtype(volume.dtype, np.floating):
+            finite = np.isfinite(volume)
+            self.count = self.total - int(np.count_nonzero(finite))
+            if self.count:
+                self.mask = ~finite
+                if self.count < self.total:
+                    self.fill_value = float(np.min(volume, where=finite, initial=np.inf))
+
+    def fill(self, volume: np.ndarray) -> None:
+        """Set the non-finite voxels of ``volume`` (the array this was computed on) in place."""
+        if self.mask is not None:
+            volume[self.mask] = self.fill_value
+
+    def _plane(self, axis: int, index: int) -> np.ndarray | None:
+        return None if self.mask is None else self.mask[(slice(None),) * axis + (index,)]
+
+    def count_in(self, axis: int, index: int) -> int:
+        """Non-finite pixels of the plane ``index`` along array axis ``axis`` (before any fill)."""
+        plane = self._plane(axis, index)
+        return 0 if plane is None else int(np.count_nonzero(plane))
+
+    def problem(self, axis: int, index: int) -> str | None:
+        """Why that plane must not be emitted (too many non-finite pixels), or None."""
+        plane = self._plane(axis, index)
+        if plane is None:
+            return None
+        bad, size = int(np.count_nonzero(plane)), int(plane.size)
+        if bad <= MAX_NONFINITE_FRACTION * size:
+            return None
+        return (f"{bad} of {size} pixels ({100.0 * bad / size:.1f}%) are NaN/Inf (more than "
+                f"{100 * MAX_NONFINITE_FRACTION:g}% allowed; {self.count} of {self.total} voxels of the file are "
+                f"non-finite); slice skipped")

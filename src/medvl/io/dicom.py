@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 import pydicom
@@ -39,7 +39,7 @@ class DicomImage:
     frames: np.ndarray
     modality: str | None
     photometric: str
-    spacing: tuple[float, float]  # (row, column) mm
+    spacing: tuple[float, float] | None  # (row, column) mm; None when the file does not say (never invented)
     rgb: bool
     voi: tuple[float, float] | None  # WindowCenter/Width from the file, if any
     text: dict[str, str] = field(default_factory=dict)  # StudyDescription / SeriesDescription / BodyPartExamined
@@ -49,6 +49,7 @@ class DicomImage:
     sensitive: set[str] = field(default_factory=set)
     burned_in: str | None = None  # BurnedInAnnotation ("YES"/"NO"), None when the file does not say
     tissue_regions: list[tuple[int, int, int, int]] = field(default_factory=list)  # US regions x0, y0, x1, y1
+    aspect: tuple[float, float] | None = None  # PixelAspectRatio (row, column) when spacing is unknown
 
     @property
     def may_have_burned_in_text(self) -> bool:
@@ -91,7 +92,7 @@ class SliceGeometry:
     cols: int
     position: tuple[float, float, float] | None
     orientation: tuple[float, ...] | None
-    spacing: tuple[float, float]
+    spacing: tuple[float, float] | None  # None: the header gives no pixel spacing
     instance: int | None
     is_seg: bool = False
 
@@ -139,9 +140,10 @@ def _pair(v: Any) -> tuple[float, float] | None:
     return None
 
 
-def pixel_spacing(ds: Dataset) -> tuple[float, float]:
+def pixel_spacing(ds: Dataset) -> tuple[float, float] | None:
     """(row, column) spacing in mm: PixelSpacing, then ImagerPixelSpacing (X-ray), then the enhanced
-    functional groups, else (1, 1). Zero or malformed values are skipped."""
+    functional groups; None when none of them gives a usable value (unknown: never invented as 1 mm).
+    Zero or malformed values are skipped."""
     for kw in ("PixelSpacing", "ImagerPixelSpacing"):
         sp = _pair(ds.get(kw))
         if sp:
@@ -153,7 +155,13 @@ def pixel_spacing(ds: Dataset) -> tuple[float, float]:
             sp = None
         if sp:
             return sp
-    return 1.0, 1.0
+    return None
+
+
+def pixel_aspect(ds: Dataset) -> tuple[float, float] | None:
+    """PixelAspectRatio as (row, column) relative sizes (e.g. (2, 1): pixels twice as tall as wide), or
+    None. It fixes the pixel shape of images without a spacing, not their size in mm."""
+    return _pair(ds.get("PixelAspectRatio"))
 
 
 def _text(v: Any) -> str:
@@ -253,7 +261,7 @@ def read_dicom(path: str | Path) -> DicomImage:
         text={k: _text(ds.get(k)) for k in TEXT_FIELDS if _text(ds.get(k))}, patient_id=pid,
         view=_text(ds.get("ViewPosition")).upper() or None, sop_uid=_text(ds.get("SOPInstanceUID")),
         sensitive=identifying_values(ds), burned_in=_text(ds.get("BurnedInAnnotation")).upper() or None,
-        tissue_regions=tissue_regions(ds),
+        tissue_regions=tissue_regions(ds), aspect=pixel_aspect(ds),
     )
 
 
@@ -304,7 +312,9 @@ def series_problem(geoms: list[SliceGeometry]) -> str | None:
         return "ImagePositionPatient/ImageOrientationPatient missing"
     if any(not np.allclose(g.orientation, g0.orientation, atol=1e-3) for g in geoms):  # type: ignore[arg-type]
         return "images in the series have different orientations"
-    if any(not np.allclose(g.spacing, g0.spacing, rtol=1e-3) for g in geoms):
+    if any(g.spacing is None for g in geoms):
+        return "PixelSpacing missing (the in-plane pixel size is unknown, so the volume cannot be resliced)"
+    if any(not np.allclose(g.spacing, g0.spacing, rtol=1e-3) for g in geoms):  # type: ignore[arg-type]
         return "images in the series have different pixel spacing"
     try:
         normal = slice_normal(g0.orientation)  # type: ignore[arg-type]
@@ -340,6 +350,8 @@ def series_affine(ordered: list[SliceGeometry]) -> np.ndarray:
     normal = slice_normal(g0.orientation)  # type: ignore[arg-type]
     d = [float(np.dot(normal, g.position)) for g in ordered]  # type: ignore[arg-type]
     dz = float(np.median(np.diff(d))) if len(d) > 1 else 1.0
+    if g0.spacing is None:
+        raise ValueError("PixelSpacing missing: no affine for a series without pixel spacing")
     row_mm, col_mm = g0.spacing
     aff = np.eye(4)
     aff[:3, 0] = row_dir * col_mm
@@ -363,7 +375,14 @@ def to_canonical(stack: np.ndarray, affine: np.ndarray) -> tuple[np.ndarray, tup
     return apply_canonical(stack, ornt), (spacing[0], spacing[1], spacing[2]), ornt
 
 
+def acquisition_axis(ornt: np.ndarray) -> int:
+    """The canonical (RAS) axis the stacked slices were acquired along: 0 sagittal, 1 coronal, 2 axial
+    (the axis closest to the slice normal of ImageOrientationPatient, as chosen by :func:`to_canonical`)."""
+    return int(ornt[2][0])
+
+
 def apply_canonical(stack: np.ndarray, ornt: np.ndarray) -> np.ndarray:
+    """The same reorientation as :func:`to_canonical` for another (slice, row, column) array (label maps)."""
     import nibabel as nib
 
     return np.ascontiguousarray(nib.orientations.apply_orientation(stack.transpose(2, 1, 0), ornt))
@@ -390,16 +409,34 @@ def seg_references(ds: Dataset) -> list[str]:
 
 @dataclass
 class SegMasks:
-    """Masks of a DICOM SEG per referenced source instance: ``masks[sop_uid]`` is an (H, W) integer map
-    of segment numbers (0 = none; where segments overlap, the higher number wins)."""
+    """A DICOM SEG opened for some of its referenced source instances (``uids``, in the caller's order).
+    Segments may overlap: :meth:`layers` decodes one segment at a time as boolean masks, so a SEG with
+    many segments never needs all of them in memory at once."""
 
-    masks: dict[str, np.ndarray]
+    path: Path
     segments: dict[int, str]  # segment number -> SegmentLabel (or property type meaning)
     sensitive: set[str]
+    uids: list[str]
+    seg: Any = None  # the highdicom Segmentation
+
+    def layers(self) -> Iterator[tuple[int, str, dict[str, np.ndarray]]]:
+        """(segment number, label, {sop_uid: (H, W) bool mask}) per segment, by segment number. Fractional
+        segments count as present at >= 0.5. Decoding failures raise ``DicomReadError``."""
+        for num in sorted(self.segments):
+            try:
+                px = self.seg.get_pixels_by_source_instance(
+                    self.uids, segment_numbers=[num], combine_segments=False, ignore_spatial_locations=True,
+                    skip_overlap_checks=True)
+            except Exception as e:  # noqa: BLE001
+                raise DicomReadError(self.path, f"cannot decode SEG frames ({type(e).__name__}: {e})") from None
+            px = np.asarray(px)[..., 0]
+            binary = px >= 0.5 if px.dtype.kind == "f" else px > 0
+            yield num, self.segments[num], dict(zip(self.uids, binary))
 
 
 def read_seg(path: str | Path, source_uids: list[str]) -> SegMasks:
-    """Read a SEG with highdicom and return its masks for those of ``source_uids`` it references."""
+    """Open a SEG with highdicom for those of ``source_uids`` it references (their masks come from
+    :meth:`SegMasks.layers`). Raises ``DicomReadError`` when it cannot be read or references none of them."""
     import highdicom as hd
 
     path = Path(path)
@@ -420,17 +457,4 @@ def read_seg(path: str | Path, source_uids: list[str]) -> SegMasks:
     wanted = [u for u in source_uids if u in referenced]
     if not wanted:
         raise DicomReadError(path, "referenced images not found")
-    masks: dict[str, np.ndarray] = {}
-    try:
-        for num in sorted(segments):
-            px = seg.get_pixels_by_source_instance(wanted, segment_numbers=[num], combine_segments=False,
-                                                   ignore_spatial_locations=True, skip_overlap_checks=True)
-            px = np.asarray(px)[..., 0]
-            if px.dtype.kind == "f":
-                px = px >= 0.5
-            for uid, m in zip(wanted, px):
-                cur = masks.setdefault(uid, np.zeros(m.shape, dtype=np.int32))
-                cur[m > 0] = num
-    except Exception as e:  # noqa: BLE001
-        raise DicomReadError(path, f"cannot decode SEG frames ({type(e).__name__}: {e})") from None
-    return SegMasks(masks=masks, segments=segments, sensitive=identifying_values(seg))
+    return SegMasks(path=path, segments=segments, sensitive=identifying_values(seg), uids=wanted, seg=seg)

@@ -33,13 +33,29 @@ class WindowSpec(_Strict):
 class SlicingPolicy(_Strict):
     """3D -> 2D: per label, the ``per_label`` slices with the largest mask area on each axis in ``axes``
     (at least ``min_area`` mask pixels, measured on the resampled slice), plus ``unlabelled`` evenly spaced
-    slices without any label; slices are resampled to square pixels using the voxel spacing."""
+    slices without any label in each labelled volume; slices are resampled to square pixels using the voxel
+    spacing. Volumes without labels (Decathlon test images, unlabelled DICOM series) take their own count
+    (``test_slices`` / ``slices_per_series`` of the source's options), never ``unlabelled``.
 
-    axes: list[Literal["axial", "coronal", "sagittal"]] = ["axial"]
+    ``axes`` unset (None) means: DICOM series in their acquisition plane (from ImageOrientationPatient),
+    NIfTI volumes axial. An axis whose slices would be stretched by more than ``max_spacing_ratio``
+    (coarser over finer in-plane spacing, e.g. 53 mm slices under 0.7 mm pixels = 76) is skipped and
+    reported as a "filter" reject naming the file, the axis and the ratio."""
+
+    axes: list[Literal["axial", "coronal", "sagittal"]] | None = Field(
+        None, min_length=1, description="axes to slice; unset: a DICOM series' acquisition plane, axial for NIfTI "
+        "volumes")
     per_label: int = Field(3, ge=1)
     min_area: int = Field(64, ge=1)
-    unlabelled: int = Field(0, ge=0)
+    unlabelled: int = Field(0, ge=0, description="evenly spaced slices without any label, per labelled volume "
+                            "and axis")
     min_gap: int = Field(2, ge=0, description="minimum distance in slices between two picks of one label")
+    max_spacing_ratio: float = Field(4.0, ge=1.0, description="skip an axis whose slices' coarser in-plane "
+                                     "spacing exceeds this many times the finer one (streaks, not images)")
+
+    def axes_or(self, default: str) -> list[str]:
+        """The recipe's axes, or ``[default]`` when the recipe names none."""
+        return list(self.axes) if self.axes else [default]
 
 
 class SourceConfig(_Strict):

@@ -3,14 +3,21 @@
 "./labelsTr/x.nii.gz"}], ``test`` ["./imagesTs/y.nii.gz"]) with NIfTI volumes.
 
 One unit per training case (plus one per test image with ``include_test``). Each volume is read in RAS,
-the slicing policy picks the largest-area slices per label and axis, slices are resampled to square
-pixels, windowed (CT presets on HU, percentile otherwise; bounds computed once per volume) and each
-connected component of the resampled label slice becomes a region. Test images (no label) give
-``test_slices`` evenly spaced unlabelled slices. 4D images (e.g. BraTS) use ``options.channel``.
+the slicing policy picks the largest-area slices per label and axis (axial unless ``slicing.axes`` says
+otherwise), slices are resampled to square pixels, windowed (CT presets on HU, percentile otherwise; bounds
+computed once per volume) and each connected component of the resampled label slice becomes a region.
+
+Test images (``test`` in dataset.json, usually ``imagesTs/``; no labels) are read only with
+``options.include_test``, and then give ``options.test_slices`` evenly spaced slices per axis: that is the
+only count for them (``slicing.unlabelled`` means unlabelled slices of *labelled* volumes). Without
+``include_test`` the source leaves a note (shown in summary.json warnings) saying how many were not read.
+4D images (e.g. BraTS) use ``options.channel``.
 
 Rejects (naming the file): missing/unreadable/truncated files, image/label shape mismatch, empty label
 volume, label values missing from the label map, all-NaN image, paths escaping the dataset root, slices
-whose regions are all smaller than ``min_region_size``."""
+whose regions are all smaller than ``min_region_size``, slices with more than 1% NaN/Inf pixels (the few
+non-finite voxels of other slices are shown as the volume's lowest value), and axes whose slices would be
+stretched more than ``slicing.max_spacing_ratio`` (stage "filter")."""
 
 from __future__ import annotations
 
@@ -23,7 +30,8 @@ from pydantic import Field
 
 from medvl.core.records import Reject
 from medvl.imaging.boxes import present_values, mask_to_regions
-from medvl.imaging.slicing import AXES, even_indices, extract_slice, group_picks, select_slices
+from medvl.imaging.slicing import (AXES, BadVoxels, coarse_axis_reason, even_indices, extract_slice, group_picks,
+                                   select_slices, split_axes)
 from medvl.imaging.window import resolve_window
 from medvl.io.nifti import NiftiReadError, load_label_nifti, load_nifti
 from medvl.sources.base import SOURCES, Item, Source, SourceOptions, Unit
@@ -33,8 +41,9 @@ class DecathlonOptions(SourceOptions):
     """Options of the ``decathlon`` source."""
 
     channel: int = Field(0, ge=0, description="channel of 4D multi-modal images (e.g. BraTS: 0 = FLAIR)")
-    include_test: bool = False
-    test_slices: int = Field(5, ge=1, description="evenly spaced slices per axis for unlabelled test images")
+    include_test: bool = Field(False, description="also slice the test images listed in dataset.json (no labels)")
+    test_slices: int = Field(5, ge=1, description="evenly spaced slices per axis for each test image (the only "
+                             "count for them; slicing.unlabelled applies to labelled volumes)")
     min_region_size: int = Field(16, ge=1)
     per_component: bool = True
 
@@ -95,10 +104,19 @@ class DecathlonSource(Source):
                 entries.append((case.get("image"), case.get("label"), f"training[{n}]"))
             else:
                 entries.append((None, None, f"training[{n}]"))
+        tests = meta.get("test") if isinstance(meta.get("test"), list) else []
         if self.opts.include_test:
-            for n, case in enumerate(meta.get("test") or []):
+            for n, case in enumerate(tests):
                 image = case.get("image") if isinstance(case, dict) else case
                 entries.append((image, "", f"test[{n}]"))
+            if tests and self.cfg.slicing.unlabelled:
+                self.notes.append(f"{len(tests)} test image(s) (no labels) give options.test_slices = "
+                                  f"{self.opts.test_slices} slices per axis each; slicing.unlabelled = "
+                                  f"{self.cfg.slicing.unlabelled} applies to the labelled training volumes only")
+        elif tests:
+            self.notes.append(f"{len(tests)} test image(s) listed in dataset.json ('test', e.g. imagesTs/) were not "
+                              "read (they have no labels); set options.include_test: true to slice them "
+                              f"(options.test_slices = {self.opts.test_slices} slices per axis each)")
         for image, label, where in entries:
             img_rel, problem = self._rel(image, "image", where)
             if img_rel is None:
@@ -137,11 +155,16 @@ class DecathlonSource(Source):
         except ValueError as e:
             yield self.reject(key, f"{key}: {e}")
             return
+        bad = BadVoxels(image.data)  # the window above ignores non-finite voxels; fill them after it
+        bad.fill(image.data)
         base = {"spacing": [round(s, 4) for s in image.spacing]}
         if image.channels > 1:
             base["channel"] = image.channel
+        axes, skipped = split_axes(self.cfg.slicing.axes_or("axial"), image.spacing,
+                                   self.cfg.slicing.max_spacing_ratio)
+        yield from self._coarse(key, skipped, image.spacing)
         if lab_rel is None:
-            yield from self._unlabelled(key, image.data, image.spacing, choice, modality, base)
+            yield from self._unlabelled(key, image.data, image.spacing, axes, bad, choice, modality, base)
             return
         try:
             label, _ = load_label_nifti(self.root / lab_rel)
@@ -163,7 +186,9 @@ class DecathlonSource(Source):
         if not fg:
             yield self.reject(key, f"{lab_rel}: label volume is empty", stage="validate")
             return
-        picks = select_slices(label, self.cfg.slicing, image.spacing, fg)
+        if not axes:
+            return  # every axis was skipped for its spacing: the rejects above say why
+        picks = select_slices(label, self.cfg.slicing, image.spacing, fg, axes=axes)
         if not picks:
             yield self.reject(key, f"{lab_rel}: no slice has a label area of at least "
                                    f"{self.cfg.slicing.min_area} pixels", stage="validate")
@@ -171,11 +196,16 @@ class DecathlonSource(Source):
         values = {v: names[v] for v in fg}
         for axis, index, group in group_picks(picks):
             sub = f"{key}@{axis}{index:04d}"
+            problem = bad.problem(AXES[axis], index)
+            if problem:
+                yield self.reject(sub, f"{sub}: {problem}", stage="validate")
+                continue
+            extra = self._filled(base, bad, axis, index)
             img2d = choice.apply(extract_slice(image.data, axis, index, image.spacing, order=1))
             lab2d = extract_slice(label, axis, index, image.spacing, order=0)
             sl = {"axis": axis, "index": int(index), "of": int(label.shape[AXES[axis]])}
             if all(p.label_value is None for p in group):
-                yield self._item(key, img2d, sl, choice.name, modality, base, [], None, {})
+                yield self._item(key, img2d, sl, choice.name, modality, extra, [], None, {})
                 continue
             regions = mask_to_regions(lab2d, values, min_size=self.opts.min_region_size,
                                       per_component=self.opts.per_component)
@@ -197,24 +227,40 @@ class DecathlonSource(Source):
             else:  # lab2d is this slice's own copy: no need to copy it again
                 mask = lab2d.astype(dtype, copy=False)
             here = {v: values[v] for v in fg if counts[v]}
-            yield self._item(key, img2d, sl, choice.name, modality, {**base, "area_fraction": frac},
+            yield self._item(key, img2d, sl, choice.name, modality, {**extra, "area_fraction": frac},
                              regions, mask, here)
 
-    def _unlabelled(self, key: str, data: np.ndarray, spacing: tuple[float, float, float], choice: Any,
-                    modality: str | None, base: dict[str, Any]) -> Iterator[Item | Reject]:
-        count = self.cfg.slicing.unlabelled or self.opts.test_slices
+    def _coarse(self, key: str, skipped: list[tuple[str, float]],
+                spacing: tuple[float, float, float]) -> Iterator[Reject]:
+        """One "filter" reject per axis skipped because its slices would be stretched too much."""
+        for axis, _ratio in skipped:
+            yield self.reject(f"{key}@{axis}", coarse_axis_reason(key, axis, spacing,
+                                                                  self.cfg.slicing.max_spacing_ratio), stage="filter")
+
+    @staticmethod
+    def _filled(base: dict[str, Any], bad: BadVoxels, axis: str, index: int) -> dict[str, Any]:
+        """The item's extra, saying how many non-finite pixels of this slice were filled (when any)."""
+        n = bad.count_in(AXES[axis], index)
+        return {**base, "nonfinite_filled": n} if n else base
+
+    def _unlabelled(self, key: str, data: np.ndarray, spacing: tuple[float, float, float], axes: list[str],
+                    bad: BadVoxels, choice: Any, modality: str | None, base: dict[str, Any]) -> Iterator[Item | Reject]:
+        """``test_slices`` evenly spaced slices per axis of a test image (no labels)."""
         produced = False
-        for axis in self.cfg.slicing.axes:
+        for axis in axes:
             n = data.shape[AXES[axis]]
-            for index in even_indices(range(n), count):
-                plane = extract_slice(data, axis, index, spacing, order=1)
-                if not np.isfinite(plane).any():
-                    yield self.reject(f"{key}@{axis}{index:04d}", f"{key}@{axis}{index:04d}: slice is all NaN")
+            for index in even_indices(range(n), self.opts.test_slices):
+                sub = f"{key}@{axis}{index:04d}"
+                problem = bad.problem(AXES[axis], index)
+                if problem:
+                    yield self.reject(sub, f"{sub}: {problem}", stage="validate")
                     continue
+                plane = extract_slice(data, axis, index, spacing, order=1)
                 sl = {"axis": axis, "index": int(index), "of": int(n)}
                 produced = True
-                yield self._item(key, choice.apply(plane), sl, choice.name, modality, base, [], None, {})
-        if not produced:
+                yield self._item(key, choice.apply(plane), sl, choice.name, modality,
+                                 self._filled(base, bad, axis, index), [], None, {})
+        if not produced and axes:
             yield self.reject(key, f"{key}: no usable slice")
 
     def _item(self, key: str, array: np.ndarray, sl: dict[str, Any], window: str, modality: str | None,

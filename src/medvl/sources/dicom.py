@@ -2,14 +2,23 @@
 
 ``mode: auto`` groups files by SeriesInstanceUID; a series of >= 2 single-frame slices with consistent
 geometry becomes a volume (ordered by ImagePositionPatient along the slice normal, never by file name),
-reoriented to RAS and sliced with the recipe's slicing policy; other files are single images, and
-multi-frame files give ``frames`` frames (``all``, ``middle`` or N evenly spaced; default 5).
+reoriented to RAS and sliced with the recipe's slicing policy (unless ``slicing.axes`` is set: in the
+plane the series was acquired in, from ImageOrientationPatient; axes whose slices would be stretched more
+than ``slicing.max_spacing_ratio`` are skipped with a "filter" reject); other files are single images, and
+multi-frame files give ``frames`` frames (``all``, ``middle`` or N evenly spaced; default 5). Unlabelled
+series give ``slices_per_series`` slices per axis; ``slicing.unlabelled`` is for series with a SEG.
 ``mode: files`` treats every file alone; ``mode: series`` keeps only volumes (and multi-frame files).
 
 With ``seg: true`` DICOM SEG files are matched to their source images by SOPInstanceUID; their segments
-become regions (task "seg"). A SEG whose referenced images are not in the folder is rejected; SEG files
-are never rendered as images. Classification labels come from ``label_from`` (a header field or the
-parent folder name) and/or a fixed ``label``.
+become regions (task "seg"). Several SEGs on one image and overlapping segments stay distinct: the label
+map gets one value per label and one per overlap combination (``mask_values`` maps it to the sorted list
+of labels present), and each label's boxes come from its own full mask. A SEG whose referenced images are
+not in the folder is rejected; SEG files are never rendered as images. Classification labels come from
+``label_from`` (a header field or the parent folder name) and/or a fixed ``label``.
+
+Pixels: a file without PixelSpacing keeps its pixel grid (or its PixelAspectRatio) and records
+``extra.spacing = null`` with ``spacing_known: false``; frames or slices with more than 1% NaN/Inf pixels
+are rejected naming the counts, the few non-finite pixels of the others are shown as the lowest value.
 
 Privacy: identifying header values go only to ``Item.sensitive``; ``patient_raw`` is the PatientID (the
 pipeline hashes it). Only StudyDescription / SeriesDescription / BodyPartExamined are copied to ``extra``,
@@ -26,11 +35,13 @@ import numpy as np
 from pydantic import Field
 
 from medvl.core.records import Reject
-from medvl.imaging.boxes import mask_to_regions
-from medvl.imaging.slicing import AXES, even_indices, extract_slice, group_picks, resample_square, select_slices
+from medvl.imaging.boxes import mask_to_regions, present_values
+from medvl.imaging.labelmap import OverlapLabelMap, labels_of, values_of
+from medvl.imaging.slicing import (AXES, AXIS_NAMES, BadVoxels, coarse_axis_reason, even_indices, extract_slice,
+                                   group_picks, resample_square, select_slices, split_axes)
 from medvl.imaging.window import resolve_window
-from medvl.io.dicom import (DICOMDIR_SOP_CLASS, DicomImage, DicomReadError, SliceGeometry, apply_canonical,
-                            identifying_values,
+from medvl.io.dicom import (DICOMDIR_SOP_CLASS, DicomImage, DicomReadError, SliceGeometry, acquisition_axis,
+                            apply_canonical, identifying_values,
                             order_series, read_dataset, read_dicom, read_seg, seg_references, series_affine,
                             series_problem, slice_geometry, to_canonical)
 from medvl.core.privacy import Scrubber
@@ -47,7 +58,8 @@ class DicomOptions(SourceOptions):
     seg: bool = True
     label_from: LabelField = "none"
     label: str | None = None
-    slices_per_series: int | None = Field(None, ge=1, description="slices of unlabelled volumes (per axis)")
+    slices_per_series: int = Field(5, ge=1, description="evenly spaced slices per axis of a series without SEG "
+                                   "(the only count for them; slicing.unlabelled applies to series with a SEG)")
     min_region_size: int = Field(16, ge=1)
     per_component: bool = True
     use_file_window: bool = Field(True, description="non-CT: use the file's WindowCenter/Width if no window")
@@ -188,8 +200,67 @@ class DicomSource(Source):
         v = img.text.get("BodyPartExamined")
         return v if v and not _contains_sensitive(v, scrub) else None
 
-    def _segment_names(self, segments: dict[int, str]) -> dict[int, str]:
-        return {n: self.cfg.label_map.get(str(n), name) for n, name in segments.items()}
+    def _read_segs(self, segs: list[str], sops: list[str], shape: tuple[int, int, int], image: str
+                   ) -> tuple[np.ndarray | None, dict[int, str | list[str]], set[str], list[Reject]]:
+        """Every SEG in ``segs`` on the images ``sops`` (a ``shape`` = (len(sops), H, W) stack) as one label map
+        that keeps each segment label distinct, overlaps included (``imaging.labelmap``; a segment is named
+        by its SegmentLabel, or by the recipe's ``label_map`` entry for its segment number). A SEG that cannot
+        be decoded or whose masks differ in size from ``image`` is rejected, naming it, and the map is built
+        again without it. -> (label map or None, value names, identifying values, rejects)"""
+        index = {uid: z for z, uid in enumerate(sops)}
+        pending, rejects, sensitive = list(segs), [], set()
+        while pending:
+            builder = OverlapLabelMap(shape)
+            failed: Reject | None = None
+            for seg_rel in pending:
+                try:
+                    sm = read_seg(self.root / seg_rel, sops)
+                    sensitive |= sm.sensitive
+                    for num, name, per_uid in sm.layers():
+                        label = self.cfg.label_map.get(str(num), name)
+                        for uid, m in per_uid.items():
+                            if m.shape != shape[1:]:
+                                failed = self.reject(seg_rel, f"{seg_rel}: DICOM SEG mask is {m.shape[1]}x{m.shape[0]}"
+                                                     f" but its image {image} is {shape[2]}x{shape[1]}", "validate")
+                                break
+                            builder.add(label, m, at=index[uid])
+                        if failed:
+                            break
+                except DicomReadError as e:
+                    failed = self.reject(seg_rel, f"{seg_rel}: {e.problem}")
+                if failed:
+                    break
+            if failed is None:
+                lab, names = builder.finish()
+                return lab, names, sensitive, rejects
+            rejects.append(failed)
+            pending.remove(failed.item)
+        return None, {}, sensitive, rejects
+
+    def _unreferenced_segs(self, segs: list[str], sop_uid: str) -> tuple[list[str], list[Reject]]:
+        """Of a series' SEGs, those that reference this image (for slices read one by one)."""
+        out, rejects = [], []
+        for seg_rel in segs:
+            try:
+                refs = seg_references(read_dataset(self.root / seg_rel, header_only=True))
+            except DicomReadError as e:
+                rejects.append(self.reject(seg_rel, f"{seg_rel}: {e.problem}"))
+                continue
+            if sop_uid in refs:
+                out.append(seg_rel)
+        return out, rejects
+
+    @staticmethod
+    def _geometry(img: DicomImage) -> tuple[tuple[float, float], dict[str, Any]]:
+        """(relative pixel (row, column) size for resampling to square pixels, what ``extra`` says about it).
+        Without a pixel spacing the mm size is unknown: ``spacing`` is null and ``spacing_known`` false, and
+        the pixel grid is kept as it is (or reshaped by PixelAspectRatio when the file gives one)."""
+        if img.spacing is not None:
+            return img.spacing, {"spacing": [round(img.spacing[0], 4), round(img.spacing[1], 4)]}
+        extra: dict[str, Any] = {"spacing": None, "spacing_known": False}
+        if img.aspect is not None:
+            extra["pixel_aspect"] = [img.aspect[0], img.aspect[1]]
+        return img.aspect or (1.0, 1.0), extra
 
     def _window(self, data: np.ndarray, img: DicomImage, rgb: bool) -> Any:
         voi = img.voi if self.opts.use_file_window else None
@@ -232,58 +303,53 @@ class DicomSource(Source):
                                   f"checking the pixels", stage="privacy")
                 return
         masks, names = None, {}
-        for seg_rel in segs:
-            if img.frames.shape[0] > 1:
+        if segs and img.frames.shape[0] > 1:
+            for seg_rel in segs:
                 yield self.reject(seg_rel, f"{seg_rel}: DICOM SEG on a multi-frame image is not supported")
-                continue
-            try:
-                sm = read_seg(self.root / seg_rel, [img.sop_uid])
-            except DicomReadError as e:
-                yield self.reject(seg_rel, f"{seg_rel}: {e.problem}")
-                continue
-            sensitive |= sm.sensitive
-            m = sm.masks.get(img.sop_uid)
-            if m is not None and m.shape != img.frames.shape[1:3]:
-                yield self.reject(seg_rel, f"{seg_rel}: DICOM SEG mask is {m.shape[1]}x{m.shape[0]} but its image "
-                                           f"{rel} is {img.frames.shape[2]}x{img.frames.shape[1]}", stage="validate")
-            elif m is not None:
-                masks = m if masks is None else np.where(m > 0, m, masks)
-                names.update(self._segment_names(sm.segments))
+        elif segs:
+            lab, names, seg_sensitive, rejects = self._read_segs(segs, [img.sop_uid], (1, *img.frames.shape[1:3]), rel)
+            sensitive |= seg_sensitive
+            yield from rejects
+            masks = None if lab is None else lab[0]
         scrub = Scrubber(sensitive)  # one per file: checks labels and the free text copied below
         labels, problem = self._labels(img, rel, scrub)
         if problem and masks is None:
             yield self.reject(rel, problem, stage="validate")
             return
         n = img.frames.shape[0]
-        choice = self._window(img.frames, img, img.rgb)
-        row_mm, col_mm = img.spacing
+        choice = self._window(img.frames, img, img.rgb)  # percentiles ignore NaN/Inf: fill them after this
+        bad = BadVoxels(img.frames)
+        bad.fill(img.frames)
+        (row_mm, col_mm), geometry = self._geometry(img)
         body = self._body(img, scrub)  # the same for every frame
-        extra = self._extra(img, scrub, spacing=[round(row_mm, 4), round(col_mm, 4)])
+        extra = self._extra(img, scrub, **geometry)
         for f in _frame_indices(n, self.opts.frames):
             sub = rel if n == 1 else f"{rel}@frame{f:04d}"
-            frame = img.frames[f]
-            if not img.rgb and not np.isfinite(frame).any():
-                yield self.reject(sub, f"{sub}: frame has no finite values")
+            problem = bad.problem(0, f)
+            if problem:
+                yield self.reject(sub, f"{sub}: {problem}", stage="validate")
                 continue
-            arr = resample_square(frame, row_mm, col_mm, order=1)
+            arr = resample_square(img.frames[f], row_mm, col_mm, order=1)
             arr = arr if img.rgb else choice.apply(arr)
-            regions, mask = [], None
+            regions, mask, present = [], None, {}
             if masks is not None:
                 mask = resample_square(masks, row_mm, col_mm, order=0)
-                regions = mask_to_regions(mask, names, min_size=self.opts.min_region_size,
+                present = {v: names[v] for v in present_values(mask)}
+                regions = mask_to_regions(mask, present, min_size=self.opts.min_region_size,
                                           per_component=self.opts.per_component)
+            filled = bad.count_in(0, f)
             yield Item(array=arr, source_file=rel, patient_raw=img.patient_id,
-                       labels=sorted(set(labels) | {r.label for r in regions}), regions=regions,
+                       labels=sorted(set(labels) | set(labels_of(present, list(present)))), regions=regions,
                        modality=img.modality, body_region=body, view=img.view,
                        window=choice.name, slice=None if n == 1 else {"frame": f, "of": n},
                        dimension="2d", task="seg" if masks is not None else "cls",
-                       extra=dict(extra),
-                       mask=None if mask is None else mask.astype(np.uint16),
-                       mask_values={v: names[v] for v in sorted(names) if mask is not None and np.any(mask == v)},
+                       extra={**extra, "nonfinite_filled": filled} if filled else dict(extra),
+                       mask=None if mask is None else mask.astype(np.uint16), mask_values=present,
                        sensitive=set(sensitive))
 
     def _load_volume(self, unit: Unit) -> Iterator[Item | Reject]:
         geoms: list[SliceGeometry] = unit.payload["geoms"]
+        segs: list[str] = unit.payload.get("segs", [])
         good: list[tuple[SliceGeometry, DicomImage]] = []
         for g in geoms:
             try:
@@ -295,62 +361,82 @@ class DicomSource(Source):
             problem = "colour images"
         if problem is None and self.opts.burned_in != "keep" and any(im.may_have_burned_in_text for _, im in good):
             problem = "burned-in text policy"  # single images: each is cropped or rejected with its reason
-        if problem is not None:  # fall back to single images
+        if problem is not None:  # fall back to single images, each with the SEGs that reference it
             for g, _ in good:
-                yield from self._load_file(g.rel, [])
+                mine, rejects = self._unreferenced_segs(segs, g.sop_uid)
+                yield from rejects
+                yield from self._load_file(g.rel, mine)
             return
         first = good[0][1]
         sensitive: set[str] = set().union(*(im.sensitive for _, im in good))
         stack = np.stack([im.frames[0] for _, im in good])
         vol, spacing, ornt = to_canonical(stack, series_affine([g for g, _ in good]))
         label_vol, names = None, {}
-        sops = [g.sop_uid for g, _ in good]
-        for seg_rel in unit.payload.get("segs", []):
-            try:
-                sm = read_seg(self.root / seg_rel, sops)
-            except DicomReadError as e:
-                yield self.reject(seg_rel, f"{seg_rel}: {e.problem}")
-                continue
-            sensitive |= sm.sensitive
-            lab = np.zeros(stack.shape, dtype=np.int32)
-            for z, uid in enumerate(sops):
-                m = sm.masks.get(uid)
-                if m is not None and m.shape == stack.shape[1:]:
-                    lab[z] = m
-            canon = apply_canonical(lab, ornt)
-            label_vol = canon if label_vol is None else np.where(canon > 0, canon, label_vol)
-            names.update(self._segment_names(sm.segments))
+        if segs:
+            lab, names, seg_sensitive, rejects = self._read_segs(segs, [g.sop_uid for g, _ in good], stack.shape,
+                                                                 unit.key)
+            sensitive |= seg_sensitive
+            yield from rejects
+            if lab is not None and lab.any():
+                label_vol = apply_canonical(lab, ornt)
+        del stack
         scrub = Scrubber(sensitive)
         labels, problem = self._labels(first, good[0][0].rel, scrub)
         if problem and label_vol is None:
             yield self.reject(unit.key, problem, stage="validate")
             return
-        choice = self._window(vol, first, False)
+        choice = self._window(vol, first, False)  # percentiles ignore NaN/Inf: fill them after this
+        bad = BadVoxels(vol)
+        bad.fill(vol)
         extra = self._extra(first, scrub, spacing=[round(s, 4) for s in spacing], slices=len(good))
         common = dict(source_file=unit.key, patient_raw=first.patient_id, modality=first.modality,
                       body_region=self._body(first, scrub), window=choice.name, dimension="3d")
-        if label_vol is not None and np.any(label_vol):
-            fg = sorted(int(v) for v in np.unique(label_vol) if v != 0)
-            picks = select_slices(label_vol, self.cfg.slicing, spacing, fg)
-            if not picks:
+        # the plane the series was acquired in, unless the recipe names axes; too coarse axes are skipped
+        axes, skipped = split_axes(self.cfg.slicing.axes_or(AXIS_NAMES[acquisition_axis(ornt)]), spacing,
+                                   self.cfg.slicing.max_spacing_ratio)
+        for axis, _ratio in skipped:
+            yield self.reject(f"{unit.key}@{axis}", coarse_axis_reason(unit.key, axis, spacing,
+                                                                       self.cfg.slicing.max_spacing_ratio), "filter")
+
+        def sliced(axis: str, index: int) -> tuple[np.ndarray | None, dict[str, Any], Reject | None]:
+            sub = f"{unit.key}@{axis}{index:04d}"
+            problem = bad.problem(AXES[axis], index)
+            if problem:
+                return None, extra, self.reject(sub, f"{sub}: {problem}", stage="validate")
+            filled = bad.count_in(AXES[axis], index)
+            return (choice.apply(extract_slice(vol, axis, index, spacing, order=1)),
+                    {**extra, "nonfinite_filled": filled} if filled else dict(extra), None)
+
+        if label_vol is not None:
+            singles = [v for v, x in names.items() if isinstance(x, str)]
+            groups = {v: values_of(names, names[v]) for v in singles}  # type: ignore[arg-type]
+            here = set(present_values(label_vol))
+            fg = [v for v in singles if here.intersection(groups[v])]
+            picks = select_slices(label_vol, self.cfg.slicing, spacing, fg, axes=axes, value_groups=groups)
+            if not picks and axes:
                 yield self.reject(unit.key, f"{unit.key}: no slice has a SEG area of at least "
                                             f"{self.cfg.slicing.min_area} pixels", stage="validate")
             for axis, index, group in group_picks(picks):
-                img2d = choice.apply(extract_slice(vol, axis, index, spacing, order=1))
+                img2d, item_extra, rej = sliced(axis, index)
+                if img2d is None:
+                    yield rej  # type: ignore[misc]
+                    continue
                 lab2d = extract_slice(label_vol, axis, index, spacing, order=0)
+                present = {v: names[v] for v in present_values(lab2d)}
                 regions = [] if all(p.label_value is None for p in group) else mask_to_regions(
-                    lab2d, names, min_size=self.opts.min_region_size, per_component=self.opts.per_component)
-                present = {v: names[v] for v in fg if v in names and np.any(lab2d == v)}
-                yield Item(array=img2d, labels=sorted({r.label for r in regions}), regions=regions, view=axis,
+                    lab2d, present, min_size=self.opts.min_region_size, per_component=self.opts.per_component)
+                yield Item(array=img2d, labels=labels_of(present, list(present)), regions=regions, view=axis,
                            slice={"axis": axis, "index": int(index), "of": int(vol.shape[AXES[axis]])}, task="seg",
-                           extra=dict(extra), mask=lab2d.astype(np.uint16), mask_values=present,
+                           extra=item_extra, mask=lab2d.astype(np.uint16), mask_values=present,
                            sensitive=set(sensitive), **common)
             return
-        count = self.opts.slices_per_series or self.cfg.slicing.unlabelled or 5
-        for axis in self.cfg.slicing.axes:
+        for axis in axes:
             n = vol.shape[AXES[axis]]
-            for index in even_indices(range(n), count):
-                img2d = choice.apply(extract_slice(vol, axis, index, spacing, order=1))
+            for index in even_indices(range(n), self.opts.slices_per_series):
+                img2d, item_extra, rej = sliced(axis, index)
+                if img2d is None:
+                    yield rej  # type: ignore[misc]
+                    continue
                 yield Item(array=img2d, labels=list(labels), view=axis, task="cls",
-                           slice={"axis": axis, "index": int(index), "of": int(n)}, extra=dict(extra),
+                           slice={"axis": axis, "index": int(index), "of": int(n)}, extra=item_extra,
                            sensitive=set(sensitive), **common)
