@@ -10,20 +10,34 @@ from typing import Any
 import click
 
 
-def _options(pairs: tuple[str, ...], flag: str) -> dict[str, Any]:
-    """``k=v`` pairs -> dict; values parsed as YAML scalars (numbers, booleans), else kept as text."""
-    import yaml
-
-    out: dict[str, Any] = {}
+def _pairs(pairs: tuple[str, ...], flag: str) -> dict[str, str]:
+    """``k=v`` pairs -> dict of text values; a pair without "=" or a key given twice is a usage error."""
+    out: dict[str, str] = {}
     for pair in pairs:
         if "=" not in pair:
             raise click.BadParameter(f"{pair!r} is not key=value", param_hint=flag)
         k, v = pair.split("=", 1)
+        k = k.strip()
+        if not k:
+            raise click.BadParameter(f"{pair!r} has no key before '='", param_hint=flag)
+        if k in out:
+            raise click.BadParameter(f"{k!r} is given twice ({out[k]!r} and {v!r})", param_hint=flag)
+        out[k] = v.strip()
+    return out
+
+
+def _options(pairs: tuple[str, ...], flag: str) -> dict[str, Any]:
+    """``k=v`` pairs -> dict; values parsed as YAML scalars (numbers, booleans), else kept as text (model
+    adapter options; benchmark options stay text and are typed by the benchmark's option schema)."""
+    import yaml
+
+    out: dict[str, Any] = {}
+    for k, v in _pairs(pairs, flag).items():
         try:
             val = yaml.safe_load(v)
         except yaml.YAMLError:
             val = v
-        out[k.strip()] = val if isinstance(val, (bool, int, float)) else v
+        out[k] = val if isinstance(val, (bool, int, float)) else v
     return out
 
 
@@ -59,6 +73,7 @@ def _summary(res: dict[str, Any], title: str) -> None:
         con.print(f"spread between scorers: {_pct(spread.get('spread'))} points"
                   " (fallback = items the scorer does not support, scored by medvl instead; scorers whose"
                   " every item fell back are left out)")
+    _skipped_summary(con, res.get("loader_skipped") or {})
     if res.get("missing_ids"):
         shown = ", ".join(res["missing_ids"][:10])
         con.print(f"[yellow]{len(res['missing_ids'])} unanswered (counted wrong): {shown}[/yellow]")
@@ -66,6 +81,21 @@ def _summary(res: dict[str, Any], title: str) -> None:
         con.print(f"submission file: {res['submission']}")
     for k, v in (res.get("paths") or {}).items():
         con.print(f"{k}: {v}")
+
+
+def _skipped_summary(con: Any, skipped: dict[str, Any]) -> None:
+    """What the loader left out: rows it could not load (per reason code, a few examples) and rows an option
+    did not select."""
+    from rich.markup import escape
+
+    if skipped.get("n"):
+        codes = ", ".join(f"{k} {v}" for k, v in skipped["by_code"].items())
+        con.print(f"[yellow]{skipped['n']} benchmark row(s) skipped while loading (not scored): {codes}[/yellow]")
+        for ex in skipped.get("examples", [])[:3]:
+            con.print(f"  {escape(ex['id'])}: {escape(ex['reason'])}")
+        con.print(f"  every skipped row with its reason: {skipped.get('file')}")
+    for why, n in (skipped.get("not_selected") or {}).items():
+        con.print(f"{n} row(s) not selected: {escape(why)}")
 
 
 def _list() -> None:
@@ -76,9 +106,18 @@ def _list() -> None:
 
     con = Console()
     con.print("[bold]benchmarks[/bold]")
+    from rich.markup import escape
+
+    from medvl.eval.benchmarks._options import describe_options
+
     for name in BENCHMARKS.names():
         b = BENCHMARKS.get(name)
-        con.print(f"  {name}: {b.description} (splits {', '.join(b.splits)}; protocol {b.default_protocol})")
+        con.print(f"  {name}: {escape(b.description)} (splits {', '.join(b.splits)}; protocol {b.default_protocol})")
+        lines = describe_options(b.Options) if getattr(b, "Options", None) is not None else []
+        for line in lines:
+            con.print(f"      --option {escape(line)}")
+        if not lines:
+            con.print("      (no options)")
     con.print("[bold]protocols[/bold]")
     for name in _glue.protocol_names():
         p = _glue.get_protocol(name)
@@ -95,9 +134,10 @@ def _list() -> None:
 @click.option("--protocol", default=None, help="Prompt protocol (default: the benchmark's).")
 @click.option("--scorer", default=None, help="Scorer (default: the benchmark's or the protocol's).")
 @click.option("--split", default=None, help="Benchmark split.")
-@click.option("--limit", type=int, default=None, help="Only the first N items.")
-@click.option("--batch-size", type=int, default=8, show_default=True)
-@click.option("--option", "bench_opts", multiple=True, help="Benchmark option key=value (repeatable).")
+@click.option("--limit", type=click.IntRange(min=1), default=None, help="Only the first N items.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True)
+@click.option("--option", "bench_opts", multiple=True,
+              help="Benchmark option key=value (repeatable; lists comma-separated); see --list for each benchmark's.")
 @click.option("--model-option", "model_opts", multiple=True,
               help="Adapter option key=value, e.g. concurrency=8, dtype=bfloat16 (repeatable).")
 @click.option("--judge", default=None, help="LLM judge for unparsed replies: openai:NAME@URL.")
@@ -127,10 +167,10 @@ def command(benchmark: str | None, data_dir: str | None, model_spec: str | None,
     from medvl.eval import runner
     from medvl.eval.adapters._base import AdapterError
     from medvl.eval.adapters._images import ImageLoadError
-    from medvl.eval.types import BenchmarkFormatError
+    from medvl.eval.types import BenchmarkFormatError, BenchmarkOptionError
 
-    expected = (runner.EvalRunError, AdapterError, BenchmarkFormatError, ImageLoadError, KeyError,
-                FileNotFoundError)
+    expected = (runner.EvalRunError, AdapterError, BenchmarkFormatError, BenchmarkOptionError, ImageLoadError,
+                KeyError, FileNotFoundError)
     try:
         if do_list:
             _list()
@@ -154,12 +194,12 @@ def command(benchmark: str | None, data_dir: str | None, model_spec: str | None,
             if missing:
                 raise click.UsageError(f"missing {', '.join(missing)} (or use --rescore / --compare / --list)")
             res = _run(benchmark, data_dir, model_spec, out_dir, protocol, scorer, split, limit, batch_size,
-                       _options(bench_opts, "--option"), _options(model_opts, "--model-option"), judge,
+                       _pairs(bench_opts, "--option"), _options(model_opts, "--model-option"), judge,
                        judge_open, not no_resume, seed)
             _summary(res, f"{benchmark} / {model_spec}")
     except expected as e:
         msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
-        raise click.ClickException(str(msg)) from e
+        raise click.ClickException(" ".join(str(msg).split("\n"))) from e
 
 
 def _run(benchmark: str, data_dir: str, model_spec: str, out_dir: str, protocol: str | None,
@@ -170,6 +210,7 @@ def _run(benchmark: str, data_dir: str, model_spec: str, out_dir: str, protocol:
 
     from medvl.eval import runner
 
+    bench_options = runner.effective_options(benchmark, bench_options)  # a bad option fails before any work
     with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                   TimeRemainingColumn(), transient=False) as bar:
         task = bar.add_task(f"{benchmark}", total=None)

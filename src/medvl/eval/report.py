@@ -1,4 +1,5 @@
-"""A self-contained HTML report of one evaluation run: overall accuracy with its CI, per-group bars
+"""A self-contained HTML report of one evaluation run: overall accuracy with its CI, the benchmark rows the
+loader skipped (with reasons), per-group bars
 (matplotlib, embedded as base64 PNG) with a table per group, parse failures, the scorer spread when present,
 and a sample of wrong answers. Every value taken from a sample is HTML-escaped.
 
@@ -161,6 +162,22 @@ CSS = ("body{font-family:sans-serif;max-width:1000px;margin:2em auto;color:#222}
        ".big{font-size:28px;font-weight:bold}")
 
 
+def _skipped_section(skipped: dict[str, Any]) -> str:
+    """Rows the loader could not turn into items (count per reason code, the first examples with their
+    reasons) and rows an option did not select; empty when there are none."""
+    parts = []
+    if skipped.get("n"):
+        examples = skipped.get("examples") or []
+        parts.append(f"<h2>Rows skipped while loading: {_e(skipped['n'])}</h2>")
+        parts.append(_table(["reason code", "rows"], [[k, v] for k, v in (skipped.get("by_code") or {}).items()]))
+        parts.append(f"<p>First {len(examples)} (all in {_e(skipped.get('file'))}):</p>")
+        parts.append(_table(["id", "code", "reason"], [[r["id"], r["code"], r["reason"]] for r in examples]))
+    if skipped.get("not_selected"):
+        parts.append("<h2>Rows not selected by an option</h2>")
+        parts.append(_table(["why", "rows"], [[k, v] for k, v in skipped["not_selected"].items()]))
+    return "".join(parts)
+
+
 def render(results: dict[str, Any], samples: list[dict[str, Any]]) -> str:
     """The report as an HTML string."""
     parts = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>medvl eval: {_e(results.get('benchmark'))}"
@@ -175,6 +192,7 @@ def render(results: dict[str, Any], samples: list[dict[str, Any]]) -> str:
         ["split", results.get("split")], ["protocol", results.get("protocol")], ["scorer", results.get("scorer")],
         ["samples", results.get("n")], ["scored (gold known)", results.get("n_scored")],
         ["parse failures", f"{results.get('parse_failures', 0)} ({_pct(results.get('parse_failure_rate'))})"],
+        ["rows skipped while loading (not scored)", (results.get("loader_skipped") or {}).get("n", 0)],
         ["missing answers", len(results.get("missing_ids") or [])],
         ["model errors", len(results.get("error_ids") or [])],
         ["medvl version", results.get("medvl_version")],
@@ -188,6 +206,7 @@ def render(results: dict[str, Any], samples: list[dict[str, Any]]) -> str:
         parts.append(_table(["scorer", "accuracy", "95% CI", "parse failures",
                              "items scored by medvl (toolkit has no rule)"], rows))
         parts.append(f"<p>Spread (max &minus; min accuracy): {_pct(spread.get('spread'))}</p>")
+    parts.append(_skipped_section(results.get("loader_skipped") or {}))
     for key, rows in group_rows(results.get("groups") or {}).items():
         parts.append(_group_section(key, rows))
     failures = [s for s in samples if s.get("unparsed") and not s.get("missing") and not s.get("error")]

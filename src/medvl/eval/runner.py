@@ -3,7 +3,9 @@
 ``run_eval`` writes to its output folder:
 - ``samples.jsonl``: one scored sample per line, appended as batches finish, so an interrupted run resumes
   without re-asking finished samples; rewritten in benchmark order at the end (byte-identical reruns);
-- ``results.json``: accuracy with a 95% bootstrap CI, parse failures, per-group summaries, config;
+- ``results.json``: accuracy with a 95% bootstrap CI, parse failures, per-group summaries, config, and
+  ``loader_skipped``: the rows the benchmark loader could not turn into items, counted per reason code;
+- ``skipped.jsonl``: every such row (id, code, reason), in load order;
 - ``report.html``: a self-contained report; ``submission`` files when the split hides its answers.
 ``rescore`` re-scores a finished run under another scorer (or all of them) without calling the model;
 ``compare`` runs a paired comparison of two runs on their shared items."""
@@ -17,38 +19,20 @@ from typing import Any, Callable, Iterable
 import medvl
 from medvl.eval import _glue
 from medvl.eval.adapters._base import AdapterError, ModelAdapter, load_adapter
-from medvl.eval.types import BENCHMARKS, EvalItem, Request, ScoreResult
+from medvl.eval.loading import (EvalRunError, effective_options, get_benchmark, load_items, skip_summary,
+                                skipped_rows)
+from medvl.eval.types import EvalItem, Request, ScoreResult
+
+__all__ = ["EvalRunError", "compare", "effective_options", "get_benchmark", "load_items", "read_samples",
+           "rescore", "rescore_run", "run_eval", "score_sample", "summarize_samples"]
 
 SAMPLES = "samples.jsonl"
+SKIPPED = "skipped.jsonl"
 RESULTS = "results.json"
 REPORT = "report.html"
 RUN_CONFIG = "run_config.json"
 MAX_CONSECUTIVE_FAILURES = 3
 Progress = Callable[[int, int], None]  # (samples done, total)
-
-
-class EvalRunError(RuntimeError):
-    """A run that cannot start or continue; the message names the file or setting at fault."""
-
-
-# ------------------------------------------------------------------------------------------ items
-
-def load_items(benchmark: str, data_dir: str | Path, split: str | None = None, limit: int | None = None,
-               bench_options: dict[str, Any] | None = None) -> tuple[Any, list[EvalItem]]:
-    """The benchmark object and its items (first ``limit`` in published order); ids must be unique."""
-    try:
-        bench = BENCHMARKS.get(benchmark)()
-    except KeyError as e:
-        raise EvalRunError(str(e.args[0])) from e
-    items = bench.load(Path(data_dir), split=split, **(bench_options or {}))
-    seen: set[str] = set()
-    for it in items:
-        if it.id in seen:
-            raise EvalRunError(f"{benchmark} in {data_dir}: duplicate question id {it.id!r}")
-        seen.add(it.id)
-    if limit is not None:
-        items = items[: max(0, int(limit))]
-    return bench, items
 
 
 # ------------------------------------------------------------------------------------------ samples file
@@ -146,6 +130,10 @@ def _ask(adapter: ModelAdapter, reqs: list[Request], state: dict[str, int]) -> l
     return out
 
 
+def _write_skipped(out: Path, rows: list[dict[str, str]]) -> None:
+    (out / SKIPPED).write_text("".join(_dump(r) + "\n" for r in rows), encoding="utf-8")
+
+
 # ------------------------------------------------------------------------------------------ summary
 
 def summarize_samples(samples: list[dict[str, Any]], n_boot: int = 1000, seed: int = 0) -> dict[str, Any]:
@@ -184,6 +172,7 @@ def run_eval(benchmark_name: str, data_dir: str | Path, model_spec: str, out_dir
              progress: Progress | None = None, n_boot: int = 1000, seed: int = 0,
              judge_open: bool = False, judge_options: dict[str, Any] | None = None) -> dict[str, Any]:
     """Evaluate ``model_spec`` (or a ready ``adapter``) on a benchmark; write samples, results and report."""
+    bench_options = effective_options(benchmark_name, bench_options)
     bench, items = load_items(benchmark_name, data_dir, split, limit, bench_options)
     proto = _glue.get_protocol(protocol or bench.default_protocol)
     scorer_name = scorer or bench.default_scorer or proto.default_scorer
@@ -205,6 +194,8 @@ def run_eval(benchmark_name: str, data_dir: str | Path, model_spec: str, out_dir
         done = {}
         samples_path.write_text("", encoding="utf-8")
     _write_json(out / RUN_CONFIG, config)
+    skipped = skipped_rows(bench, data_dir)
+    _write_skipped(out, skipped)
 
     by_id = {it.id: it for it in items}
     todo = [it for it in items if it.id not in done]
@@ -231,6 +222,7 @@ def run_eval(benchmark_name: str, data_dir: str | Path, model_spec: str, out_dir
     samples_path.write_text("".join(_dump(s) + "\n" for s in samples), encoding="utf-8")
 
     results = _results(bench, benchmark_name, config, samples, n_boot, seed)
+    results["loader_skipped"] = skip_summary(skipped, bench)
     if adapter is not None:
         results["model_info"] = adapter.describe()
         if hasattr(adapter, "unknown_ids"):
@@ -249,6 +241,10 @@ def _check_same_run(path: Path, config: dict[str, Any]) -> None:
     if not path.is_file():
         return
     old = json.loads(path.read_text(encoding="utf-8"))
+    try:  # a run recorded before options were typed: compare what its options meant
+        old["bench_options"] = effective_options(str(old.get("benchmark")), old.get("bench_options"))
+    except (EvalRunError, ValueError):
+        pass
     keys = ("benchmark", "split", "model", "protocol", "scorer", "bench_options", "max_new_tokens")
     diff = [k for k in keys if old.get(k) != config.get(k)]
     if diff:
@@ -270,6 +266,8 @@ def _finish(out: Path, results: dict[str, Any], samples: list[dict[str, Any]]) -
     from medvl.eval.report import write_report
 
     results["paths"] = {"samples": str(out / SAMPLES), "results": str(out / RESULTS), "report": str(out / REPORT)}
+    if (out / SKIPPED).is_file():
+        results["paths"]["skipped"] = str(out / SKIPPED)
     _write_json(out / RESULTS, results)
     write_report(out / REPORT, results, samples)
     return results
@@ -282,12 +280,13 @@ def rescore(samples_jsonl: str | Path, benchmark: str, data_dir: str | Path, sco
             protocol: str | None = None, n_boot: int = 1000, seed: int = 0) -> dict[str, Any]:
     """Re-score a finished run's responses under ``scorer`` (no model calls); items are posed as
     ``protocol`` asked them (default: the benchmark's). Returns a results dict with ``samples`` (the
-    re-scored rows, benchmark order)."""
+    re-scored rows, benchmark order) and ``skipped_rows`` (the loader's skipped rows)."""
     rows = read_samples(Path(samples_jsonl))
     if not rows:
         raise EvalRunError(f"{samples_jsonl}: no samples to re-score")
     bench, items = load_items(benchmark, data_dir, split, None, bench_options)
     proto = _glue.get_protocol(protocol or bench.default_protocol)
+    skipped = skipped_rows(bench, data_dir)
     by_id = {it.id: it for it in items}
     unknown = [r["id"] for r in rows if r["id"] not in by_id]
     if unknown:
@@ -303,7 +302,8 @@ def rescore(samples_jsonl: str | Path, benchmark: str, data_dir: str | Path, sco
                                     error=r.get("error")))
     res = {"benchmark": benchmark, "scorer": scorer, "medvl_version": medvl.__version__}
     res.update(summarize_samples(new, n_boot=n_boot, seed=seed))
-    res["samples"] = new
+    res["loader_skipped"] = skip_summary(skipped, bench)
+    res["samples"], res["skipped_rows"] = new, skipped
     return res
 
 
@@ -335,11 +335,12 @@ def rescore_run(run_dir: str | Path, scorers: Iterable[str], n_boot: int = 1000,
     for name in scorers:
         res = rescore(run / SAMPLES, cfg["benchmark"], cfg["data_dir"], name, cfg.get("split"),
                       cfg.get("bench_options"), cfg.get("protocol"), n_boot, seed)
-        samples = res.pop("samples")
+        samples, skipped = res.pop("samples"), res.pop("skipped_rows")
         table[name] = _spread_row(res, samples)
         if len(scorers) == 1:
             sub = run / "rescored" / name
             sub.mkdir(parents=True, exist_ok=True)
+            _write_skipped(sub, skipped)
             (sub / SAMPLES).write_text("".join(_dump(s) + "\n" for s in samples), encoding="utf-8")
             res.update({"model": cfg["model"], "protocol": cfg["protocol"], "split": cfg.get("split"),
                         "rescored_from": str(run / SAMPLES), "config": cfg})

@@ -61,9 +61,12 @@ class ScoreResult:
 
 
 class Benchmark:
-    """Base class: subclasses set ``name``-level attributes and implement ``load``."""
+    """Base class: subclasses set ``name``-level attributes, declare their options as a pydantic model
+    ``Options`` (see ``benchmarks/_options.py``; None = no options) and implement ``load``. After ``load``,
+    ``skipped`` lists the rows that could not become items, each an (id, reason) pair with a ``code``."""
 
     registry_name: ClassVar[str] = ""
+    Options: ClassVar[Any] = None
     default_protocol: ClassVar[str] = "mc_vlmevalkit"
     default_scorer: ClassVar[str | None] = None  # None = the protocol's default
     splits: ClassVar[tuple[str, ...]] = ("test",)
@@ -79,6 +82,10 @@ class Benchmark:
 
 class BenchmarkFormatError(ValueError):
     """A benchmark file that does not match its published layout; the message names file and field."""
+
+
+class BenchmarkOptionError(ValueError):
+    """A bad benchmark option or split given by the user; a one-line message naming it and what is allowed."""
 
 
 BENCHMARKS: Registry[type[Benchmark]] = Registry("benchmark", "medvl.eval.benchmarks")

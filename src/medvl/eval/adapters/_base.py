@@ -53,4 +53,8 @@ def load_adapter(spec: str, batch_size: int = 8, **options: Any) -> ModelAdapter
     """Create the adapter a ``--model`` spec names."""
     scheme, target = parse_model_spec(spec)
     cls = ADAPTERS.get(scheme)
-    return cls(target, batch_size=batch_size, **options)
+    try:
+        return cls(target, batch_size=batch_size, **options)
+    except (ValueError, TypeError) as e:  # a model option of the wrong type ("concurrency=many")
+        given = ", ".join(f"{k}={v!r}" for k, v in sorted(options.items())) or "none"
+        raise AdapterError(f"{scheme} adapter: bad model option value ({type(e).__name__}: {e}); given: {given}") from e

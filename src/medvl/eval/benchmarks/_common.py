@@ -17,10 +17,36 @@ from typing import Any, Iterable, Sequence
 
 import yaml
 
-from medvl.eval.types import Benchmark, BenchmarkFormatError, EvalItem
+from medvl.eval.benchmarks._options import BenchmarkOptions, NoOptions, parse_options
+from medvl.eval.types import Benchmark, BenchmarkFormatError, BenchmarkOptionError, EvalItem
 
 LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
-Skipped = list[tuple[str, str]]  # (item id, reason)
+# Reason codes of skipped rows (results.json counts them per code).
+SKIP_CODES = {
+    "missing_image": "the row's image file (or zip member / referenced row) is not there",
+    "bad_image": "the image data cannot be decoded",
+    "missing_field": "a published field is absent or empty",
+    "bad_answer": "the gold answer is not one of the row's options",
+    "bad_options": "the options are not a valid list / object, or too few / too many",
+    "bad_line": "a JSON Lines line or a table row that cannot be read",
+    "not_qa": "a medvl sample that is not a single question and answer",
+}
+
+
+class Skip(tuple):
+    """One skipped row: an ``(item id, reason)`` pair that also carries ``code`` (a key of ``SKIP_CODES``)."""
+
+    code: str
+
+    def __new__(cls, item_id: str, reason: str, code: str) -> "Skip":
+        if code not in SKIP_CODES:
+            raise ValueError(f"unknown skip code {code!r}; allowed: {', '.join(SKIP_CODES)}")
+        obj = super().__new__(cls, (str(item_id), reason))
+        obj.code = code
+        return obj
+
+
+Skipped = list[Skip]
 
 
 # ------------------------------------------------------------------------------------------ locating
@@ -76,17 +102,20 @@ def read_jsonl(path: Path, skipped: Skipped) -> list[dict[str, Any]]:
             try:
                 obj = json.loads(line)
             except json.JSONDecodeError as e:
-                skipped.append((f"{path.name}:{n}", f"{path}: line {n} is not valid JSON ({e.msg})"))
+                skipped.append(Skip(f"{path.name}:{n}", f"{path}: line {n} is not valid JSON ({e.msg})", "bad_line"))
                 continue
             if not isinstance(obj, dict):
-                skipped.append((f"{path.name}:{n}", f"{path}: line {n} is not a JSON object"))
+                skipped.append(Skip(f"{path.name}:{n}", f"{path}: line {n} is not a JSON object", "bad_line"))
                 continue
             rows.append(obj)
     return rows
 
 
-def read_delimited(path: Path, delimiter: str = ",") -> tuple[list[str], list[dict[str, str]]]:
-    """A CSV/TSV file as (header, rows as dicts keyed by header). Large cells (base64 images) allowed."""
+def read_delimited(path: Path, delimiter: str = ",", skipped: Skipped | None = None
+                   ) -> tuple[list[str], list[dict[str, str]]]:
+    """A CSV/TSV file as (header, rows as dicts keyed by header). Large cells (base64 images) allowed.
+    A row with more non-empty cells than the header has columns is malformed (its cells cannot be assigned
+    to columns): it is left out and recorded in ``skipped`` as ``<file>:<line>`` (code ``bad_line``)."""
     csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
     with path.open(encoding="utf-8-sig", newline="") as f:
         reader = csv.reader(f, delimiter=delimiter)  # pandas-style quoting (QUOTE_MINIMAL) for CSV and TSV
@@ -97,6 +126,11 @@ def read_delimited(path: Path, delimiter: str = ",") -> tuple[list[str], list[di
         rows = []
         for cells in reader:
             if not any(c.strip() for c in cells):
+                continue
+            if len(cells) > len(header) and any(c.strip() for c in cells[len(header):]):
+                if skipped is not None:
+                    skipped.append(Skip(f"{path.name}:{reader.line_num}", f"{path}: line {reader.line_num} has "
+                                        f"{len(cells)} cells but the header has {len(header)} columns", "bad_line"))
                 continue
             cells = cells + [""] * (len(header) - len(cells))
             rows.append(dict(zip(header, cells)))
@@ -275,28 +309,34 @@ def check_split(benchmark: str, split: str | None, allowed: Sequence[str], defau
     """The split to load: ``split`` or ``default``; raises ValueError listing the allowed splits."""
     s = default if split is None else split
     if s not in allowed:
-        raise ValueError(f"{benchmark}: unknown split {s!r}; allowed: {', '.join(allowed)}")
+        raise BenchmarkOptionError(f"{benchmark}: unknown split {s!r}; allowed: {', '.join(allowed)}")
     return s
 
 
 class LoaderBase(Benchmark):
-    """A ``Benchmark`` that records skipped rows: after ``load``, ``self.skipped`` lists (id, reason)."""
+    """A ``Benchmark`` that records skipped rows: after ``load``, ``self.skipped`` lists ``Skip``s (id, reason,
+    ``.code``) and ``self.not_selected`` counts rows left out on purpose by an option (e.g. SLAKE ``lang``)."""
+
+    Options: type[BenchmarkOptions] = NoOptions
 
     def __init__(self) -> None:
         self.skipped: Skipped = []
+        self.not_selected: dict[str, int] = {}
 
     def _reset(self) -> None:
         self.skipped = []
+        self.not_selected = {}
 
-    def _check_options(self, options: dict[str, Any], allowed: Sequence[str]) -> None:
-        """Reject options this loader does not know (a typo must not silently change what is loaded)."""
-        unknown = sorted(k for k in options if k not in allowed)
-        if unknown:
-            name = self.registry_name or type(self).__name__
-            raise ValueError(f"{name}: unknown option(s) {', '.join(unknown)}; allowed: {', '.join(allowed) or '(none)'}")
+    def _options(self, options: dict[str, Any]) -> Any:
+        """``options`` validated against ``self.Options`` (a typo or bad value must not silently change
+        what is loaded): raises ``BenchmarkOptionError`` naming the option and the allowed values."""
+        return parse_options(self.registry_name or type(self).__name__, self.Options, options)
 
-    def _skip(self, item_id: str, reason: str) -> None:
-        self.skipped.append((str(item_id), reason))
+    def _skip(self, item_id: str, reason: str, code: str) -> None:
+        self.skipped.append(Skip(item_id, reason, code))
+
+    def _not_selected(self, why: str) -> None:
+        self.not_selected[why] = self.not_selected.get(why, 0) + 1
 
     def _load_qa_parquet(self, folder: Path, split: str, benchmark: str, meta: dict[str, Any]) -> list[EvalItem]:
         """Rows of the image/question/answer parquet copies (VQA-RAD, PathVQA): ids ``<split>-<row>``,
@@ -307,10 +347,10 @@ class LoaderBase(Benchmark):
                 rid, n = f"{split}-{n:05d}", n + 1
                 img = image_cell_bytes(r["image"])
                 if img is None:
-                    self._skip(rid, f"{shard}: row {rid} has no image bytes")
+                    self._skip(rid, f"{shard}: row {rid} has no image bytes", "missing_image")
                     continue
                 if r["question"] is None or r["answer"] is None:
-                    self._skip(rid, f"{shard}: row {rid} lacks question or answer")
+                    self._skip(rid, f"{shard}: row {rid} lacks question or answer", "missing_field")
                     continue
                 ans = clean_str(r["answer"])
                 closed = is_yes_no(ans, "en")

@@ -14,9 +14,12 @@ import csv
 from pathlib import Path
 from typing import Any
 
+from pydantic import AliasChoices, Field
+
 from medvl.eval.benchmarks._common import (
     LETTERS, LoaderBase, check_split, clean_str, column_map, decode_base64_image, listing, read_delimited,
     require_dir, safe_join)
+from medvl.eval.benchmarks._options import BenchmarkOptions
 from medvl.eval.types import BENCHMARKS, BenchmarkFormatError, EvalItem
 
 GROUP_COLUMNS = {  # TSV column (lower case) -> EvalItem group key
@@ -35,10 +38,17 @@ def _part_number(p: Path) -> tuple[int, str]:
     return (int(digits[-1]) if digits else 0, p.name)
 
 
+class GMAIOptions(BenchmarkOptions):
+    file: str | None = Field(None, validation_alias=AliasChoices("file", "tsv"),
+                             description="read this TSV (relative to --data) instead of the split's files, "
+                                         "e.g. a bench-build bench.tsv (default: the split's files)")
+
+
 @BENCHMARKS.register("gmai-mmbench")
 class GMAIMMBench(LoaderBase):
     """GMAI-MMBench loader (VAL / TEST TSVs, or any TSV in its format via ``file=``)."""
 
+    Options = GMAIOptions
     splits = ("val", "test")
     default_protocol = "mc_vlmevalkit"
     description = "GMAI-MMBench VAL (4,550 MC with answers); TEST (11 parts) hides answers -> submission file"
@@ -59,8 +69,7 @@ class GMAIMMBench(LoaderBase):
     def load(self, data_dir: Path, split: str | None = None, **options: Any) -> list[EvalItem]:
         """Items in file order (TEST: part 1 first). ``file``/``tsv`` reads that TSV instead of a split."""
         self._reset()
-        self._check_options(options, ("file", "tsv"))
-        given = options.get("file") or options.get("tsv")
+        given = self._options(options).file
         if given:
             path = Path(given).expanduser()
             if not path.is_absolute():
@@ -76,7 +85,7 @@ class GMAIMMBench(LoaderBase):
             files = self.tsv_files(d, split_name)
         rows: list[tuple[Path, dict[str, str], dict[str, str]]] = []
         for path in files:
-            header, file_rows = read_delimited(path, "\t")
+            header, file_rows = read_delimited(path, "\t", self.skipped)
             cols = column_map(header, ("index", "question", "A", "B"), path,
                               optional=("image", "image_path", "C", "D", "E", "F", "answer", *GROUP_COLUMNS))
             if "image" not in cols and "image_path" not in cols:
@@ -99,10 +108,11 @@ class GMAIMMBench(LoaderBase):
                     if L.lower() in cols and clean_str(r[cols[L.lower()]])}
             answer = clean_str(r[cols["answer"]]).upper() if "answer" in cols else ""
             if answer and answer not in opts:
-                self._skip(rid, f"{path}: row index {rid} answer {answer!r} is not one of its options {sorted(opts)}")
+                self._skip(rid, f"{path}: row index {rid} answer {answer!r} is not one of its options {sorted(opts)}",
+                           "bad_answer")
                 continue
             if len(opts) < 2:
-                self._skip(rid, f"{path}: row index {rid} has fewer than 2 options")
+                self._skip(rid, f"{path}: row index {rid} has fewer than 2 options", "bad_options")
                 continue
             hidden += not answer
             groups = {g: clean_str(r[cols[c]]) for c, g in GROUP_COLUMNS.items() if c in cols and clean_str(r[cols[c]])}
@@ -120,21 +130,22 @@ class GMAIMMBench(LoaderBase):
             rel = clean_str(r[cols["image_path"]])
             p = safe_join(path.parent, rel) if rel else None
             if p is None or not p.is_file():
-                self._skip(rid, f"{path}: row index {rid} image_path {rel!r} not found")
+                self._skip(rid, f"{path}: row index {rid} image_path {rel!r} not found", "missing_image")
                 return None
             return str(p)
         src = value if len(value) > REF_MAX_LEN else None
         key = rid
         if src is None:
             if not value or value not in full:
-                self._skip(rid, f"{path}: row index {rid} image refers to index {value!r}, which has no image")
+                self._skip(rid, f"{path}: row index {rid} image refers to index {value!r}, which has no image",
+                           "missing_image")
                 return None
             key, src = value, full[value]
         if key not in decoded:
             try:
                 decoded[key] = decode_base64_image(src)
             except ValueError as e:
-                self._skip(rid, f"{path}: row index {key}: {e}")
+                self._skip(rid, f"{path}: row index {key}: {e}", "bad_image")
                 return None
         return decoded[key]
 

@@ -22,8 +22,11 @@ import re
 from pathlib import Path
 from typing import Any
 
+from pydantic import Field
+
 from medvl.eval.benchmarks._common import (
-    LETTERS, LoaderBase, clean_str, is_yes_no, listing, missing_fields, read_jsonl, require_dir, safe_join)
+    LETTERS, LoaderBase, check_split, clean_str, is_yes_no, listing, missing_fields, read_jsonl, require_dir, safe_join)
+from medvl.eval.benchmarks._options import BenchmarkOptions
 from medvl.eval.types import BENCHMARKS, BenchmarkFormatError, EvalItem
 
 QA_KINDS = ("perception_qa", "instruction_qa")
@@ -77,10 +80,15 @@ def leading_yes_no(answer: str, lang: str) -> str | None:
     return first if first and is_yes_no(first, lang) else None
 
 
+class MedvlOptions(BenchmarkOptions):
+    file: str | None = Field(None, description="a samples file relative to --data (default: samples.jsonl)")
+
+
 @BENCHMARKS.register("medvl")
 class MedvlSplit(LoaderBase):
     """Held-out QA of a ``medvl build`` output (``samples.jsonl``); option ``file`` = another samples file."""
 
+    Options = MedvlOptions
     splits = ("test", "val", "train")
     default_protocol = "short_answer"
     description = "medvl build held-out split: single-turn perception/instruction QA of samples.jsonl (split=test)"
@@ -88,10 +96,10 @@ class MedvlSplit(LoaderBase):
     def load(self, data_dir: Path, split: str | None = None, **options: Any) -> list[EvalItem]:
         """Items of ``split`` (default test) in file order."""
         self._reset()
-        self._check_options(options, ("file",))
-        split = split or "test"
+        given = self._options(options).file
+        split = check_split("medvl", split, self.splits, "test")
         d = require_dir(data_dir, "medvl")
-        path = Path(options["file"]) if options.get("file") else d / "samples.jsonl"
+        path = Path(given) if given else d / "samples.jsonl"
         if not path.is_absolute():
             path = d / path
         if not path.is_file():
@@ -105,7 +113,8 @@ class MedvlSplit(LoaderBase):
             miss = missing_fields(s, FIELDS)
             if miss:
                 if s.get("split") is None or s.get("split") == split:
-                    self._skip(sid, f"{path}: line {k + 1} lacks {', '.join(miss)}; present: {', '.join(s)}")
+                    self._skip(sid, f"{path}: line {k + 1} lacks {', '.join(miss)}; present: {', '.join(s)}",
+                               "missing_field")
                 continue
             if s["split"] != split:
                 continue
@@ -116,24 +125,25 @@ class MedvlSplit(LoaderBase):
 
     def _item(self, s: dict[str, Any], sid: str, root: Path, path: Path, line: int) -> EvalItem | None:
         if s["kind"] not in QA_KINDS:
-            self._skip(sid, f"{path}: line {line} kind {s['kind']!r} is not a QA kind ({', '.join(QA_KINDS)})")
+            self._skip(sid, f"{path}: line {line} kind {s['kind']!r} is not a QA kind ({', '.join(QA_KINDS)})",
+                       "not_qa")
             return None
         turns = s["turns"]
         roles = [t.get("role") for t in turns] if isinstance(turns, list) and all(isinstance(t, dict) for t in turns) else []
         if roles != ["user", "assistant"]:
-            self._skip(sid, f"{path}: line {line} is not a single question/answer (roles {roles})")
+            self._skip(sid, f"{path}: line {line} is not a single question/answer (roles {roles})", "not_qa")
             return None
         images = []
         for rel in s["images"] or []:
             p = safe_join(root, str(rel))
             if p is None or not p.is_file():
-                self._skip(sid, f"{path}: line {line} image {rel!r} not found under {root}")
+                self._skip(sid, f"{path}: line {line} image {rel!r} not found under {root}", "missing_image")
                 return None
             images.append(str(p))
         question = IMAGE_TOKEN.sub("", clean_str(turns[0].get("text"))).strip()
         answer = REF_TAG.sub("", clean_str(turns[1].get("text"))).strip()
         if not question or not answer:
-            self._skip(sid, f"{path}: line {line} has an empty question or answer")
+            self._skip(sid, f"{path}: line {line} has an empty question or answer", "missing_field")
             return None
         lang = clean_str(s.get("lang")) or "en"
         meta_in = s.get("meta") if isinstance(s.get("meta"), dict) else {}
@@ -148,7 +158,8 @@ class MedvlSplit(LoaderBase):
                 meta["question_suffix"] = suffix
             meta["answer_text"] = answer
             if letter is None:
-                self._skip(sid, f"{path}: line {line} answer {answer[:60]!r} matches none of the options {sorted(opts)}")
+                self._skip(sid, f"{path}: line {line} answer {answer[:60]!r} matches none of the options {sorted(opts)}",
+                           "bad_answer")
                 return None
             return EvalItem(id=sid, question=stem, images=images, answer=letter, options=opts, answer_type="mc",
                             lang=lang, groups=groups, meta=meta)

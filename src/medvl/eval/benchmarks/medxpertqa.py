@@ -27,7 +27,7 @@ class MedXpertQA(LoaderBase):
     def load(self, data_dir: Path, split: str | None = None, **options: Any) -> list[EvalItem]:
         """Items of ``split`` (default test) in file order."""
         self._reset()
-        self._check_options(options, ())
+        self._options(options)
         split = check_split("medxpertqa", split, self.splits, "test")
         d = require_dir(data_dir, "medxpertqa")
         if not (d / "MM").is_dir() and (d / "MedXpertQA" / "MM").is_dir():
@@ -50,15 +50,17 @@ class MedXpertQA(LoaderBase):
                 rid = clean_str(r.get("id")) or f"{path.name}#{k + 1}"
                 miss = missing_fields(r, FIELDS)
                 if miss:
-                    self._skip(rid, f"{path}: line {k + 1} lacks {', '.join(miss)}")
+                    self._skip(rid, f"{path}: line {k + 1} lacks {', '.join(miss)}", "missing_field")
                     continue
                 if not isinstance(r["options"], dict) or not isinstance(r["images"], list):
-                    self._skip(rid, f"{path}: line {k + 1}: 'options' must be an object and 'images' a list")
+                    self._skip(rid, f"{path}: line {k + 1}: 'options' must be an object and 'images' a list",
+                               "bad_options")
                     continue
                 opts = {L: clean_str(r["options"][L]) for L in LETTERS if L in r["options"]}
                 label = clean_str(r["label"]).upper()
                 if label not in opts:
-                    self._skip(rid, f"{path}: line {k + 1} label {label!r} is not one of the options {sorted(opts)}")
+                    self._skip(rid, f"{path}: line {k + 1} label {label!r} is not one of the options {sorted(opts)}",
+                               "bad_answer")
                     continue
                 images: list[str | bytes] = []
                 for name in r["images"]:
@@ -72,7 +74,8 @@ class MedXpertQA(LoaderBase):
                         break
                     images.append(img)
                 if len(images) != len(r["images"]) or not images:
-                    self._skip(rid, f"{path}: line {k + 1} image(s) {r['images']} not all found in {zip_path if zimgs else img_dir}")
+                    self._skip(rid, f"{path}: line {k + 1} image(s) {r['images']} not all found in {zip_path if zimgs else img_dir}",
+                               "missing_image")
                     continue
                 question = clean_str(r["question"])
                 groups = {c: clean_str(r[c]) for c in ("medical_task", "body_system", "question_type") if r.get(c)}

@@ -4,7 +4,8 @@ Diagnostics_and_Laboratory_Medicine, Pharmacy, Public_Health, each ``<Subject>/<
 weighted mean over the subjects (group ``subject``).
 
 ``options`` is a string holding a Python list: it is parsed with ``ast.literal_eval`` only (never ``eval``);
-a row whose options are not a list literal is skipped and recorded. Multiple-choice items get letters A, B, ...
+a row whose options are not a list literal, or whose question names an ``<image N>`` that the row lacks,
+is skipped and recorded. Multiple-choice items get letters A, B, ...
 (up to as many options as published); ``open`` items keep their free-text answer (some have letter answers:
 kept as published, meta ``letter_answer``). Images are image_1..image_7 in number order; the question keeps
 its ``<image N>`` placeholders (meta ``image_numbers`` maps images to N)."""
@@ -14,10 +15,13 @@ from __future__ import annotations
 import ast
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
+
+from pydantic import Field
 
 from medvl.eval.benchmarks._common import (
     LETTERS, LoaderBase, check_split, clean_str, image_cell_bytes, listing, read_parquet_rows, require_dir)
+from medvl.eval.benchmarks._options import BenchmarkOptions, CommaList
 from medvl.eval.types import BENCHMARKS, BenchmarkFormatError, EvalItem
 
 SUBJECTS = ("Basic_Medical_Science", "Clinical_Medicine", "Diagnostics_and_Laboratory_Medicine", "Pharmacy",
@@ -41,10 +45,16 @@ def parse_literal_list(text: Any) -> list[str]:
     return [str(v) for v in value]
 
 
+class MMMUOptions(BenchmarkOptions):
+    subjects: CommaList(Literal[SUBJECTS]) | None = Field(  # type: ignore[valid-type]
+        None, description="only these subjects (default: all 5)")
+
+
 @BENCHMARKS.register("mmmu-med")
 class MMMUMed(LoaderBase):
     """MMMU Health & Medicine loader; option ``subjects`` (list) restricts the subjects."""
 
+    Options = MMMUOptions
     splits = ("validation", "dev", "test")
     default_protocol = "mc_letter"
     description = "MMMU Health & Medicine validation: 150 QA over 5 subjects (30 each); overall = count-weighted"
@@ -52,12 +62,9 @@ class MMMUMed(LoaderBase):
     def load(self, data_dir: Path, split: str | None = None, **options: Any) -> list[EvalItem]:
         """Items of ``split`` (default validation): subjects in the order above, rows in file order."""
         self._reset()
-        self._check_options(options, ("subjects",))
+        chosen = self._options(options).subjects or SUBJECTS
+        subjects = tuple(s for s in SUBJECTS if s in chosen)  # always in the published order
         split = check_split("mmmu-med", split, self.splits, "validation")
-        subjects = tuple(options.get("subjects") or SUBJECTS)
-        unknown = [s for s in subjects if s not in SUBJECTS]
-        if unknown:
-            raise ValueError(f"mmmu-med: unknown subject(s) {unknown}; allowed: {', '.join(SUBJECTS)}")
         d = require_dir(data_dir, "mmmu-med")
         if not any((d / s).is_dir() for s in SUBJECTS) and (d / "MMMU").is_dir():
             d = d / "MMMU"
@@ -80,7 +87,7 @@ class MMMUMed(LoaderBase):
         try:
             option_list = parse_literal_list(r["options"])
         except ValueError as e:
-            self._skip(rid, f"{path}: row {k} field 'options' {e}: {str(r['options'])[:80]!r}")
+            self._skip(rid, f"{path}: row {k} field 'options' {e}: {str(r['options'])[:80]!r}", "bad_options")
             return None
         qtype = clean_str(r["question_type"]) or "multiple-choice"
         answer = clean_str(r["answer"])
@@ -96,8 +103,10 @@ class MMMUMed(LoaderBase):
         meta: dict[str, Any] = {"subject": subj, "image_numbers": numbers, "question_type": qtype,
                                 "source_file": f"{subj}/{path.name}"}
         absent = sorted({n for n in mentioned if n not in numbers})
-        if absent:
-            meta["missing_images"] = absent
+        if absent:  # the question cannot be asked without the image it names
+            self._skip(rid, f"{path}: row {k} names <image {absent[0]}> but its image_{absent[0]} is empty",
+                       "missing_image")
+            return None
         if r.get("explanation"):
             meta["explanation"] = clean_str(r["explanation"])
         groups = {"subject": subj, "question_type": qtype}
@@ -111,14 +120,15 @@ class MMMUMed(LoaderBase):
                 groups["img_type"] = clean_str(r["img_type"])
         if qtype == "multiple-choice":
             if not option_list:
-                self._skip(rid, f"{path}: row {k} is multiple-choice but 'options' is empty")
+                self._skip(rid, f"{path}: row {k} is multiple-choice but 'options' is empty", "bad_options")
                 return None
             if len(option_list) > len(LETTERS):
-                self._skip(rid, f"{path}: row {k} has {len(option_list)} options (too many)")
+                self._skip(rid, f"{path}: row {k} has {len(option_list)} options (too many)", "bad_options")
                 return None
             opts = dict(zip(LETTERS, option_list))
             if not hidden and answer not in opts:
-                self._skip(rid, f"{path}: row {k} answer {answer!r} is not an option letter {sorted(opts)}")
+                self._skip(rid, f"{path}: row {k} answer {answer!r} is not an option letter {sorted(opts)}",
+                           "bad_answer")
                 return None
             return EvalItem(id=rid, question=question, images=images, answer=None if hidden else answer,
                             options=opts, answer_type="mc", lang="en", groups=groups, meta=meta)

@@ -9,20 +9,29 @@ redistributed: with ``access="restricted"`` or ``"all"`` items whose image is mi
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
+
+from pydantic import Field
 
 from medvl.eval.benchmarks._common import (
     LETTERS, LoaderBase, check_split, clean_str, listing, missing_fields, read_json_list, require_dir, safe_join)
+from medvl.eval.benchmarks._options import BenchmarkOptions
 from medvl.eval.types import BENCHMARKS, BenchmarkFormatError, EvalItem
 
 ACCESS = {"open": ("Open-access",), "restricted": ("Restricted-access",), "all": ("Open-access", "Restricted-access")}
 FIELDS = ("question", "gt_answer", "image_path")
 
 
+class OmniMedVQAOptions(BenchmarkOptions):
+    access: Literal["open", "restricted", "all"] = Field(
+        "open", description="QA_information group(s): Open-access, Restricted-access (images not redistributed) or both")
+
+
 @BENCHMARKS.register("omnimedvqa")
 class OmniMedVQA(LoaderBase):
     """OmniMedVQA loader; option ``access`` = "open" (default) / "restricted" / "all"."""
 
+    Options = OmniMedVQAOptions
     splits = ("test",)
     default_protocol = "mc_vlmevalkit"
     description = "OmniMedVQA open-access subset by default (access=all: 127,995 QA incl. restricted, if images present)"
@@ -30,12 +39,9 @@ class OmniMedVQA(LoaderBase):
     def load(self, data_dir: Path, split: str | None = None, **options: Any) -> list[EvalItem]:
         """Items of the selected access groups; datasets in name order, items in file order."""
         self._reset()
-        self._check_options(options, ("access",))
+        access = self._options(options).access
         self.missing_images = 0
         check_split("omnimedvqa", split, self.splits, "test")
-        access = options.get("access", "open")
-        if access not in ACCESS:
-            raise ValueError(f"omnimedvqa: unknown access {access!r}; allowed: {', '.join(ACCESS)}")
         d = require_dir(data_dir, "omnimedvqa")
         if not (d / "QA_information").is_dir() and (d / "OmniMedVQA" / "QA_information").is_dir():
             d = d / "OmniMedVQA"
@@ -56,7 +62,8 @@ class OmniMedVQA(LoaderBase):
                 rid = rid or f"{path.stem}#{k}"
                 miss = missing_fields(r, FIELDS)
                 if miss:
-                    self._skip(rid, f"{path}: item {k} lacks {', '.join(miss)}; present: {', '.join(r) if isinstance(r, dict) else type(r).__name__}")
+                    self._skip(rid, f"{path}: item {k} lacks {', '.join(miss)}; present: {', '.join(r) if isinstance(r, dict) else type(r).__name__}",
+                               "missing_field")
                     continue
                 opts = {}
                 for L in LETTERS[:6]:
@@ -66,12 +73,12 @@ class OmniMedVQA(LoaderBase):
                 gt = clean_str(r["gt_answer"])
                 letter = next((L for L, t in opts.items() if t == gt), None)
                 if letter is None:
-                    self._skip(rid, f"{path}: item {k} gt_answer {gt!r} matches none of the options")
+                    self._skip(rid, f"{path}: item {k} gt_answer {gt!r} matches none of the options", "bad_answer")
                     continue
                 img = safe_join(d, clean_str(r["image_path"]))
                 if img is None or not img.is_file():
                     self.missing_images += 1
-                    self._skip(rid, f"{path}: image {r['image_path']!r} not found under {d} ({group})")
+                    self._skip(rid, f"{path}: image {r['image_path']!r} not found under {d} ({group})", "missing_image")
                     continue
                 groups = {"dataset": clean_str(r.get("dataset")) or path.stem, "access": group}
                 if r.get("question_type") is not None:

@@ -22,7 +22,7 @@ class PathVQA(LoaderBase):
     def load(self, data_dir: Path, split: str | None = None, **options: Any) -> list[EvalItem]:
         """Items of ``split`` (default test) over all shards in name order; ids are ``<split>-<row>``."""
         self._reset()
-        self._check_options(options, ())
+        self._options(options)
         split = check_split("pathvqa", split, self.splits, "test")
         d = require_dir(data_dir, "pathvqa")
         folder = d / "path-vqa" if not (d / "data").is_dir() and (d / "path-vqa").is_dir() else d

@@ -10,11 +10,14 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
+
+from pydantic import Field
 
 from medvl.eval.benchmarks._common import (
     LETTERS, LoaderBase, ZipImages, check_split, clean_str, column_map, listing, read_delimited, require_dir,
     safe_join, strip_option_prefix)
+from medvl.eval.benchmarks._options import BenchmarkOptions
 from medvl.eval.types import BENCHMARKS, BenchmarkFormatError, EvalItem
 
 CHOICES = ("choice a", "choice b", "choice c", "choice d")
@@ -25,10 +28,16 @@ VERSIONS = {
 }
 
 
+class PMCVQAOptions(BenchmarkOptions):
+    version: Literal["v1", "v2"] = Field("v1", description="v1 = test_clean.csv / test.csv, v2 = test_2.csv")
+    clean: bool = Field(True, description="v1 only: test_clean.csv (true, the papers' set) or test.csv (false)")
+
+
 @BENCHMARKS.register("pmc-vqa")
 class PMCVQA(LoaderBase):
     """PMC-VQA loader; options ``version`` ("v1" default / "v2") and ``clean`` (v1: test_clean.csv vs test.csv)."""
 
+    Options = PMCVQAOptions
     splits = ("test",)
     default_protocol = "mc_letter"
     description = "PMC-VQA v1 test_clean (~2,000 4-option MC; version=v2 reads test_2.csv instead)"
@@ -36,21 +45,19 @@ class PMCVQA(LoaderBase):
     def load(self, data_dir: Path, split: str | None = None, **options: Any) -> list[EvalItem]:
         """Multiple-choice items in file order; ids are ``<csv name>#<row>`` (v2: the index column)."""
         self._reset()
-        self._check_options(options, ("version", "clean"))
+        cfg = self._options(options)
         check_split("pmc-vqa", split, self.splits, "test")
-        version = options.get("version", "v1")
-        if version not in VERSIONS:
-            raise ValueError(f"pmc-vqa: unknown version {version!r}; allowed: {', '.join(VERSIONS)}")
+        version = cfg.version
         d = require_dir(data_dir, "pmc-vqa")
         if not any((d / v[0]).is_file() or (d / v[3]).is_file() for v in VERSIONS.values()) and (d / "PMC-VQA").is_dir():
             d = d / "PMC-VQA"
         csv_name, ans_col, img_folder, zip_name = VERSIONS[version]
-        if version == "v1" and not options.get("clean", True):
+        if version == "v1" and not cfg.clean:
             csv_name = "test.csv"
         path = d / csv_name
         if not path.is_file():
             raise BenchmarkFormatError(f"pmc-vqa {version}: missing {path}; present: {listing(d)}")
-        header, rows = read_delimited(path, ",")
+        header, rows = read_delimited(path, ",", self.skipped)
         cols = column_map(header, ("figure_path", "question", *CHOICES, ans_col), path,
                           optional=("answer", "caption", "split", ""))
         images = self._image_source(d, img_folder, zip_name, version)
@@ -69,14 +76,16 @@ class PMCVQA(LoaderBase):
                 letter = clean_str(r[cols[ans_col]]).upper().rstrip(":.")
                 question = clean_str(r[cols["question"]])
                 if not fig or not question:
-                    self._skip(rid, f"{path}: row {k + 2} lacks Figure_path or Question")
+                    self._skip(rid, f"{path}: row {k + 2} lacks Figure_path or Question", "missing_field")
                     continue
                 if letter not in opts:
-                    self._skip(rid, f"{path}: row {k + 2} answer {letter!r} is not one of the options {sorted(opts)}")
+                    self._skip(rid, f"{path}: row {k + 2} answer {letter!r} is not one of the options {sorted(opts)}",
+                               "bad_answer")
                     continue
                 image = images(fig)
                 if image is None:
-                    self._skip(rid, f"{path}: image {fig!r} not found in {d / img_folder} or {d / zip_name}")
+                    self._skip(rid, f"{path}: image {fig!r} not found in {d / img_folder} or {d / zip_name}",
+                               "missing_image")
                     continue
                 meta: dict[str, Any] = {"version": version, "figure_path": fig, "source_file": csv_name}
                 if version == "v1" and "answer" in cols:

@@ -9,11 +9,14 @@ Headline numbers differ between papers: English test only = 1,061 (645 open + 41
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
+
+from pydantic import Field
 
 from medvl.eval.benchmarks._common import (
     LoaderBase, ZipImages, check_split, clean_str, listing, missing_fields, read_json_list, require_dir,
     require_record_fields, safe_join)
+from medvl.eval.benchmarks._options import BenchmarkOptions
 from medvl.eval.types import BENCHMARKS, BenchmarkFormatError, EvalItem
 
 FIELDS = ("img_name", "question", "answer", "q_lang", "answer_type")
@@ -21,10 +24,16 @@ SPLIT_FILES = {"test": ("test.json",), "train": ("train.json",), "validation": (
 LANGS = ("en", "zh", "all")
 
 
+class SLAKEOptions(BenchmarkOptions):
+    lang: Literal["en", "zh", "all"] = Field(
+        "en", description="question language: en = 1,061 test QA, zh = 1,033, all = both (2,094)")
+
+
 @BENCHMARKS.register("slake")
 class SLAKE(LoaderBase):
     """SLAKE loader (Slake1.0 folder or hub copy with imgs.zip); option ``lang`` = en (default) / zh / all."""
 
+    Options = SLAKEOptions
     splits = ("test", "validation", "train")
     default_protocol = "short_answer"
     description = "SLAKE test, English only by default: 1,061 = 645 open + 416 closed (lang=all: en+zh 2,094)"
@@ -40,11 +49,8 @@ class SLAKE(LoaderBase):
     def load(self, data_dir: Path, split: str | None = None, **options: Any) -> list[EvalItem]:
         """Items of ``split`` (default test) filtered by ``lang`` ("en" default, "zh", "all"), in file order."""
         self._reset()
-        self._check_options(options, ("lang",))
+        lang = self._options(options).lang
         split = check_split("slake", split, self.splits, "test")
-        lang = options.get("lang", "en")
-        if lang not in LANGS:
-            raise ValueError(f"slake: unknown lang {lang!r}; allowed: {', '.join(LANGS)}")
         folder = self._folder(require_dir(data_dir, "slake"))
         path = next((folder / n for n in SPLIT_FILES[split] if (folder / n).is_file()), None)
         if path is None:
@@ -66,10 +72,11 @@ class SLAKE(LoaderBase):
                 rid = rid or f"{path.name}#{k}"
                 miss = missing_fields(r, FIELDS)
                 if miss:
-                    self._skip(rid, f"{path}: record {k} lacks {', '.join(miss)}")
+                    self._skip(rid, f"{path}: record {k} lacks {', '.join(miss)}", "missing_field")
                     continue
                 q_lang = clean_str(r["q_lang"])
                 if lang != "all" and q_lang != lang:
+                    self._not_selected(f"q_lang {q_lang!r} (option lang={lang})")
                     continue
                 name = clean_str(r["img_name"])
                 image: str | bytes | None
@@ -80,7 +87,7 @@ class SLAKE(LoaderBase):
                     p = safe_join(img_dir, name)
                     image, where = (str(p) if p is not None and p.is_file() else None), img_dir
                 if image is None:
-                    self._skip(rid, f"{path}: image {name!r} not found in {where}")
+                    self._skip(rid, f"{path}: image {name!r} not found in {where}", "missing_image")
                     continue
                 atype = clean_str(r["answer_type"]).upper()
                 groups = {"answer_type": atype}

@@ -11,11 +11,14 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
+
+from pydantic import Field
 
 from medvl.eval.benchmarks._common import (
     LoaderBase, check_split, clean_str, listing, missing_fields, read_json_list, require_dir, require_record_fields,
     safe_join)
+from medvl.eval.benchmarks._options import BenchmarkOptions
 from medvl.eval.types import BENCHMARKS, BenchmarkFormatError, EvalItem
 
 ORIGINAL_JSON = "VQA_RAD Dataset Public.json"
@@ -23,10 +26,16 @@ ORIGINAL_IMAGES = "VQA_RAD Image Folder"
 JSON_FIELDS = ("qid", "image_name", "question", "answer", "answer_type")
 
 
+class VQARADOptions(BenchmarkOptions):
+    layout: Literal["mevf", "original", "parquet"] | None = Field(
+        None, description="force a layout (default: detected from the files present)")
+
+
 @BENCHMARKS.register("vqa-rad")
 class VQARAD(LoaderBase):
     """VQA-RAD loader (MEVF json, original release or parquet copy)."""
 
+    Options = VQARADOptions
     splits = ("test", "train")
     default_protocol = "short_answer"
     description = ("VQA-RAD test: 451 QA; MEVF/original json: 272 closed + 179 open by answer_type; "
@@ -48,10 +57,10 @@ class VQARAD(LoaderBase):
     def load(self, data_dir: Path, split: str | None = None, **options: Any) -> list[EvalItem]:
         """Items of ``split`` (default test) in file order. Option ``layout`` forces mevf/original/parquet."""
         self._reset()
-        self._check_options(options, ("layout",))
+        opts = self._options(options)
         split = check_split("vqa-rad", split, self.splits, "test")
         layout, folder = self.detect_layout(require_dir(data_dir, "vqa-rad"))
-        layout = options.get("layout", layout)
+        layout = opts.layout or layout
         self.layout = layout
         if layout == "parquet":
             return self._load_parquet(folder, split)
@@ -65,9 +74,8 @@ class VQARAD(LoaderBase):
             records, image_dir = read_json_list(path), folder / ORIGINAL_IMAGES
             require_record_fields(records, JSON_FIELDS + ("phrase_type",), path)
             want_test = split == "test"
-            records = [r for r in records if str(r.get("phrase_type", "")).startswith("test_") == want_test]
-        else:
-            raise ValueError(f"vqa-rad: unknown layout {layout!r}; allowed: mevf, original, parquet")
+            records = [r for r in records
+                       if not isinstance(r, dict) or str(r.get("phrase_type", "")).startswith("test_") == want_test]
         require_record_fields(records, JSON_FIELDS, path)
         return self._json_items(records, image_dir, path)
 
@@ -78,11 +86,11 @@ class VQARAD(LoaderBase):
             rid = rid or f"{path.name}#{k}"
             miss = missing_fields(r, JSON_FIELDS)
             if miss:
-                self._skip(rid, f"{path}: record {k} lacks {', '.join(miss)}")
+                self._skip(rid, f"{path}: record {k} lacks {', '.join(miss)}", "missing_field")
                 continue
             img = safe_join(image_dir, clean_str(r["image_name"]))
             if img is None or not img.is_file():
-                self._skip(rid, f"{path}: image {r['image_name']!r} not found in {image_dir}")
+                self._skip(rid, f"{path}: image {r['image_name']!r} not found in {image_dir}", "missing_image")
                 continue
             atype = clean_str(r["answer_type"]).upper()
             groups = {"answer_type": atype}
