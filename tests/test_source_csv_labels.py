@@ -145,3 +145,57 @@ def test_identifier_like_extra_columns_are_refused(col):
 
     with pytest.raises(ValueError, match="looks like an identifier"):
         CsvLabelsOptions(extra_columns=[col])
+
+
+@pytest.fixture()
+def mixed_table(tmp_path, gray_images) -> Path:
+    """A single-label table whose rows come from several modalities, named as datasets write them: a DICOM
+    code, a synonym, a Chinese name, an unknown value and an empty cell."""
+    root = tmp_path / "mixed"
+    (root / "img").mkdir(parents=True)
+    for i, img in enumerate(gray_images):
+        Image.fromarray(img).save(root / "img" / f"case{i}.png")
+    rows = ["case0.png,tumor,CR", "case1.png,tumor,MRI", "case2.png,normal,Fundus Photography",
+            "case3.png,normal,磁共振", "case4.png,tumor,hologram", "case5.png,normal,"]
+    (root / "labels.csv").write_text("file,finding,Modality\n" + "\n".join(rows) + "\n", encoding="utf-8")
+    return root
+
+
+def test_modality_column_gives_each_row_its_modality(mixed_table, tmp_path):
+    """Issue 6 item 20: modality per row, normalized by the taxonomy; an unknown or empty value rejects the row
+    with a reason naming the row, the column and the value."""
+    opts = {"csv": "labels.csv", "image_column": "file", "label_column": "finding", "separator": None,
+            "images_dir": "img", "modality_column": "Modality"}
+    items, rejects = run(mixed_table, options=opts)
+    assert [(i.source_file, i.modality) for i in items] == [
+        ("img/case0.png", "X-ray"), ("img/case1.png", "MR"), ("img/case2.png", "fundus"), ("img/case3.png", "MR")]
+    reasons = sorted(r.reason for r in rejects)
+    assert reasons[0].startswith("labels.csv row 6: img/case4.png: modality 'hologram' in column 'Modality' is not "
+                                 "a known modality; allowed: CT, MR")
+    assert reasons[1] == "labels.csv row 7: img/case5.png: empty modality in column 'Modality'"
+    assert all(r.stage == "validate" for r in rejects)
+
+    # through the pipeline's per-unit stage: the record carries the row's modality
+    from medvl.pipeline.process import Job, get_source, run_job
+    from medvl.pipeline.recipe import ImageConfig
+    from medvl.sources import Unit
+
+    cfg = SourceConfig(name="mixed", format="csv_labels", path=str(mixed_table), options=opts)
+    mods = []
+    for u in get_source(cfg).units():
+        if isinstance(u, Unit):
+            res = run_job(Job(source=cfg.model_dump(mode="json"), unit=u, out_dir=str(tmp_path / "out"),
+                              image=ImageConfig().model_dump(mode="json"), salt="s"))
+            mods += [r.modality for r in res.records]
+    assert mods == ["X-ray", "MR", "fundus", "MR"]
+
+
+def test_modality_column_errors(mixed_table):
+    from medvl.pipeline.recipe import RecipeError, parse_recipe
+
+    opts = {"csv": "labels.csv", "image_column": "file", "label_column": "finding", "images_dir": "img"}
+    items, rejects = run(mixed_table, options={**opts, "modality_column": "Imaging"})
+    assert not items and "labels.csv: no column 'Imaging'; columns are 'file', 'finding', 'Modality'" in rejects[0].reason
+    with pytest.raises(RecipeError, match=r"`modality` \('CT'\) and options\.modality_column are both set"):
+        parse_recipe({"salt": "s", "sources": [{"name": "m", "format": "csv_labels", "path": str(mixed_table),
+                                                "modality": "CT", "options": {**opts, "modality_column": "Modality"}}]})

@@ -142,3 +142,72 @@ def test_symlinked_folder_is_not_followed(tmp_path):
     rejects = [u for u in out if isinstance(u, Reject)]
     assert sorted(u.key for u in units) == ["cat/0.png", "cat/1.png", "dog/0.png", "dog/1.png"]
     assert len(rejects) == 1 and rejects[0].item == "dog/loop" and "symlinked folder" in rejects[0].reason
+
+
+def _pipeline_records(root: Path, tmp_path: Path, **cfg) -> tuple[list, list]:
+    """Run every unit of an image_folder source through the pipeline's per-unit stage (finalize_item)."""
+    from medvl.pipeline.process import Job, get_source, run_job
+    from medvl.pipeline.recipe import ImageConfig
+    from medvl.sources import Unit
+
+    config = SourceConfig(name="kvasir_like", format="image_folder", path=str(root), **cfg)
+    records, rejects = [], []
+    for u in get_source(config).units():
+        if not isinstance(u, Unit):
+            rejects.append(u)
+            continue
+        res = run_job(Job(source=config.model_dump(mode="json"), unit=u, out_dir=str(tmp_path / "out"),
+                          image=ImageConfig().model_dump(mode="json"), salt="s"))
+        records += res.records
+        rejects += res.rejects
+    return records, rejects
+
+
+def test_class_modality_maps_modality_per_class(tmp_path, images):
+    """Issue 6 item 20: one folder tree whose classes come from different modalities (Kvasir-style sets mix
+    endoscopy with other images); each record takes its class's modality, normalized by the taxonomy."""
+    root = tmp_path / "mixed"
+    _write(root / "fundus", images["fundus"], ".png")
+    _write(root / "immunohistochemistry", images["immunohistochemistry"], ".png")
+    _write(root / "microaneurysms", images["microaneurysms"], ".png")
+    opts = {"class_modality": {"fundus": "fundus photography", "DAB-stained tissue": "histopathology",
+                               "microaneurysms": "Fundus", "polyps": "endoscopy"}}
+    records, rejects = _pipeline_records(root, tmp_path, options=opts,
+                                         label_map={"immunohistochemistry": "DAB-stained tissue"})
+    assert not rejects
+    by_label = {(r.labels[0], r.modality) for r in records}
+    assert by_label == {("fundus", "fundus"), ("DAB-stained tissue", "pathology"), ("microaneurysms", "fundus")}
+    assert len(records) == 7
+    src = SOURCES.get("image_folder")(SourceConfig(name="k", format="image_folder", path=str(root), options=opts,
+                                                   label_map={"immunohistochemistry": "DAB-stained tissue"}))
+    list(src.units())
+    assert src.notes == ["options.class_modality names 'polyps', which match no class folder (nor a label_map "
+                         "name of one)"]
+
+
+def test_class_modality_unlisted_class_is_rejected_per_file(tmp_path, images):
+    root = tmp_path / "mixed"
+    _write(root / "fundus", images["fundus"][:2], ".png")
+    _write(root / "immunohistochemistry", images["immunohistochemistry"][:2], ".png")
+    items, rejects = run(root, options={"class_modality": {"fundus": "fundus"}})
+    assert [(i.source_file, i.modality) for i in items] == [("fundus/img_00.png", "fundus"),
+                                                           ("fundus/img_01.png", "fundus")]
+    assert sorted(r.item for r in rejects) == ["immunohistochemistry/img_00.png", "immunohistochemistry/img_01.png"]
+    assert all("class 'immunohistochemistry' has no modality in options.class_modality (listed: fundus)" in r.reason
+               for r in rejects)
+
+
+def test_class_modality_is_checked_at_recipe_load(tmp_path):
+    from medvl.pipeline.recipe import RecipeError, parse_recipe
+
+    def recipe(**src):
+        return {"salt": "s", "sources": [{"name": "k", "format": "image_folder", "path": str(tmp_path), **src}]}
+
+    with pytest.raises(RecipeError, match=r"options\.class_modality: .*'polyps'.*'colonscopy' is not a known "
+                                          r"modality; allowed: CT, MR, endoscopy"):
+        parse_recipe(recipe(options={"class_modality": {"polyps": "colonscopy"}}))
+    with pytest.raises(RecipeError, match=r"`modality` \('endoscopy'\) and options\.class_modality are both set"):
+        parse_recipe(recipe(modality="endoscopy", options={"class_modality": {"polyps": "endoscopy"}}))
+    ok = parse_recipe(recipe(options={"class_modality": {"polyps": "colonoscopy", "histology": "WSI"}}))
+    src = SOURCES.get("image_folder")(ok.sources[0])
+    assert src.opts.class_modality == {"polyps": "endoscopy", "histology": "pathology"}

@@ -163,3 +163,71 @@ def test_acronyms_inside_hyphenated_words_keep_their_case():
     assert normalize_label("DAB-positive region") == "DAB-positive region"
     assert normalize_label("HER2-Positive") == "HER2-positive"
     assert normalize_label("Non-Ossifying Fibroma") == "non-ossifying fibroma"
+
+
+def test_synonym_targets_are_normalized_like_every_label():
+    """Issue 6 item 12: a target spelled as the data spells it ("Infiltration") must not become a second label
+    beside the normalized "infiltration"."""
+    syn = {"Infiltrate": "Infiltration", "Pleural_Thickening": "Pleural  Thickening", "NORM": "NORM"}
+    assert tx.normalize_label("Infiltrate", syn) == tx.normalize_label("Infiltration") == "infiltration"
+    assert tx.normalize_label("pleural thickening", syn) == "pleural thickening"
+    assert tx.normalize_label("norm", syn) == "NORM"  # acronyms keep their case as a target too
+
+
+@pytest.mark.parametrize("raw", ["Pleural_Thickening", "pleural-thickening", "PLEURAL THICKENING",
+                                 "pleural--thickening", " Pleural thickening "])
+def test_synonym_keys_ignore_case_spaces_and_punctuation(raw):
+    syn = {"pleural-thickening": "pleural fibrosis"}
+    assert tx.normalize_label(raw, syn) == "pleural fibrosis"
+    assert tx.normalize_label("pleural effusion", syn) == "pleural effusion"
+
+
+def test_conflicting_synonym_keys_are_refused_at_recipe_load():
+    from medvl.pipeline.recipe import RecipeError, parse_recipe
+
+    src = {"name": "nih", "format": "csv_labels", "path": "."}
+    with pytest.raises(RecipeError, match=r"sources\[0\]\.label_synonyms: keys 'Infiltrate' and 'infiltrate' "
+                                          r"match the same labels .* \('infiltration', 'consolidation'\)"):
+        parse_recipe({"salt": "s", "sources": [{**src, "label_synonyms": {"Infiltrate": "Infiltration",
+                                                                         "infiltrate": "Consolidation"}}]})
+    with pytest.raises(RecipeError, match=r"label_synonyms: key '--': has no letters"):
+        parse_recipe({"salt": "s", "sources": [{**src, "label_synonyms": {"--": "x"}}]})
+    ok = parse_recipe({"salt": "s", "sources": [{**src, "label_synonyms": {"Infiltrate": "Infiltration",
+                                                                          "INFILTRATE": "infiltration"}}]})
+    assert ok.sources[0].label_synonyms["Infiltrate"] == "Infiltration"  # the recipe as written is kept
+
+
+def test_nih_tables_with_a_synonym_give_one_label(tmp_path):
+    """The README's NIH setup: Data_Entry_2017.csv says "Infiltration", BBox_List_2017.csv says "Infiltrate";
+    ``label_synonyms: {Infiltrate: Infiltration}`` on the box source must give one label, not two spellings."""
+    import numpy as np
+    from PIL import Image
+
+    from medvl.pipeline.process import Job, get_source, run_job
+    from medvl.pipeline.recipe import ImageConfig, SourceConfig
+    from medvl.sources import Unit
+
+    ds = pydicom.dcmread(get_testdata_file("RG1_UNCI.dcm"))  # a real chest radiograph (CR)
+    px = ds.pixel_array.astype(np.float32)
+    img = np.rint(255 * (px - px.min()) / (px.max() - px.min())).astype(np.uint8)[::4, ::4]
+    (tmp_path / "images").mkdir()
+    Image.fromarray(img).save(tmp_path / "images" / "00000013_005.png")
+    (tmp_path / "Data_Entry_2017.csv").write_text(
+        "Image Index,Finding Labels,Follow-up #,Patient ID,Patient Age,Patient Gender,View Position,"
+        "OriginalImage[Width,Height],OriginalImagePixelSpacing[x,y],\n"
+        "00000013_005.png,Emphysema|Infiltration|Pleural_Thickening,5,13,60,M,AP,3056,2544,0.139,0.139\n")
+    (tmp_path / "BBox_List_2017.csv").write_text(
+        "Image Index,Finding Label,Bbox [x,y,w,h],,,\n00000013_005.png,Infiltrate,60.5,70.2,120.4,150.8\n")
+    common = {"path": str(tmp_path), "modality": "X-ray", "patient_namespace": "nih"}
+    cfgs = [SourceConfig(name="nih_labels", format="csv_labels", options={"images_dir": "images"}, **common),
+            SourceConfig(name="nih_boxes", format="csv_boxes", options={"images_dir": "images"},
+                         label_synonyms={"Infiltrate": "Infiltration"}, **common)]
+    labels: set[str] = set()
+    for cfg in cfgs:
+        units = [u for u in get_source(cfg).units() if isinstance(u, Unit)]
+        assert len(units) == 1
+        res = run_job(Job(source=cfg.model_dump(mode="json"), unit=units[0], out_dir=str(tmp_path / "out"),
+                          image=ImageConfig().model_dump(mode="json"), salt="s"))
+        assert len(res.records) == 1, res.rejects
+        labels |= set(res.records[0].labels) | {r.label for r in res.records[0].regions}
+    assert labels == {"emphysema", "infiltration", "pleural thickening"}

@@ -16,6 +16,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "eval": ("medvl.cli.eval", "Evaluate a model (or re-score predictions) on a medical benchmark."),
     "audit": ("medvl.cli.audit", "Find overlaps between a built training set and benchmark data."),
     "bench-build": ("medvl.cli.bench_build", "Make a GMAI-MMBench-style multiple-choice benchmark from records."),
+    "taxonomy": ("medvl.cli.taxonomy", "List allowed modalities, departments, tasks, body regions, views; "
+                 "--formats: source options."),
 }
 
 

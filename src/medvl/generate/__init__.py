@@ -5,18 +5,21 @@ samples would leave in English, for the pipeline to warn about."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
-from medvl.generate.base import GENERATORS, Generator, missing_zh_labels
+from medvl.generate.base import GENERATORS, Generator, SourceRules, missing_zh_labels
 
 if TYPE_CHECKING:
     from medvl.pipeline.recipe import GenerationConfig
 
 
-def make_generator(config: "GenerationConfig", seed: int, label_spaces: dict[str, list[str]]) -> Generator:
-    """The registered generator named by ``config.generator``, ready to ``generate(record)``."""
+def make_generator(config: "GenerationConfig", seed: int, label_spaces: dict[str, list[str]],
+                   source_rules: Mapping[str, SourceRules] | None = None) -> Generator:
+    """The registered generator named by ``config.generator``, ready to ``generate(record)``;
+    ``source_rules``: dataset name -> what text may say about its regions (counting)."""
     cls = GENERATORS.get(config.generator)
-    return cls(config, seed, label_spaces)
+    return cls(config, seed, label_spaces, source_rules)
 
 
-__all__ = ["GENERATORS", "Generator", "make_generator", "missing_zh_labels"]
+__all__ = ["GENERATORS", "Generator", "SourceRules", "make_generator", "missing_zh_labels"]

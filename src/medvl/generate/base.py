@@ -20,11 +20,13 @@ How an LLM-backed generator plugs in (GMAI-VL's "annotation-guided" generation):
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import TYPE_CHECKING, Any, ClassVar
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from medvl.core.hashing import stable_int
 from medvl.core.records import ImageRecord, Sample, Turn
 from medvl.core.registry import Registry
+from medvl.generate.semantics import is_instance_label
 from medvl.taxonomy import (body_region_name, department_name, has_chinese_name, label_zh, modality_image_name,
                             modality_name, normalize_body_region, normalize_department, normalize_modality,
                             normalize_view, view_name)
@@ -37,16 +39,32 @@ GENERATORS: Registry[type["Generator"]] = Registry("generator", "medvl.generate"
 _LANG_SCALE = 1_000_000
 
 
+@dataclass(frozen=True)
+class SourceRules:
+    """What generated text may say about one source's regions (built by the pipeline from the recipe).
+
+    ``count_labels``: "auto" (labels naming countable instances, see :func:`is_instance_label`), "none", or
+    the exact set of normalized labels to count. ``regions_are_instances``: False when the source gives one
+    box per label instead of one per connected component (``options.per_component: false``), so the number
+    of boxes says nothing about the number of instances."""
+
+    count_labels: Literal["auto", "none"] | frozenset[str] = "auto"
+    regions_are_instances: bool = True
+
+
 class Generator:
     """Base class. ``label_spaces`` maps dataset name -> sorted list of every normalized label in that
-    dataset (image labels and region labels); generators draw wrong options and negatives from it."""
+    dataset (image labels and region labels); generators draw wrong options and negatives from it.
+    ``source_rules`` maps dataset name -> :class:`SourceRules` (a dataset without an entry gets the defaults)."""
 
     registry_name: ClassVar[str] = ""
 
-    def __init__(self, config: "GenerationConfig", seed: int, label_spaces: dict[str, list[str]]):
+    def __init__(self, config: "GenerationConfig", seed: int, label_spaces: dict[str, list[str]],
+                 source_rules: Mapping[str, SourceRules] | None = None):
         self.config = config
         self.seed = int(seed)
         self.label_spaces = {k: sorted(v) for k, v in (label_spaces or {}).items()}
+        self.source_rules = dict(source_rules or {})
         langs = list(config.languages)
         if not langs:
             raise ValueError("generation.languages: expected at least one of 'en', 'zh'")
@@ -81,6 +99,16 @@ class Generator:
             if r.label not in out:
                 out.append(r.label)
         return out
+
+    def countable(self, record: ImageRecord, label: str) -> bool:
+        """Whether the number of ``label``'s regions in ``record`` is a number of instances that text may
+        state: the source's regions are per component and its ``count_labels`` admits the label."""
+        rules = self.source_rules.get(record.dataset, SourceRules())
+        if not rules.regions_are_instances or rules.count_labels == "none":
+            return False
+        if rules.count_labels == "auto":
+            return is_instance_label(label)
+        return label in rules.count_labels
 
     def localize_label(self, label: str, lang: str) -> str:
         """A label as written in ``lang``: in Chinese the recipe's ``generation.label_zh`` name, else the

@@ -8,7 +8,13 @@ questions whose wrong options are claimed absent) appear only when ``record.extr
 is True, i.e. the source / recipe says every record lists all of its dataset's labels that apply; wrong
 options and negatives are listed in ``meta["distractors"]`` / ``meta["negatives"]``. Labels meaning "no
 finding" (``templates/label_semantics.yaml``) are never asked about or offered as negatives, and are
-phrased as "no finding is labelled"."""
+phrased as "no finding is labelled".
+
+Regions: a box spanning (nearly) the whole image (``generation.options.whole_image_fraction``, default 0.9
+of width and height) localizes nothing, so it never gets a region caption or a box question, and its label
+is named without boxes. Counting questions ("How many regions labelled X ...?" / "N annotated regions") are
+asked only about labels whose regions are separate instances (:meth:`Generator.countable`: instance-like
+labels by default, a source's ``count_labels`` otherwise) and none of whose boxes is whole-image."""
 
 from __future__ import annotations
 
@@ -23,30 +29,16 @@ import yaml
 from medvl.core.hashing import stable_int
 from medvl.core.records import ImageRecord, Region, Sample
 from medvl.generate.base import GENERATORS, Generator
+from medvl.generate.semantics import WHOLE_IMAGE_FRACTION, is_no_finding, is_whole_image, no_finding_labels
 from medvl.imaging.boxes import box_to_text, ref
 
 TEMPLATE_DIR = Path(__file__).parent / "templates"
-OPTION_DEFAULTS: dict[str, int] = {"max_regions": 16, "max_boxes": 10, "max_options": 4}
+OPTION_DEFAULTS: dict[str, int | float] = {"max_regions": 16, "max_boxes": 10, "max_options": 4,
+                                           "whole_image_fraction": WHOLE_IMAGE_FRACTION}
 PERCEPTION_TYPES = ("box2label", "label2box", "box_mc", "cls", "cls_mc")
 INSTRUCTION_TYPES = ("modality", "department", "body_region", "view", "structures", "yes", "no", "count")
 _FMT = string.Formatter()
-
-
-@lru_cache(maxsize=None)
-def no_finding_labels() -> frozenset[str]:
-    """Comparison forms of the labels that mean "no finding" (``templates/label_semantics.yaml``)."""
-    path = TEMPLATE_DIR / "label_semantics.yaml"
-    data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    return frozenset(_label_key(x) for x in data.get("no_finding_labels") or [])
-
-
-def _label_key(label: str) -> str:
-    return " ".join(str(label).replace("_", " ").replace("-", " ").lower().split())
-
-
-def is_no_finding(label: str) -> bool:
-    """True for a label that records the absence of findings ("No Finding", "no acute findings")."""
-    return _label_key(label) in no_finding_labels()
+__all__ = ["TemplateGenerator", "is_no_finding", "no_finding_labels", "load_bank", "join_list"]
 
 
 @lru_cache(maxsize=None)
@@ -109,6 +101,9 @@ class _Job:
         self.gen, self.rec, self.kind, self.lang, self.n = gen, rec, kind, lang, n
         self.bank = load_bank(lang)
         self.fields = gen.record_fields(rec, lang)
+        self.localized = gen.localized_regions(rec)
+        # labels with a whole-image box: named, never located or counted
+        self.unlocated = {r.label for r in rec.regions if not gen.is_localized(rec, r)}
 
     def h(self, *purpose: object) -> int:
         return stable_int(self.gen.seed, self.rec.id, self.kind, self.n, *purpose)
@@ -136,6 +131,11 @@ class _Job:
     def boxes_of(self, label: str) -> list[Region]:
         return [r for r in self.rec.regions if r.label == label]
 
+    def locatable(self, label: str) -> bool:
+        """The label's boxes may be given as its location: none of them is whole-image and there are at
+        most ``max_boxes`` of them."""
+        return label not in self.unlocated and len(self.boxes_of(label)) <= self.gen.opts["max_boxes"]
+
     def box_text(self, regions: list[Region]) -> str:
         return box_to_text([list(r.box) for r in regions], self.rec.width, self.rec.height)
 
@@ -144,17 +144,36 @@ class _Job:
 class TemplateGenerator(Generator):
     """Offline generator: template banks per language, choices by hash. Options (generation.options):
     ``max_regions`` (regions per record that get region captions, default 16), ``max_boxes`` (a label
-    with more boxes is named without boxes, default 10), ``max_options`` (multiple-choice size, default 4)."""
+    with more boxes is named without boxes, default 10), ``max_options`` (multiple-choice size, default 4),
+    ``whole_image_fraction`` (a box at least this fraction of the image's width and height is whole-image,
+    default 0.9)."""
 
-    def __init__(self, config, seed: int, label_spaces: dict[str, list[str]]):
-        super().__init__(config, seed, label_spaces)
+    def __init__(self, config, seed: int, label_spaces: dict[str, list[str]], source_rules=None):
+        super().__init__(config, seed, label_spaces, source_rules)
         unknown = sorted(set(config.options) - set(OPTION_DEFAULTS))
         if unknown:
             raise ValueError(f"generation.options: unknown key(s) {', '.join(unknown)} for the template generator; "
                              f"allowed: {', '.join(OPTION_DEFAULTS)}")
-        self.opts = {**OPTION_DEFAULTS, **{k: int(v) for k, v in config.options.items()}}
+        self.opts = dict(OPTION_DEFAULTS)
+        for k, v in config.options.items():
+            kind = type(OPTION_DEFAULTS[k])
+            try:
+                self.opts[k] = kind(v)
+            except (TypeError, ValueError):
+                raise ValueError(f"generation.options.{k}: expected a number, got {v!r}") from None
+        frac = self.opts["whole_image_fraction"]
+        if not 0.0 < frac <= 1.0:
+            raise ValueError(f"generation.options.whole_image_fraction: expected a fraction in (0, 1], got {frac}")
         for lang in self.languages:
             load_bank(lang)
+
+    def is_localized(self, rec: ImageRecord, region: Region) -> bool:
+        """False for a whole-image box (see ``whole_image_fraction``)."""
+        return not is_whole_image(region.box, rec.width, rec.height, self.opts["whole_image_fraction"])
+
+    def localized_regions(self, rec: ImageRecord) -> list[Region]:
+        """The record's regions that say where something is (whole-image boxes left out)."""
+        return [r for r in rec.regions if self.is_localized(rec, r)]
 
     # --- entry point ----------------------------------------------------------------------------
     def generate(self, record: ImageRecord) -> list[Sample]:
@@ -164,7 +183,7 @@ class TemplateGenerator(Generator):
             if count <= 0:
                 continue
             if kind == "region_caption":
-                regions = record.regions[: self.opts["max_regions"]]
+                regions = self.localized_regions(record)[: self.opts["max_regions"]]
                 jobs = [(i * count + j, r) for i, r in enumerate(regions) for j in range(count)]
             else:
                 jobs = [(n, None) for n in range(count)]
@@ -232,7 +251,7 @@ class TemplateGenerator(Generator):
         for lab in self._region_labels(job.rec):
             regs = job.boxes_of(lab)
             tag = ref(job.label(lab))
-            pieces.append(tag + job.box_text(regs) if len(regs) <= self.opts["max_boxes"] else tag)
+            pieces.append(tag + job.box_text(regs) if job.locatable(lab) else tag)
         return ("、" if job.lang == "zh" else ", ").join(pieces)
 
     @staticmethod
@@ -297,14 +316,14 @@ class TemplateGenerator(Generator):
         return _QA(q[1], a[1], [q[0], a[0]], t, **kw)
 
     def qa_box2label(self, job: _Job) -> _QA | None:
-        if not job.rec.regions:
+        if not job.localized:
             return None
-        r = job.rotate(job.rec.regions, "region")
+        r = job.rotate(job.localized, "region")
         return self._qa(job, "perception_qa", "box2label_q", "box2label_a",
                         {"box": job.box_text([r]), "ref": ref(job.label(r.label))}, "box2label")
 
     def _grounded_label(self, job: _Job) -> str | None:
-        labs = [x for x in self._region_labels(job.rec) if len(job.boxes_of(x)) <= self.opts["max_boxes"]]
+        labs = [x for x in self._region_labels(job.rec) if job.locatable(x)]
         return job.rotate(labs, "region_label") if labs else None
 
     def qa_label2box(self, job: _Job) -> _QA | None:
@@ -315,9 +334,9 @@ class TemplateGenerator(Generator):
                         {"box": job.box_text(job.boxes_of(lab)), "ref": ref(job.label(lab))}, "label2box")
 
     def qa_box_mc(self, job: _Job) -> _QA | None:
-        if not job.rec.regions:
+        if not job.localized:
             return None
-        r = job.rotate(job.rec.regions, "region")
+        r = job.rotate(job.localized, "region")
         present = set(self.record_labels(job.rec))
         return self._mc_qa(job, "box_mc_q", r.label, present, {"box": job.box_text([r])}, "box_mc")
 
@@ -375,7 +394,7 @@ class TemplateGenerator(Generator):
         extra = {"label": job.label(lab), "ref": ref(job.label(lab))}
         regs = job.boxes_of(lab)
         apool = "yes_label_a"
-        if regs and len(regs) <= self.opts["max_boxes"]:
+        if regs and job.locatable(lab):
             extra["box"] = job.box_text(regs)
             apool = "yes_region_a"
         q = job.fill("instruction_qa", "yes_q", extra)
@@ -409,7 +428,10 @@ class TemplateGenerator(Generator):
         return _QA(q[1], a[1], [q[0], a[0]], "no", negatives=[neg])
 
     def qa_count(self, job: _Job) -> _QA | None:
-        labs = self._region_labels(job.rec)
+        """How many regions of a label: only for labels whose regions are instances (``countable``) and none
+        of whose boxes is whole-image (a component covering the image may hold any number of instances)."""
+        labs = [x for x in self._region_labels(job.rec)
+                if x not in job.unlocated and self.countable(job.rec, x)]
         if not labs:
             return None
         lab = job.rotate(labs, "count_label")
@@ -418,7 +440,7 @@ class TemplateGenerator(Generator):
                  "region_word": "region" if len(regs) == 1 else "regions"}
         if job.lang == "zh":
             extra["region_word"] = "区域"
-        if len(regs) <= self.opts["max_boxes"]:
+        if job.locatable(lab):
             extra["box"] = job.box_text(regs)
         return self._qa(job, "instruction_qa", "count_q", "count_a", extra, "count")
 

@@ -80,12 +80,36 @@ class SourceConfig(_Strict):
     exhaustive_labels: bool | None = Field(None, description="every record lists all labels of the dataset that "
                                            "apply, so an absent label means 'not present' (default: true for "
                                            "single-label classification sources)")
+    count_labels: Literal["auto", "none"] | list[str] = Field(
+        "auto", description="labels whose annotated regions are separate instances, so generated text may count "
+        "them ('3 annotated regions labelled nodule'): 'auto' = labels naming a countable finding or object "
+        "(lesion, nodule, polyp, cell, mass, tumour, ...; medvl/generate/templates/label_semantics.yaml), 'none' "
+        "= never count, or a list of labels (normalized like the data's labels)")
     options: dict[str, Any] = {}
 
     @field_validator("patient_pattern")
     @classmethod
     def _pattern(cls, v: str | None) -> str | None:
         return one_group_pattern(v)
+
+    @field_validator("count_labels", mode="before")
+    @classmethod
+    def _count_labels(cls, v: Any) -> Any:
+        if isinstance(v, str):
+            if v.lower() not in ("auto", "none"):
+                raise ValueError(f"{v!r} is not allowed; expected 'auto', 'none' or a list of labels")
+            return v.lower()
+        if not isinstance(v, list) or not all(isinstance(x, str) and x.strip() for x in v):
+            raise ValueError(f"expected 'auto', 'none' or a list of non-empty label names, got {v!r}")
+        return v
+
+    @field_validator("label_synonyms")
+    @classmethod
+    def _synonyms(cls, v: dict[str, str]) -> dict[str, str]:
+        from medvl.taxonomy import synonym_table
+
+        synonym_table(v)  # raises naming the keys: empty key/target, two spellings of one key with two targets
+        return v
 
     @field_validator("format")
     @classmethod
@@ -155,6 +179,19 @@ class SourceConfig(_Strict):
             allowed = ", ".join(cls_.Options.model_fields) or "(none)"
             msgs = "; ".join(f"options.{'.'.join(map(str, er['loc']))}: {er['msg']}" for er in e.errors())
             raise ValueError(f"format {self.format!r}: {msgs} (options of {self.format}: {allowed})") from None
+        return self
+
+    @model_validator(mode="after")
+    def _one_modality_source(self) -> "SourceConfig":
+        """``modality`` wins over what the data says for every item, so a per-item modality option of the
+        format (``modality_options`` of its Options, e.g. image_folder ``class_modality``) would be ignored."""
+        from medvl.sources import SOURCES
+
+        names = getattr(SOURCES.get(self.format).Options, "modality_options", ())
+        used = [k for k in names if (self.options or {}).get(k)]
+        if self.modality is not None and used:
+            raise ValueError(f"`modality` ({self.modality!r}) and options.{used[0]} are both set; the recipe's "
+                             f"modality wins for every item, so options.{used[0]} would be ignored: drop one")
         return self
 
 

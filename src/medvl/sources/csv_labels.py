@@ -7,16 +7,20 @@ and original size/spacing columns; images sit in ``images/`` or ``images_00N/ima
 
 Rows are checked in ``units()``: a path that escapes the dataset folder, a missing or ambiguous file, a
 malformed or duplicate row, an empty label -> a Reject naming the CSV row and the file. The helpers
-``read_table`` and ``ImageResolver`` are shared with ``csv_boxes``."""
+``read_table`` and ``ImageResolver`` are shared with ``csv_boxes``.
+
+Modality: the recipe's ``modality`` for the whole table, or ``options.modality_column`` per row (values
+normalized by the taxonomy: names, synonyms, DICOM codes; a row with an empty or unknown value is rejected
+with a reason naming the row and the value). The two are exclusive."""
 
 from __future__ import annotations
 
 import csv
 import re
 from pathlib import Path
-from typing import Iterator
+from typing import ClassVar, Iterator
 
-from pydantic import model_validator
+from pydantic import Field, model_validator
 
 from medvl.core.records import Reject
 from medvl.io.raster import RasterReadError, is_probably_image, read_raster
@@ -102,18 +106,28 @@ class ImageResolver:
 class CsvLabelsOptions(SourceOptions):
     """Options of the ``csv_labels`` source (defaults follow NIH ``Data_Entry_2017.csv``)."""
 
-    csv: str = "Data_Entry_2017.csv"
-    image_column: str = "Image Index"
-    label_column: str = "Finding Labels"
-    separator: str | None = "|"  # None = one label per row
-    patient_column: str | None = "Patient ID"
-    view_column: str | None = "View Position"
-    images_dir: str = ""
-    search_subdirs: bool = False
-    delimiter: str | None = None
-    no_finding_label: str | None = "No Finding"  # raw value meaning "normal"; kept as its own label
-    keep_no_finding: bool = True  # False: rows labelled only no_finding_label become rejects (stage filter)
-    extra_columns: list[str] = []
+    modality_options: ClassVar[tuple[str, ...]] = ("modality_column",)  # exclusive with the recipe's `modality`
+
+    csv: str = Field("Data_Entry_2017.csv", description="the table, relative to the source path (.tsv/.tab = tabs)")
+    image_column: str = Field("Image Index", description="column with the image file name or relative path")
+    label_column: str = Field("Finding Labels", description="column with the label(s)")
+    separator: str | None = Field("|", description="separator of several labels in one cell; null = one label "
+                                  "per row (a single-label table: its labels count as exhaustive)")
+    patient_column: str | None = Field("Patient ID", description="column with the patient id (hashed, never "
+                                       "stored); null = none")
+    view_column: str | None = Field("View Position", description="column with the view (PA, AP, ...); null = none")
+    modality_column: str | None = Field(None, description="column with each image's modality (names, synonyms or "
+                                        "DICOM codes: 'CR', 'MRI', 'endoscopy'); a row with an unknown or empty "
+                                        "value is rejected; exclusive with the source's `modality`")
+    images_dir: str = Field("", description="folder of the images, relative to the source path")
+    search_subdirs: bool = Field(False, description="look bare file names up in every subfolder of images_dir "
+                                 "(NIH images_00N/images/)")
+    delimiter: str | None = Field(None, description="cell delimiter; null = tab for .tsv/.tab files, else comma")
+    no_finding_label: str | None = Field("No Finding", description="raw value meaning 'no finding'; kept as its "
+                                         "own label, never combined with a finding in one row")
+    keep_no_finding: bool = Field(True, description="false: rows labelled only no_finding_label become rejects "
+                                  "(stage filter)")
+    extra_columns: list[str] = Field([], description="non-identifying columns copied into the record's extra")
 
     @model_validator(mode="after")
     def _no_identifiers(self) -> "CsvLabelsOptions":
@@ -160,6 +174,7 @@ class CsvLabelsSource(Source):
             i_lab = column_index(header, self.opts.label_column, table)
             i_pat = self._optional_column(header, "patient_column", table)
             i_view = self._optional_column(header, "view_column", table)
+            i_mod = self._optional_column(header, "modality_column", table)
             i_extra = {c: column_index(header, c, table) for c in self.opts.extra_columns}
         except TableError as e:
             yield self.reject(table, str(e))
@@ -167,7 +182,7 @@ class CsvLabelsSource(Source):
         resolver = ImageResolver(self, self.opts.images_dir, self.opts.search_subdirs)
         no_finding = self.opts.no_finding_label
         no_finding_name = self.cfg.label_map.get(no_finding, no_finding) if no_finding else None
-        needed = max([i_img, i_lab, *(i for i in (i_pat, i_view) if i is not None), *i_extra.values()])
+        needed = max([i_img, i_lab, *(i for i in (i_pat, i_view, i_mod) if i is not None), *i_extra.values()])
         seen: dict[str, int] = {}
         for line, cells in rows:
             where = f"{table}#row{line}"
@@ -184,6 +199,12 @@ class CsvLabelsSource(Source):
                                   stage="validate")
                 continue
             seen[key] = line
+            modality = None
+            if i_mod is not None:
+                modality, problem = _row_modality(cells[i_mod], self.opts.modality_column)
+                if modality is None:
+                    yield self.reject(where, f"{table} row {line}: {key}: {problem}", stage="validate")
+                    continue
             labels = self._labels(cells[i_lab])
             if not labels:
                 yield self.reject(where, f"{table} row {line}: {key} has an empty label", stage="validate")
@@ -202,6 +223,7 @@ class CsvLabelsSource(Source):
                 "view": cells[i_view].strip() or None if i_view is not None else None,
                 "extra": {c: cells[i].strip() for c, i in i_extra.items()},
                 "row": line,
+                "modality": modality,
             })
 
     def load(self, unit: Unit) -> Iterator[Item | Reject]:
@@ -212,4 +234,18 @@ class CsvLabelsSource(Source):
             return
         p = unit.payload
         yield Item(array=array, source_file=unit.key, patient_raw=p["patient"], labels=list(p["labels"]),
-                   view=p["view"], extra=dict(p["extra"]))
+                   view=p["view"], extra=dict(p["extra"]), modality=p.get("modality"))
+
+
+def _row_modality(cell: str, column: str | None) -> tuple[str | None, str]:
+    """A row's modality cell -> (canonical taxonomy key, "") or (None, the problem)."""
+    from medvl.taxonomy import MODALITIES, normalize_modality
+
+    value = cell.strip()
+    if not value:
+        return None, f"empty modality in column {column!r}"
+    canon = normalize_modality(value)
+    if canon is None:
+        return None, (f"modality {value!r} in column {column!r} is not a known modality; "
+                      f"allowed: {', '.join(MODALITIES)}")
+    return canon, ""

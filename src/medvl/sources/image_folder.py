@@ -8,12 +8,19 @@ Nothing is dropped silently: every file found is either a unit or a Reject. Non-
 a .csv, Thumbs.db) -> "not an image file"; hidden files (.DS_Store, ._x.jpg) -> "hidden file"; a hidden
 folder (.git, .ipynb_checkpoints) -> one Reject that says how many files it holds; files directly under
 the root or a split folder -> "not inside a class folder"; classes in ``exclude_classes`` -> one Reject
-(stage "filter") per file. Order is sorted, so runs are deterministic."""
+(stage "filter") per file. Order is sorted, so runs are deterministic.
+
+Modality: the recipe's ``modality`` for the whole folder, or, for folders that mix modalities (Kvasir-style
+sets with endoscopy and pathology classes), ``options.class_modality`` per class (the two are exclusive;
+``Item.modality`` carries the class's modality, normalized by the taxonomy). With ``class_modality`` set, a
+class it does not list is rejected file by file, and a listed name that matches no class folder is a note."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Iterator
+from typing import ClassVar, Iterator
+
+from pydantic import Field, field_validator
 
 from medvl.core.records import Reject
 from medvl.io.raster import RasterReadError, is_probably_image, read_raster
@@ -23,8 +30,29 @@ from medvl.sources.base import SOURCES, Item, Source, SourceOptions, Unit
 class ImageFolderOptions(SourceOptions):
     """Options of the ``image_folder`` source."""
 
-    split_dirs: list[str] = ["train", "val", "valid", "validation", "test"]
-    exclude_classes: list[str] = []  # raw folder names or label_map display names
+    modality_options: ClassVar[tuple[str, ...]] = ("class_modality",)  # exclusive with the recipe's `modality`
+
+    split_dirs: list[str] = Field(["train", "val", "valid", "validation", "test"],
+                                  description="top-level folders read as split folders (root/<split>/<class>/...)")
+    exclude_classes: list[str] = Field([], description="classes to skip (raw folder names or label_map names); "
+                                       "their files are listed as rejects")
+    class_modality: dict[str, str] = Field(
+        {}, description="modality per class (raw folder name or label_map name -> modality), for folders that mix "
+        "modalities; every class must be listed; exclusive with the source's `modality`")
+
+    @field_validator("class_modality")
+    @classmethod
+    def _modalities(cls, v: dict[str, str]) -> dict[str, str]:
+        from medvl.taxonomy import MODALITIES, normalize_modality
+
+        out = {}
+        for folder, name in v.items():
+            canon = normalize_modality(name)
+            if canon is None:
+                raise ValueError(f"class_modality[{folder!r}]: {name!r} is not a known modality; "
+                                 f"allowed: {', '.join(MODALITIES)}")
+            out[folder] = canon
+        return out
 
 
 def _count_files(folder: Path) -> int:
@@ -50,11 +78,16 @@ class ImageFolderSource(Source):
             yield self.reject(".", f"{self.root}: dataset folder not found")
             return
         splits = {s.lower() for s in self.opts.split_dirs}
+        self._mapped: set[str] = set()
         for entry in sorted(self.root.iterdir()):
             if entry.is_dir() and entry.name.lower() in splits and not entry.name.startswith("."):
                 yield from self._class_level(entry, split=entry.name)
             else:
                 yield from self._class_entry(entry, split=None)
+        unused = sorted(set(self.opts.class_modality) - self._mapped)
+        if unused:
+            self.notes.append(f"options.class_modality names {', '.join(map(repr, unused))}, which match no class "
+                              f"folder (nor a label_map name of one)")
 
     def _class_level(self, folder: Path, split: str | None) -> Iterator[Unit | Reject]:
         for entry in sorted(folder.iterdir()):
@@ -76,10 +109,19 @@ class ImageFolderSource(Source):
         cls_name = entry.name
         label = self._label(cls_name)
         excluded = cls_name in self.opts.exclude_classes or label in self.opts.exclude_classes
-        yield from self._walk_class(entry, label, cls_name, split, excluded)
+        yield from self._walk_class(entry, label, cls_name, split, excluded, self._modality(cls_name, label))
+
+    def _modality(self, cls_name: str, label: str) -> str | None:
+        """The class's modality from ``options.class_modality`` (raw folder name first, then label name)."""
+        cm = self.opts.class_modality
+        for k in (cls_name, label):
+            if k in cm:
+                self._mapped.add(k)
+                return cm[k]
+        return None
 
     def _walk_class(self, folder: Path, label: str, cls_name: str, split: str | None,
-                    excluded: bool) -> Iterator[Unit | Reject]:
+                    excluded: bool, modality: str | None) -> Iterator[Unit | Reject]:
         for entry in sorted(folder.iterdir()):
             rel = self._relname(entry)
             if entry.name.startswith("."):
@@ -90,15 +132,18 @@ class ImageFolderSource(Source):
                 yield self.reject(rel, f"{rel}: symlinked folder not followed (it may loop or repeat images "
                                        f"under another class)")
             elif entry.is_dir():
-                yield from self._walk_class(entry, label, cls_name, split, excluded)
+                yield from self._walk_class(entry, label, cls_name, split, excluded, modality)
             elif not is_probably_image(entry):
                 suffix = entry.suffix or "(no extension)"
                 yield self.reject(rel, f"{rel}: not an image file ({suffix})")
             elif excluded:
                 yield self.reject(rel, f"{rel}: class {cls_name!r} excluded by options.exclude_classes",
                                   stage="filter")
+            elif self.opts.class_modality and modality is None:
+                yield self.reject(rel, f"{rel}: class {cls_name!r} has no modality in options.class_modality "
+                                       f"(listed: {', '.join(sorted(self.opts.class_modality))})")
             else:
-                yield Unit(key=rel, payload={"label": label, "split": split})
+                yield Unit(key=rel, payload={"label": label, "split": split, "modality": modality})
 
     def _relname(self, entry: Path) -> str:
         """Path relative to the root as listed (symlinks not resolved)."""
@@ -119,4 +164,5 @@ class ImageFolderSource(Source):
             yield self.reject(unit.key, f"{unit.key}: {e.problem}")
             return
         extra = {"source_split": unit.payload["split"]} if unit.payload.get("split") else {}
-        yield Item(array=array, source_file=unit.key, labels=[unit.payload["label"]], extra=extra)
+        yield Item(array=array, source_file=unit.key, labels=[unit.payload["label"]], extra=extra,
+                   modality=unit.payload.get("modality"))

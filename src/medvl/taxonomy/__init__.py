@@ -96,6 +96,20 @@ def _vocabs() -> dict[str, Vocabulary]:
     }
 
 
+VOCABULARY_KINDS: tuple[str, ...] = ("modality", "department", "clinical_task", "body_region", "view")
+
+
+def vocabulary(kind: str) -> list[dict[str, Any]]:
+    """The entries of one vocabulary (``VOCABULARY_KINDS``) in file order: ``key``, display names ``en`` and
+    ``zh``, ``synonyms`` (other accepted spellings) and, for modalities, ``dicom`` (Modality codes)."""
+    if kind not in VOCABULARY_KINDS:
+        raise KeyError(f"unknown vocabulary {kind!r}; allowed: {', '.join(VOCABULARY_KINDS)}")
+    voc = _vocabs()[kind]
+    return [{"key": k, "en": voc.names[k]["en"], "zh": voc.names[k]["zh"],
+             "synonyms": [str(x) for x in voc.extra[k].get("synonyms") or []],
+             "dicom": [str(x) for x in voc.extra[k].get("dicom") or []]} for k in voc.keys]
+
+
 MODALITIES: list[str] = list(_vocabs()["modality"].keys)
 GMAI_VL_MODALITIES: list[str] = [k for k in MODALITIES if _vocabs()["modality"].extra[k].get("gmai_vl")]
 DEPARTMENTS: list[str] = list(_vocabs()["department"].keys)
@@ -215,24 +229,49 @@ def normalize_label(text: str, synonyms: Mapping[str, str] | None = None) -> str
     Trims; underscores, hyphen runs ("--") and hyphens at word edges become spaces; whitespace collapses;
     words are lower-cased except acronyms (see ``data/label_rules.yaml``: all-capital words with a digit
     or at most four letters, plus a listed few), so "Pleural_Thickening" -> "pleural thickening",
-    "NORMAL" -> "normal", "NORM" -> "NORM", "COVID-19" -> "COVID-19", "DAB-positive" -> "DAB-positive". Then the per-recipe ``synonyms``
-    map is applied: its keys are normalized the same way and matched case-insensitively against the
-    whole label; the mapped value is returned cleaned (whitespace) but with its case as written."""
-    words = _clean(text).split(" ")
-    out = " ".join(_case_word(w) for w in words if w)
+    "NORMAL" -> "normal", "NORM" -> "NORM", "COVID-19" -> "COVID-19", "DAB-positive" -> "DAB-positive".
+
+    Then the per-recipe ``synonyms`` map (a source's ``label_synonyms``) is applied. A key matches a label
+    when both have the same :func:`lookup_key` (case, spaces, underscores, hyphens and punctuation
+    ignored), so the key "Infiltrate" matches "infiltrate", "INFILTRATE" and "in_filtrate" alike. The
+    target is normalized like every other label ("Infiltration" -> "infiltration"), so a synonym never
+    creates a second spelling of a label the data already has. Targets are not looked up again (no chains)."""
+    out = _normalize_words(text)
     if synonyms:
-        table = _synonym_table(tuple(sorted(synonyms.items())))
-        hit = table.get(out.lower())
+        hit = synonym_table(synonyms).get(lookup_key(out))
         if hit is not None:
             return hit
     return out
 
 
+def _normalize_words(text: str) -> str:
+    words = _clean(text).split(" ")
+    return " ".join(_case_word(w) for w in words if w)
+
+
+def synonym_table(synonyms: Mapping[str, str]) -> dict[str, str]:
+    """``label_synonyms`` as used by :func:`normalize_label`: lookup_key(key) -> normalized target.
+
+    Raises ValueError naming the keys when a key or target is empty, or when two keys that match the same
+    labels (e.g. "Infiltrate" and "infiltrate") map to different targets."""
+    return _synonym_table(tuple(sorted((str(k), str(v)) for k, v in synonyms.items())))
+
+
 @lru_cache(maxsize=256)
 def _synonym_table(items: tuple[tuple[str, str], ...]) -> dict[str, str]:
     table: dict[str, str] = {}
+    origin: dict[str, str] = {}
     for k, v in items:
-        table[normalize_label(k).lower()] = _clean(v)
+        key, target = lookup_key(k), _normalize_words(v)
+        if not key:
+            raise ValueError(f"key {k!r}: has no letters or digits, so it matches no label")
+        if not target:
+            raise ValueError(f"key {k!r}: empty target label")
+        if key in table and table[key] != target:
+            raise ValueError(f"keys {origin[key]!r} and {k!r} match the same labels (case, spaces and punctuation "
+                             f"are ignored) but map to different targets ({table[key]!r}, {target!r})")
+        table[key] = target
+        origin.setdefault(key, k)
     return table
 
 
@@ -310,8 +349,8 @@ def glossary_size() -> int:
 
 
 __all__ = [
-    "MODALITIES", "GMAI_VL_MODALITIES", "DEPARTMENTS", "CLINICAL_TASKS", "BODY_REGIONS", "VIEWS",
+    "VOCABULARY_KINDS", "vocabulary", "MODALITIES", "GMAI_VL_MODALITIES", "DEPARTMENTS", "CLINICAL_TASKS", "BODY_REGIONS", "VIEWS",
     "normalize_modality", "modality_name", "modality_image_name", "normalize_department", "department_name",
     "normalize_clinical_task", "clinical_task_name", "normalize_body_region", "body_region_name",
-    "normalize_view", "view_name", "normalize_label", "label_zh", "has_chinese_name", "lookup_key", "glossary_size",
+    "normalize_view", "view_name", "normalize_label", "synonym_table", "label_zh", "has_chinese_name", "lookup_key", "glossary_size",
 ]
