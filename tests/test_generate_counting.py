@@ -172,3 +172,12 @@ def test_count_labels_errors_name_the_key(value, msg):
     with pytest.raises(RecipeError, match=r"sources\[0\]\.count_labels: ") as e:
         parse_recipe({"salt": "s", "sources": [{"name": "a", "format": "seg2d", "path": ".", "count_labels": value}]})
     assert msg in str(e.value)
+
+
+def test_count_labels_naming_no_label_are_reported():
+    from medvl.generate import count_label_warnings
+
+    rules = {"retina": SourceRules(count_labels=frozenset({"retinal vessel", "retinal vessels"})),
+             "ihc": SourceRules()}
+    (w,) = count_label_warnings(rules, {"retina": ["retinal vessels"], "ihc": ["cell nucleus"]})
+    assert w.startswith("source 'retina': count_labels names 'retinal vessel', which no record")

@@ -181,27 +181,15 @@ def _report_dict(report: Any) -> dict[str, Any]:
 
 def generate(recipe: Recipe, records: list[ImageRecord]) -> list[Sample]:
     """Samples for every record. The generator gets each dataset's label space and, per source, what its
-    text may count: ``count_labels`` (names normalized like the data's labels, with the source's
-    ``label_synonyms``), and whether the format gives one region per connected component
-    (``options.per_component``, default true where the format has it)."""
-    from medvl.generate import SourceRules, make_generator
-    from medvl.sources import SOURCES
-    from medvl.taxonomy import normalize_label
+    text may count (``medvl.generate.source_rules``: ``count_labels``, ``options.per_component``)."""
+    from medvl.generate import make_generator, source_rules
 
     spaces: dict[str, set[str]] = defaultdict(set)
     for r in records:
         spaces[r.dataset].update(r.labels)
         spaces[r.dataset].update(x.label for x in r.regions)
     label_spaces = {k: sorted(v) for k, v in spaces.items()}
-    rules = {}
-    for cfg in recipe.sources:
-        count = cfg.count_labels
-        if not isinstance(count, str):
-            count = frozenset(normalize_label(x, cfg.label_synonyms) for x in count)
-        opts = SOURCES.get(cfg.format).Options.model_validate(cfg.options or {})
-        rules[cfg.name] = SourceRules(count_labels=count,
-                                      regions_are_instances=bool(getattr(opts, "per_component", True)))
-    gen = make_generator(recipe.generation, recipe.seed, label_spaces, rules)
+    gen = make_generator(recipe.generation, recipe.seed, label_spaces, source_rules(recipe.sources))
     samples: list[Sample] = []
     for r in records:
         for s in gen.generate(r):
