@@ -195,7 +195,8 @@ def test_modality_column_errors(mixed_table):
 
     opts = {"csv": "labels.csv", "image_column": "file", "label_column": "finding", "images_dir": "img"}
     items, rejects = run(mixed_table, options={**opts, "modality_column": "Imaging"})
-    assert not items and "labels.csv: no column 'Imaging'; columns are 'file', 'finding', 'Modality'" in rejects[0].reason
+    assert not items
+    assert "labels.csv: no column 'Imaging'; columns are 'file', 'finding', 'Modality'" in rejects[0].reason
     with pytest.raises(RecipeError, match=r"`modality` \('CT'\) and options\.modality_column are both set"):
         parse_recipe({"salt": "s", "sources": [{"name": "m", "format": "csv_labels", "path": str(mixed_table),
                                                 "modality": "CT", "options": {**opts, "modality_column": "Modality"}}]})

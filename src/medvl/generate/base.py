@@ -1,6 +1,6 @@
 """What a generator is: a registered class that turns one ``ImageRecord`` into ``Sample``s.
 
-The pipeline builds one generator per run with ``make_generator(config, seed, label_spaces)`` and calls
+The pipeline builds one generator per run with ``make_generator(config, seed, label_spaces, source_rules)`` and calls
 ``generate(record)`` for every record, possibly in several processes, so a generator must be
 deterministic and keep no state that depends on call order.
 

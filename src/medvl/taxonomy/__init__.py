@@ -349,8 +349,9 @@ def glossary_size() -> int:
 
 
 __all__ = [
-    "VOCABULARY_KINDS", "vocabulary", "MODALITIES", "GMAI_VL_MODALITIES", "DEPARTMENTS", "CLINICAL_TASKS", "BODY_REGIONS", "VIEWS",
-    "normalize_modality", "modality_name", "modality_image_name", "normalize_department", "department_name",
-    "normalize_clinical_task", "clinical_task_name", "normalize_body_region", "body_region_name",
-    "normalize_view", "view_name", "normalize_label", "synonym_table", "label_zh", "has_chinese_name", "lookup_key", "glossary_size",
+    "VOCABULARY_KINDS", "vocabulary", "MODALITIES", "GMAI_VL_MODALITIES", "DEPARTMENTS", "CLINICAL_TASKS",
+    "BODY_REGIONS", "VIEWS", "normalize_modality", "modality_name", "modality_image_name", "normalize_department",
+    "department_name", "normalize_clinical_task", "clinical_task_name", "normalize_body_region", "body_region_name",
+    "normalize_view", "view_name", "normalize_label", "synonym_table", "label_zh", "has_chinese_name", "lookup_key",
+    "glossary_size",
 ]
