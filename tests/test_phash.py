@@ -92,7 +92,7 @@ def _brute(a: np.ndarray, b: np.ndarray | None, t: int) -> list[tuple[int, int]]
     return list(zip(*(x.tolist() for x in np.nonzero(ok))))
 
 
-@pytest.mark.parametrize("t", [0, 3, 6, 10, 14])
+@pytest.mark.parametrize("t", [0, 3, 6, 10, 14, 24])
 def test_banded_search_equals_brute_force(t: int, monkeypatch: pytest.MonkeyPatch) -> None:
     import medvl.curate.phash as ph
 

@@ -10,7 +10,8 @@ Matches (:func:`run_audit`):
   canonical RGB pixels is equal (``md5_of: "pixels"``: a lossless re-encode of the same pixels);
 - ``perceptual``: the ``imagehash`` pHash within ``phash_distance`` bits OR the dHash within
   ``dhash_distance`` bits (re-encodes, resized, re-windowed or slightly cropped copies; pHash and dHash fail
-  on different edits, so either one decides; thresholds measured in ``tests/test_phash_recall.py``); flat
+  on different edits, so either one decides; defaults measured in ``tests/test_phash_recall.py``, see
+  :data:`medvl.curate.phash.PHASH_THRESHOLD`); each entry gives both distances and ``matched_hashes``; flat
   images (no structure to hash) are not compared;
 - ``question``: a benchmark question whose normalized text equals a training question, or whose word
   n-grams are mostly (``ngram_overlap``) contained in one. Questions repeated over more than
@@ -429,7 +430,8 @@ def write_audit(result: AuditResult, out_dir: str | Path, max_rows: int = 50) ->
                      f"{e['bench_image'] or ''} |")
     lines += ["", "## Excluding them", "",
               "Point the recipe at this file and rebuild: `curation: {exclude_file: overlaps.json}`; every",
-              "listed training image (by the MD5 of its file) is dropped.", ""]
+              "listed training image is dropped (by the MD5 of its file, and of its source file and source pixels",
+              "where the build recorded them, so the list survives other build settings).", ""]
     if result.errors:
         lines += ["## Unreadable inputs", ""] + [f"- {e}" for e in result.errors[:max_rows]] + [""]
     mpath.write_text("\n".join(lines), encoding="utf-8")

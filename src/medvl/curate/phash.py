@@ -15,6 +15,7 @@ The thresholds were measured on real medical images (``tests/test_phash_recall.p
 from __future__ import annotations
 
 import hashlib
+import math
 from collections.abc import Iterator, Sequence
 from itertools import combinations
 
@@ -22,10 +23,13 @@ import imagehash
 import numpy as np
 from PIL import Image
 
-PHASH_THRESHOLD = 10
-"""Largest pHash Hamming distance (of 64 bits) counted as the same image."""
-DHASH_THRESHOLD = 10
-"""Largest dHash Hamming distance (of 64 bits) counted as the same image."""
+PHASH_THRESHOLD = 2
+"""Largest pHash Hamming distance (of 64 bits) counted as the same image. With ``DHASH_THRESHOLD`` chosen on
+real medical images (``tests/test_phash_recall.py``): recall 0.94 on 609 edited copies (0.96 without histogram
+equalization), no false positive on 3654 pairs of unrelated images nor on 3624 pairs of slices of two brains,
+1.0% on 8751 pairs of axial slices of one brain >= 20 mm apart."""
+DHASH_THRESHOLD = 5
+"""Largest dHash Hamming distance (of 64 bits) counted as the same image (see ``PHASH_THRESHOLD``)."""
 MIN_STRUCTURE = 1.0
 """A hash whose grayscale input (at the hash's own resolution) has a standard deviation below this many grey
 levels carries no structure (a flat or nearly flat image) and is not computed (None)."""
@@ -131,21 +135,22 @@ def _variants(width: int, radius: int) -> np.ndarray:
     return np.array(masks, dtype=np.int64)
 
 
-def _bands(t: int, n_query: int, n_ref: int) -> list[tuple[int, int]]:
-    """(shift, width) of the bands that minimise the estimated candidate work for threshold ``t``."""
+def _bands(t: int, n_query: int, n_ref: int) -> list[tuple[int, int]] | None:
+    """(shift, width) of the bands that minimise the estimated candidate work for threshold ``t``, or None when
+    comparing every pair is cheaper (large thresholds)."""
     best: tuple[float, list[tuple[int, int]]] | None = None
     for m in range(3, 17):
         widths = [64 // m + (1 if k < 64 % m else 0) for k in range(m)]
         r = t // m
         cost = 0.0
         for w in widths:
-            n_var = sum(len(list(combinations(range(w), k))) for k in range(min(r, w) + 1))
+            n_var = sum(math.comb(w, k) for k in range(min(r, w) + 1))
             cost += n_var * (n_query + n_query * n_ref / 2.0 ** w)
         if best is None or cost < best[0]:
             shifts = [sum(widths[k + 1:]) for k in range(m)]
             best = (cost, list(zip(shifts, widths)))
     assert best is not None
-    return best[1]
+    return best[1] if best[0] < n_query * n_ref / 4 else None
 
 
 def _within(a: np.ndarray, b: np.ndarray | None, t: int, chunk: int = 1 << 21) -> np.ndarray:
@@ -156,15 +161,18 @@ def _within(a: np.ndarray, b: np.ndarray | None, t: int, chunk: int = 1 << 21) -
     if a.size == 0 or ref.size == 0 or t < 0:
         return np.zeros((0, 2), dtype=np.int64)
     nr = ref.size
-    if a.size * nr <= _BRUTE_LIMIT:
-        ok = np.bitwise_count(a[:, None] ^ ref[None, :]) <= t
-        if self_join:
-            ok &= np.arange(a.size)[:, None] < np.arange(nr)[None, :]
-        qi, rj = np.nonzero(ok)
-        return np.stack([qi, rj], axis=1).astype(np.int64)
-    bands = _bands(t, a.size, nr)
-    radius = t // len(bands)
+    bands = None if a.size * nr <= _BRUTE_LIMIT else _bands(t, a.size, nr)
     found: list[np.ndarray] = []
+    if bands is None:  # every pair, in blocks of queries
+        step = max(1, chunk // nr)
+        for lo in range(0, a.size, step):
+            ok = np.bitwise_count(a[lo:lo + step, None] ^ ref[None, :]) <= t
+            if self_join:
+                ok &= np.arange(lo, lo + ok.shape[0])[:, None] < np.arange(nr)[None, :]
+            qi, rj = np.nonzero(ok)
+            found.append(np.stack([qi + lo, rj], axis=1).astype(np.int64))
+        return np.concatenate(found)
+    radius = t // len(bands)
     for shift, width in bands:
         mask = np.uint64((1 << width) - 1)
         rkeys = ((ref >> np.uint64(shift)) & mask).astype(np.int64)
