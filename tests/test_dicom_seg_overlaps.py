@@ -174,3 +174,56 @@ def test_overlapping_segments_of_one_seg_on_a_series(tmp_path):
     assert rejects == [] and sorted(it.slice["index"] for it in items) == [1, 2]
     for it in items:
         _check_distinct(it, {"tumour": tumour, "necrosis": necrosis})
+
+
+def test_seg_on_a_series_that_cannot_be_stacked_still_reaches_its_slices(tmp_path):
+    """A slice of the series turns out unreadable, so the rest (now with a gap) are read one by one. Before,
+    the series' SEG was then dropped without a word; now each slice gets the SEGs that reference it."""
+    base = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+    series, dss = generate_uid(), []
+    (tmp_path / "ct").mkdir()
+    for k in range(5):
+        ds = copy.deepcopy(base)
+        ds.SeriesInstanceUID, ds.SOPInstanceUID = series, generate_uid()
+        ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+        pos = [float(v) for v in base.ImagePositionPatient]
+        ds.ImagePositionPatient = [pos[0], pos[1], pos[2] + 2.0 * k]
+        ds.save_as(tmp_path / "ct" / f"{k}.dcm")
+        dss.append(pydicom.dcmread(tmp_path / "ct" / f"{k}.dcm"))
+    tumour, necrosis = _overlap_masks()
+    px = np.zeros((5, 128, 128, 2), dtype=np.uint8)
+    px[1:3, ..., 0] = tumour
+    px[1:3, ..., 1] = necrosis
+    _write_seg(dss, px, ["tumour", "necrosis"], tmp_path / "seg.dcm")
+    victim = tmp_path / "ct" / "3.dcm"  # truncated pixel data: found as part of the series, unreadable at load,
+    victim.write_bytes(victim.read_bytes()[:-5000])  # so slices at 0, 2, 4, 8 mm remain: not a volume
+    _, items, rejects = run_source(_source(tmp_path))
+    assert [r.item for r in rejects] == ["ct/3.dcm"]
+    by = {it.source_file: it for it in items}
+    assert sorted(by) == ["ct/0.dcm", "ct/1.dcm", "ct/2.dcm", "ct/4.dcm"]
+    for name in ("ct/1.dcm", "ct/2.dcm"):
+        assert by[name].dimension == "2d" and by[name].task == "seg"
+        _check_distinct(by[name], {"tumour": tumour, "necrosis": necrosis})
+    assert by["ct/0.dcm"].regions == [] and by["ct/0.dcm"].labels == []
+
+
+def test_label_map_values_per_label_and_case_insensitive():
+    """Whatever order the masks come in, each label's values cover exactly its mask; "Liver" and "liver " are one
+    label; a label seen only inside an overlap keeps its own number; single labels are numbered 1..L."""
+    from medvl.imaging.labelmap import OverlapLabelMap, values_of
+
+    liver = pydicom.dcmread(get_testdata_file("liver.dcm")).pixel_array[1] > 0
+    lesion = np.zeros_like(liver)
+    lesion[LESION_ROWS, LESION_COLS] = True
+    inner = liver & lesion  # only ever overlaps
+    for order in ([("Liver", liver), ("lesion", lesion), ("core", inner)],
+                  [("core", inner), ("lesion", lesion), ("Liver", liver)]):
+        b = OverlapLabelMap(liver.shape)
+        for name, m in order:
+            b.add(name, m)
+        b.add("liver ", liver & lesion)  # same label, another spelling: no new label, no new pixels
+        lab, names = b.finish()
+        assert [names[v] for v in (1, 2, 3)] == [name for name, _ in order]
+        assert ["Liver", "core", "lesion"] in names.values()
+        for label, truth in (("Liver", liver), ("lesion", lesion), ("core", inner)):
+            assert np.array_equal(np.isin(lab, values_of(names, label)), truth)

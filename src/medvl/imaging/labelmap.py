@@ -3,7 +3,8 @@ overlapping segments inside one SEG).
 
 Every pixel holds one value. A value names either one label (``"liver"``) or, where several labels overlap,
 the sorted list of every label present there (``["lesion", "liver"]``). Masks with the same label are one
-label (their union). Numbering is canonical, so it does not depend on the order masks were added in: the
+label (their union); labels that differ only in case or spacing ("Liver", "liver ") are the same label,
+spelled as first added. Numbering is canonical, so it does not depend on the order masks were added in: the
 labels get 1..L in the order they were first added, then each overlap combination present gets L+1, L+2, ...
 ordered by (number of labels, label numbers). Consumers find every value of one label with
 :func:`values_of` (``ImageRecord.mask_values_for`` does the same on records)."""
@@ -35,9 +36,10 @@ class OverlapLabelMap:
         self._index: dict[str, int] = {}
 
     def _label(self, label: str) -> int:
-        k = self._index.get(label)
+        key = " ".join(label.split()).casefold()
+        k = self._index.get(key)
         if k is None:
-            k = self._index[label] = len(self.labels)
+            k = self._index[key] = len(self.labels)
             self.labels.append(label)
         return k
 

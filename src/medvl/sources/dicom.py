@@ -204,7 +204,8 @@ class DicomSource(Source):
                    ) -> tuple[np.ndarray | None, dict[int, str | list[str]], set[str], list[Reject]]:
         """Every SEG in ``segs`` on the images ``sops`` (a ``shape`` = (len(sops), H, W) stack) as one label map
         that keeps each segment label distinct, overlaps included (``imaging.labelmap``; a segment is named
-        by its SegmentLabel, or by the recipe's ``label_map`` entry for its segment number). A SEG that cannot
+        by the recipe's ``label_map`` entry for its SegmentLabel, else for its segment number (which applies to
+        that number in every SEG), else by its SegmentLabel as it is). A SEG that cannot
         be decoded or whose masks differ in size from ``image`` is rejected, naming it, and the map is built
         again without it. -> (label map or None, value names, identifying values, rejects)"""
         index = {uid: z for z, uid in enumerate(sops)}
@@ -217,7 +218,7 @@ class DicomSource(Source):
                     sm = read_seg(self.root / seg_rel, sops)
                     sensitive |= sm.sensitive
                     for num, name, per_uid in sm.layers():
-                        label = self.cfg.label_map.get(str(num), name)
+                        label = self.cfg.label_map.get(name) or self.cfg.label_map.get(str(num)) or name
                         for uid, m in per_uid.items():
                             if m.shape != shape[1:]:
                                 failed = self.reject(seg_rel, f"{seg_rel}: DICOM SEG mask is {m.shape[1]}x{m.shape[0]}"
@@ -237,17 +238,21 @@ class DicomSource(Source):
             pending.remove(failed.item)
         return None, {}, sensitive, rejects
 
-    def _unreferenced_segs(self, segs: list[str], sop_uid: str) -> tuple[list[str], list[Reject]]:
-        """Of a series' SEGs, those that reference this image (for slices read one by one)."""
-        out, rejects = [], []
+    def _seg_refs(self, segs: list[str], uids: set[str]) -> tuple[dict[str, set[str]], list[Reject]]:
+        """Which of ``uids`` each SEG references (for a series read as single images); a SEG that cannot be
+        read or references none of them is rejected."""
+        out, rejects = {}, []
         for seg_rel in segs:
             try:
-                refs = seg_references(read_dataset(self.root / seg_rel, header_only=True))
+                refs = set(seg_references(read_dataset(self.root / seg_rel, header_only=True))) & uids
             except DicomReadError as e:
                 rejects.append(self.reject(seg_rel, f"{seg_rel}: {e.problem}"))
                 continue
-            if sop_uid in refs:
-                out.append(seg_rel)
+            if refs:
+                out[seg_rel] = refs
+            else:
+                rejects.append(self.reject(seg_rel, f"{seg_rel}: DICOM SEG: none of its referenced images could be "
+                                                    "read"))
         return out, rejects
 
     @staticmethod
@@ -362,10 +367,10 @@ class DicomSource(Source):
         if problem is None and self.opts.burned_in != "keep" and any(im.may_have_burned_in_text for _, im in good):
             problem = "burned-in text policy"  # single images: each is cropped or rejected with its reason
         if problem is not None:  # fall back to single images, each with the SEGs that reference it
+            refs, rejects = self._seg_refs(segs, {g.sop_uid for g, _ in good})
+            yield from rejects
             for g, _ in good:
-                mine, rejects = self._unreferenced_segs(segs, g.sop_uid)
-                yield from rejects
-                yield from self._load_file(g.rel, mine)
+                yield from self._load_file(g.rel, [r for r in refs if g.sop_uid in refs[r]])
             return
         first = good[0][1]
         sensitive: set[str] = set().union(*(im.sensitive for _, im in good))
