@@ -35,7 +35,8 @@ def task(tmp_path_factory):
         nib.save(nib.Nifti1Image(data, aff), root / folder / f"{name}.nii.gz")
     (root / "dataset.json").write_text(json.dumps({
         "name": "MNI", "modality": {"0": "MRI"}, "labels": {"0": "background", "1": "grey matter"},
-        "numTraining": 1, "numTest": 2, "training": [{"image": "./imagesTr/b1.nii.gz", "label": "./labelsTr/b1.nii.gz"}],
+        "numTraining": 1, "numTest": 2,
+        "training": [{"image": "./imagesTr/b1.nii.gz", "label": "./labelsTr/b1.nii.gz"}],
         "test": ["./imagesTs/t1.nii.gz", "./imagesTs/t2.nii.gz"]}))
     return root
 

@@ -55,7 +55,8 @@ def spacing_ratio(axis: str, spacing: Sequence[float]) -> float:
     return max(row_mm, col_mm) / min(row_mm, col_mm)
 
 
-def split_axes(axes: Sequence[str], spacing: Sequence[float], max_ratio: float) -> tuple[list[str], list[tuple[str, float]]]:
+def split_axes(axes: Sequence[str], spacing: Sequence[float],
+               max_ratio: float) -> tuple[list[str], list[tuple[str, float]]]:
     """(axes to slice, [(axis, ratio)] skipped because their spacing ratio exceeds ``max_ratio``): slices
     across very coarse spacing are streaks, not images."""
     keep: list[str] = []
