@@ -1,14 +1,29 @@
 """Scrubbing identifying values out of everything a build writes.
 
-Readers collect the identifying header values they saw (``Item.sensitive``: patient name and id, dates,
-institution, physicians, accession number, ...; sources may also collect them for a whole folder in
+Readers collect the identifier values they saw (``Item.sensitive``; for DICOM the identifier attributes of
+PS3.15 Annex E, see :mod:`medvl.io.deid`; sources may also collect them for a whole folder in
 ``Source.sensitive``). Before any string from an item or a reject reaches an output, it passes through a
-:class:`Scrubber`, which replaces every occurrence of those values and of their common spellings
-(``DOE^JOHN`` -> ``DOE JOHN``, ``DOE_JOHN``, ``John Doe``, the name parts alone; ``Mercy General`` ->
-``Mercy_General``; ``19610101`` -> ``1961-01-01``, ``01/01/1961``, ``01.01.1961``, ...), case-insensitively,
-with a keyed token ``REDACTED-<6 hex>``. The token is an HMAC of the value under the recipe's salt, so two
-different values give two different tokens (ids stay distinct and lead back to one file) while the value
-itself cannot be read back."""
+:class:`Scrubber`, which replaces those values with a keyed token ``REDACTED-<6 hex>`` (an HMAC of the value
+under the recipe's salt: two values give two tokens, so ids stay distinct, and the value cannot be read back).
+
+What is a target, and what is not (redaction must not eat clinical words or numbers):
+
+- whole values, in the spellings people put in folder names (``Mercy General`` -> ``Mercy_General``,
+  ``MercyGeneral``, ``mercy-general``; a date ``19610101`` -> ``1961-01-01``, ``01/01/1961``, ...);
+- person names (``family^given^...``): also each real name part alone and the parts joined in both orders
+  (``DOE^JOHN`` -> ``Doe``, ``John``, ``John Doe``, ``DoeJohn``). Parts that are digits only are not names;
+- never single words of other values (the words "General" or "Hospital" of an institution), never fragments
+  of a UID, never a word or phrase of the taxonomy (modalities, body regions, departments, tasks, views, the
+  label glossary) or of the recipe's label vocabulary (``protected``): a TCIA patient named
+  ``PANCREAS_0001`` is redacted as a whole, the label "pancreas" stays.
+
+How a spelling matches (case-insensitively): it must not continue a word of its own kind at either end: a
+spelling that starts with a letter must not follow a letter, one that starts with a digit must not follow a
+digit (and likewise at its end), so ``DOE`` matches in ``Doe_John`` and ``doejohn2001`` but not in
+``Doerr``; a dotted UID never matches inside a longer UID. Spellings in CJK scripts match anywhere. Short
+numbers (fewer than 5 digits, e.g. a PatientID ``125``) match only as a whole path component or at its start
+(``125/``, ``125_ct.png``), never inside free text such as "lesion 125 mm". Values shorter than 3 characters
+(2 for numbers) are left alone."""
 
 from __future__ import annotations
 
@@ -16,49 +31,48 @@ import hashlib
 import hmac
 import re
 from collections.abc import Iterable
+from functools import lru_cache
 from typing import Any
 
 REDACTED = "REDACTED"
-_MIN_LEN = 3  # shorter values (e.g. a sex code "M") are not identifying on their own and would shred text
+_MIN_LEN = 3
+_SHORT_NUMBER = 5  # digit-only values shorter than this match only as path components
 _SEPARATORS = (" ", "_", "-", ".", "")
-_WORD = re.compile(r"[^\W_]+")  # runs of letters/digits (any script)
+_SPLIT = re.compile(r"[\s_\-.,']+")
+_CJK = re.compile(r"[\u2e80-\u9fff\uac00-\ud7af\uf900-\ufaff]")
+_DIGITS = re.compile(r"[\d.\-/:\s]+")
+_NOT_LETTER_BEFORE = r"(?<![^\W\d_])"
+_NOT_LETTER_AFTER = r"(?![^\W\d_])"
 
 
 def _date_variants(v: str) -> set[str]:
     """DICOM DA ``YYYYMMDD`` in the spellings people put in folder names and free text."""
-    y, m, d = v[:4], v[4:6], v[6:]
-    out = {f"{y}{s}{m}{s}{d}" for s in ("-", "_", ".", "/", " ")}
+    y, m, d = v[:4], v[4:6], v[6:8]
+    out = {f"{y}{s}{m}{s}{d}" for s in ("-", "_", ".", "/", " ", "")}
     out |= {f"{m}{s}{d}{s}{y}" for s in ("/", "-", ".")}  # US order
     out |= {f"{d}{s}{m}{s}{y}" for s in ("/", "-", ".")}  # European order
     out.add(f"{y[2:]}{m}{d}")  # YYMMDD
     return out
 
 
-def variants(value: str) -> set[str]:
-    """Spellings under which an identifying value may show up in paths and text."""
-    v = str(value).strip()
-    out: set[str] = {v}
-    groups = [g for g in v.split("=") if g.strip()] or [v]  # PN: alphabetic=ideographic=phonetic
-    for g in groups:
-        out.add(g.strip())
-        if "^" in g:  # DICOM person name: family^given^middle^prefix^suffix
-            parts = [p.strip() for p in g.split("^") if p.strip()]
-            for sep in _SEPARATORS:
-                out.add(sep.join(parts))
-                out.add(sep.join(reversed(parts)))
-            out.update(parts)
-    for o in list(out):
-        words = [w for w in re.split(r"[\s_\-.^',]+", o) if w]
-        if len(words) > 1:  # "Mercy General" also as Mercy_General, Mercy-General, MercyGeneral, Mercy.General
-            for sep in _SEPARATORS:
-                out.add(sep.join(words))
-                out.add(sep.join(reversed(words)))
-        bare = re.sub(r"['\-,.]", "", o)  # O'BRIEN -> OBRIEN, MARY-ANN -> MARYANN
-        out.add(bare)
-        out.update(w for w in words if len(w) >= _MIN_LEN)
-    if re.fullmatch(r"(19|20)\d{6}", v):
-        out |= _date_variants(v)
-    return {o for o in out if len(o) >= _MIN_LEN}
+@lru_cache(maxsize=None)
+def _taxonomy_terms() -> frozenset[str]:
+    """Comparison keys (letters and digits, lower-case) of every taxonomy name, synonym and glossary term."""
+    from medvl import taxonomy as tx
+
+    terms: set[str] = set()
+    for voc in tx._vocabs().values():  # noqa: SLF001 - read-only use of the loaded vocabularies
+        terms.update(voc.index)
+        for key in voc.keys:
+            entry = voc.extra[key]
+            for spelling in [key, voc.names[key]["en"], *(entry.get("synonyms") or [])]:
+                terms.update(canonical(w) for w in _SPLIT.split(str(spelling)))
+    for term in tx._glossary():  # noqa: SLF001
+        terms.add(canonical(term))
+        for word in _SPLIT.split(term):
+            terms.add(canonical(word))  # single words of clinical terms ("lesion", "pancreas", "matter")
+    terms.discard("")
+    return frozenset(terms)
 
 
 def canonical(value: str) -> str:
@@ -66,25 +80,94 @@ def canonical(value: str) -> str:
     return "".join(ch for ch in str(value).lower() if ch.isalnum())
 
 
-class Scrubber:
-    """Replaces identifying values (and their spellings) in strings and nested lists/dicts."""
+def _name_parts(value: str) -> list[str]:
+    """Real name parts of a ``family^given^middle^prefix^suffix`` person name (all component groups)."""
+    parts: list[str] = []
+    for group in value.split("="):
+        for p in group.split("^"):
+            p = p.strip()
+            if p and not p.replace(" ", "").isdigit():
+                parts.append(p)
+    return parts
 
-    def __init__(self, values: Iterable[str | None], key: str = "", prefilter: bool = False):
-        """``prefilter``: skip strings that share no word with any spelling (for large, folder-wide value sets;
-        a value glued inside a longer word is then only caught when it is at least 5 characters long)."""
-        self.prefilter = prefilter
+
+def variants(value: str) -> set[str]:
+    """Spellings under which an identifying value may show up in paths and text (before protection)."""
+    v = str(value).strip()
+    out: set[str] = {v}
+    if "^" in v:  # DICOM person name
+        groups = [g for g in v.split("=") if g.strip()]
+        for g in groups:
+            parts = _name_parts(g)
+            whole = [p for p in g.split("^") if p.strip()]
+            for seq in (parts, whole):
+                for sep in _SEPARATORS:
+                    out.add(sep.join(seq))
+                    out.add(sep.join(reversed(seq)))
+            for p in parts:
+                out.add(p)
+                out.update(_joined(p))
+        out.add(v.replace("^", " ").strip())
+    for o in list(out):
+        out.update(_joined(o))
+        out.add(re.sub(r"['\-,.]", "", o))  # O'BRIEN -> OBRIEN, MARY-ANN -> MARYANN
+    if re.fullmatch(r"(19|20)\d{6}(\d{6}(\.\d+)?)?([+-]\d{4})?", v):  # DA, or DT starting with a date
+        out |= _date_variants(v[:8])
+    return {o for o in out if o}
+
+
+def _joined(value: str) -> set[str]:
+    """A multi-word value with its words joined by each separator, in both orders."""
+    words = [w for w in _SPLIT.split(value) if w]
+    if len(words) < 2:
+        return set()
+    return {sep.join(seq) for sep in _SEPARATORS for seq in (words, words[::-1])}
+
+
+def _pattern(spelling: str) -> str:
+    """The regex for one spelling (see the module docstring for the boundary rules)."""
+    esc = re.escape(spelling)
+    if _CJK.search(spelling):
+        return esc
+    digits = sum(ch.isdigit() for ch in spelling)
+    if _DIGITS.fullmatch(spelling) and digits < _SHORT_NUMBER:  # short number: a path component
+        return rf"(?:(?<=[/\\])|^){esc}(?=$|[/\\._\-])"
+    before = r"(?<!\d)(?<!\d\.)" if spelling[0].isdigit() else _NOT_LETTER_BEFORE if spelling[0].isalpha() else ""
+    after = r"(?!\d)(?!\.\d)" if spelling[-1].isdigit() else _NOT_LETTER_AFTER if spelling[-1].isalpha() else ""
+    return before + esc + after
+
+
+def _long_enough(spelling: str) -> bool:
+    if _DIGITS.fullmatch(spelling):
+        return sum(ch.isdigit() for ch in spelling) >= 2
+    return len(spelling) >= _MIN_LEN
+
+
+class Scrubber:
+    """Replaces identifying values (and their spellings) in strings and nested lists/dicts.
+
+    ``protected``: extra words/phrases that are never targets (e.g. a source's label vocabulary), on top of
+    the taxonomy. ``count`` is the number of strings this scrubber has changed."""
+
+    def __init__(self, values: Iterable[str | None], key: str = "", protected: Iterable[str] = (),
+                 prefilter: bool = False):
+        self.prefilter = prefilter  # kept for callers; matching is exact, so no prefilter is needed
+        keep = _taxonomy_terms() | {canonical(p) for p in protected if p}
         token: dict[str, str] = {}
         # sorted, and tokens of canonical forms: the same values give the same tokens in any process
         for v in sorted({str(v).strip() for v in values if v is not None and str(v).strip()}):
             tok = self._token(canonical(v), key)
             for var in sorted(variants(v)):
-                token.setdefault(var.lower(), tok)
+                if _long_enough(var) and canonical(var) not in keep:
+                    token.setdefault(var.lower(), tok)
         self._token_of = token
-        # words of every spelling: a string with none of them cannot match, so the regex is skipped
-        self._words = {w for var in token for w in _WORD.findall(var)}
+        # short numbers only match as path components when scrubbing; `contains(strict=True)` finds them in text
+        self._short = sorted({v for v in token if _DIGITS.fullmatch(v) and sum(c.isdigit() for c in v) < _SHORT_NUMBER})
+        self._strict_rx: re.Pattern[str] | None = None
         # longest first so "DOE JOHN" goes before "DOE"
         self.values = sorted(token, key=lambda s: (-len(s), s))
         self._rx: re.Pattern[str] | None = None
+        self.count = 0
 
     @staticmethod
     def _token(value: str, key: str) -> str:
@@ -94,26 +177,34 @@ class Scrubber:
     def __bool__(self) -> bool:
         return bool(self.values)
 
-    def _could_match(self, text: str) -> bool:
-        low = text.lower()
-        return any(w in self._words for w in _WORD.findall(low)) or any(v in low for v in self._joined)
+    def _sub(self, text: str) -> str:
+        if self._rx is None:
+            self._rx = re.compile("|".join(_pattern(v) for v in self.values), re.IGNORECASE)
+        out = self._rx.sub(lambda m: self._token_of[m.group(0).lower()], text)
+        if out != text:
+            self.count += 1
+        return out
 
-    @property
-    def _joined(self) -> list[str]:
-        # spellings that are one glued token inside longer words ("doejohn2001") are checked as substrings
-        if not hasattr(self, "_joined_cache"):
-            self._joined_cache = [v for v in self.values if _WORD.fullmatch(v) and len(v) >= 5]
-        return self._joined_cache
+    def contains(self, text: str, strict: bool = True) -> bool:
+        """True when ``text`` holds any identifying value in any spelling this scrubber knows. ``strict``
+        (for deciding whether free text may be copied at all): short numbers count anywhere as a number too."""
+        if not self.values:
+            return False
+        if self._rx is None:
+            self._rx = re.compile("|".join(_pattern(v) for v in self.values), re.IGNORECASE)
+        if self._rx.search(text):
+            return True
+        if strict and self._short:
+            if self._strict_rx is None:
+                self._strict_rx = re.compile("|".join(rf"(?<!\d){re.escape(v)}(?!\d)" for v in self._short))
+            return self._strict_rx.search(text) is not None
+        return False
 
     def __call__(self, obj: Any) -> Any:
         if not self.values:
             return obj
         if isinstance(obj, str):
-            if self.prefilter and not self._could_match(obj):
-                return obj
-            if self._rx is None:
-                self._rx = re.compile("|".join(re.escape(v) for v in self.values), re.IGNORECASE)
-            return self._rx.sub(lambda m: self._token_of[m.group(0).lower()], obj)
+            return self._sub(obj)
         if isinstance(obj, list):
             return [self(o) for o in obj]
         if isinstance(obj, tuple):

@@ -91,6 +91,8 @@ def element_role(elem: Any) -> str | None:
     """The role of a data element (None: not in the profile, so not identifying; e.g. Modality, Rows)."""
     tag = int(elem.tag)
     if (tag >> 16) % 2 == 1:  # private
+        if 0x0010 <= tag & 0xFFFF <= 0x00FF:  # private creator ("GEMS_ACQU_01"): names a vendor block, no one
+            return None
         if elem.VR in _PRIVATE_IDENTIFIER_VRS:
             return "identifier"
         if elem.VR in ("LO", "SH") and any(ch.isdigit() for ch in str(elem.value or "")):

@@ -85,6 +85,16 @@ class Source:
         """Decode one unit into 2D items; a problem with the unit yields a Reject, never raises."""
         raise NotImplementedError
 
+    def protected_terms(self) -> list[str]:
+        """The recipe's label vocabulary for this source (``label_map`` and ``label_synonyms`` keys and values, a
+        fixed ``options.label``): words the privacy scrubber must never treat as identifying."""
+        terms = [*self.cfg.label_map, *self.cfg.label_map.values(), *self.cfg.label_synonyms,
+                 *self.cfg.label_synonyms.values()]
+        label = getattr(self.opts, "label", None)
+        if isinstance(label, str):
+            terms.append(label)
+        return [str(t) for t in terms]
+
     # helpers -------------------------------------------------------------------------------------
     def reject(self, item: str, reason: str, stage: str = "read") -> Reject:
         return Reject(source=self.cfg.name, item=item, reason=reason, stage=stage)

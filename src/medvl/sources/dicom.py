@@ -82,8 +82,9 @@ def _frame_indices(n: int, frames: str | int) -> list[int]:
 
 def _contains_sensitive(text: str, scrub: Scrubber) -> bool:
     """True when the text holds any identifying value in any spelling the scrubber knows (a date as
-    01/19/2004, a name as Doe_John): such free text is not used as a label or copied into metadata."""
-    return scrub(text) != text
+    01/19/2004, a name as Doe_John, a short patient number anywhere): such free text is not used as a label
+    or copied into metadata."""
+    return scrub.contains(text, strict=True)
 
 
 @SOURCES.register("dicom")
@@ -316,7 +317,7 @@ class DicomSource(Source):
             sensitive |= seg_sensitive
             yield from rejects
             masks = None if lab is None else lab[0]
-        scrub = Scrubber(sensitive)  # one per file: checks labels and the free text copied below
+        scrub = Scrubber(sensitive, protected=self.protected_terms())  # checks labels and copied free text
         labels, problem = self._labels(img, rel, scrub)
         if problem and masks is None:
             yield self.reject(rel, problem, stage="validate")
@@ -385,7 +386,7 @@ class DicomSource(Source):
             if lab is not None and lab.any():
                 label_vol = apply_canonical(lab, ornt)
         del stack
-        scrub = Scrubber(sensitive)
+        scrub = Scrubber(sensitive, protected=self.protected_terms())
         labels, problem = self._labels(first, good[0][0].rel, scrub)
         if problem and label_vol is None:
             yield self.reject(unit.key, problem, stage="validate")
