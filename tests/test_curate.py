@@ -56,11 +56,12 @@ def real(tmp_path):
 
 def test_dedup_drops_exact_copy_and_names_both(real):
     _, recs = real
-    kept, rejects = dedup_records(recs)
+    kept, rejects, merges = dedup_records(recs)
     assert [r.source_file for r in kept] == ["ihc.png", "a/retina.png"]  # input order, first id kept
     assert len(rejects) == 1 and rejects[0].stage == "dedup" and rejects[0].item == "b/retina_copy.png"
-    assert f"{recs[0].id}: duplicate of {recs[2].id}" in rejects[0].reason
-    kept2, rejects2 = dedup_records(recs[::-1])
+    assert f"{recs[0].id}: duplicate of {recs[2].id}" in rejects[0].reason and "nothing to add" in rejects[0].reason
+    assert [(m.kept_patient, m.dropped_patient) for m in merges] == [("p1", "p2")]
+    kept2, rejects2, _ = dedup_records(recs[::-1])
     assert [r.id for r in kept2] == [r.id for r in kept][::-1] and rejects2 == rejects
 
 
@@ -140,18 +141,51 @@ def test_small_dataset_still_fills_every_split():
         assign_splits(recs, {"train": -1.0, "test": 2.0}, seed=0)
 
 
-def test_source_split_respected_and_leaks_reported():
-    recs = [_rec(f"images/{i}.png", f"{i:064d}", f"f{i}.png", f"k{i // 2}", "official",
-                 extra={"source_split": ["training", "validation", "Test"][i % 3]}) for i in range(12)]
+def test_source_split_respected_and_conflicts_resolved_to_the_most_protected():
+    recs = [_rec(f"images/{i}.png", f"{i:064d}", f"f{i}.png", f"k{i}", "official",
+                 extra={"source_split": ["training", "validation", "Test"][i % 3]}) for i in range(6)]
     out, rep = assign_splits_with_report(recs, FR, seed=0)
-    assert [r.split for r in out] == [["train", "val", "test"][i % 3] for i in range(12)]
-    assert rep.source_split_kept == 12 and rep.leaked_patients == 6 and "official source split" in rep.warnings[0]
-    regrouped = assign_splits(recs, FR, seed=0, respect_source_split=False)
+    assert [r.split for r in out] == ["train", "val", "test"] * 2 and rep.source_split_kept == 6
+    # one patient per pair of records, in two official splits: test beats val beats train, never two splits
+    pairs = [_rec(f"images/{i}.png", f"{i:064d}", f"f{i}.png", f"k{i // 2}", "official",
+                  extra={"source_split": ["training", "validation", "Test"][i % 3]}) for i in range(12)]
+    out, rep = assign_splits_with_report(pairs, FR, seed=0)
+    assert [r.split for r in out] == ["val", "val", "test", "test", "test", "test", "val", "val"] + ["test"] * 4
+    assert rep.leaked_patients == 0 and rep.patients_in_several_official_splits == 6
+    assert rep.source_split_kept == 6 and rep.source_split_overridden == 6 and "most protected" in rep.warnings[0]
+    regrouped = assign_splits(pairs, FR, seed=0, respect_source_split=False)
     assert all(regrouped[i].split == regrouped[i + 1].split for i in range(0, 12, 2))
     # a patient with one official record and one without: the other record follows
     mixed = [_rec("images/a.png", "a" * 64, "a.png", "same", "m", extra={"source_split": "test"}),
              _rec("images/b.png", "b" * 64, "b.png", "same", "m")]
     assert [r.split for r in assign_splits(mixed, FR, seed=0)] == ["test", "test"]
+
+
+def test_official_test_split_of_a_later_dataset_wins_everywhere():
+    """Two datasets share patients (one namespace); the second one's official test split must pull the
+    patient's records of the first dataset into test too (before: the earlier placement won, or the patient
+    was silently in two splits)."""
+    a = [_rec(f"images/a{i}.png", f"a{i:063d}", f"a{i}.png", f"k{i}", "a_first", extra={"source_split": "train"})
+         for i in range(10)]
+    b = [_rec(f"images/b{i}.png", f"b{i:063d}", f"b{i}.png", f"k{i}", "b_second",
+              extra={"source_split": "test" if i < 3 else "train"}) for i in range(10)]
+    out, rep = assign_splits_with_report(a + b, FR, seed=0)
+    where = defaultdict(set)
+    for r in out:
+        where[r.patient_key].add(r.split)
+    assert all(len(s) == 1 for s in where.values()) and rep.leaked_patients == 0
+    assert {k for k, s in where.items() if s == {"test"}} == {"k0", "k1", "k2"}
+    assert rep.source_split_overridden == 3 and rep.warnings
+
+
+def test_links_keep_patient_keys_together():
+    recs = _synthetic(60)
+    keys = sorted({r.patient_key for r in recs})
+    links = [(keys[i], keys[i + 1]) for i in range(0, 20, 2)]
+    out, rep = assign_splits_with_report(recs, FR, seed=5, links=links)
+    split_of = {r.patient_key: r.split for r in out}
+    assert all(split_of[a] == split_of[b] for a, b in links) and rep.straddling_links == 0
+    assert rep.linked_groups == 10
 
 
 def test_patient_shared_by_two_datasets_stays_in_one_split():
@@ -165,7 +199,7 @@ def test_patient_shared_by_two_datasets_stays_in_one_split():
 
 def test_sample_splits_follow_records(real):
     _, recs = real
-    kept, _ = dedup_records(recs)
+    kept, _, _ = dedup_records(recs)
     kept = assign_splits(kept, FR, seed=0)
     dropped_rec = recs[0]
     t = [Turn("user", "Describe the image."), Turn("assistant", "A fundus photograph.")]
@@ -187,20 +221,26 @@ def test_curate_records_runs_dedup_exclusion_and_split(real):
     kept, rejects, report = curate_records(recs, cfg, out, seed=0)
     assert [r.source_file for r in kept] == ["a/retina.png"] and kept[0].split in ("train", "test")
     assert [r.stage for r in rejects] == ["dedup", "audit"]
-    assert len(kept) + len(rejects) == len(recs) and sum(report.records.values()) == 1
+    assert len(kept) + len(rejects) == len(recs) and sum(report.split.records.values()) == 1
 
 
-def test_dedup_keeps_the_richer_annotation(real):
-    """The NIH case: an image both in the labels CSV (classification) and in the box list (detection); the
-    box record wins and the reason names the labels the dropped one had."""
+def test_dedup_merges_the_copies_annotations(real):
+    """The NIH case: an image both in the labels CSV (classification, with the view) and in the box list
+    (detection): one record keeps the boxes, gains the labels and the view the other copy had (before: the
+    box record was kept and the finding "effusion" and the view were lost)."""
     from medvl.core.records import Region
 
     _, recs = real
     f_rel, f_sha = recs[0].image, recs[0].sha256
-    cls = _rec(f_rel, f_sha, "a/x.png", "p1", labels=["cardiomegaly", "effusion"])
-    det = _rec(f_rel, f_sha, "z/x.png", "p1", labels=["cardiomegaly"],
-               regions=[Region("cardiomegaly", (1.0, 2.0, 30.0, 40.0))])
+    cls = _rec(f_rel, f_sha, "a/x.png", "p1", dataset="labels", labels=["cardiomegaly", "effusion"], view="PA",
+               extra={"labels_exhaustive": True})
+    det = _rec(f_rel, f_sha, "z/x.png", "p1", dataset="boxes", labels=["cardiomegaly"],
+               regions=[Region("cardiomegaly", (1.0, 2.0, 30.0, 40.0))], extra={"labels_exhaustive": False})
     det.task = "det"
-    kept, rejects = dedup_records([cls, det])
-    assert kept == [det]
-    assert "labels only the dropped record had: effusion" in rejects[0].reason
+    kept, rejects, merges = dedup_records([cls, det])
+    assert len(kept) == 1 and kept[0].dataset == "boxes" and kept[0].task == "det"
+    assert kept[0].labels == ["cardiomegaly", "effusion"] and kept[0].view == "PA" and len(kept[0].regions) == 1
+    assert kept[0].extra["merged_from"] == [cls.id] and kept[0].extra["labels_exhaustive"] is False
+    assert det.labels == ["cardiomegaly"]  # inputs untouched
+    assert "merged into it: labels effusion; view PA" in rejects[0].reason and kept[0].id in rejects[0].reason
+    assert merges[0].added_labels == ["effusion"] and not merges[0].same_dataset

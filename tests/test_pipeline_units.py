@@ -4,6 +4,7 @@ would vanish at the written size, label exhaustiveness."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -14,14 +15,14 @@ from medvl.pipeline.build import BuildError, run_build
 from medvl.pipeline.recipe import parse_recipe
 
 
-def _tiles(root: Path, cls: str, cases: int = 4, per_case: int = 3) -> None:
+def _tiles(root: Path, cls: str, cases: int = 4, per_case: int = 3, offset: int = 0) -> None:
     from skimage import data
 
     ihc = data.immunohistochemistry()
     (root / cls).mkdir(parents=True, exist_ok=True)
     for c in range(cases):
         for k in range(per_case):
-            y, x = 64 * c, 64 * k
+            y, x = 64 * c + offset, 64 * k + offset
             Image.fromarray(ihc[y:y + 96, x:x + 96]).save(root / cls / f"case{c:02d}_tile{k}.png")
 
 
@@ -80,12 +81,31 @@ def test_tiny_boxes_are_dropped_with_a_reason(tmp_path: Path):
 
 def test_labels_exhaustive_follows_source_and_recipe(tmp_path: Path):
     _tiles(tmp_path / "a", "tumour", cases=1)
-    _tiles(tmp_path / "a", "stroma", cases=1)
+    _tiles(tmp_path / "a", "stroma", cases=1, offset=200)
     base = {"name": "a", "format": "image_folder", "path": str(tmp_path / "a"), "modality": "pathology"}
     res = run_build(parse_recipe({"salt": "s", "sources": [base]}), tmp_path / "o1")
     assert all(r.extra["labels_exhaustive"] is True for r in res.records)
     res = run_build(parse_recipe({"salt": "s", "sources": [{**base, "exhaustive_labels": False}]}), tmp_path / "o2")
     assert all(r.extra["labels_exhaustive"] is False for r in res.records)
+
+
+def test_classes_that_cooccur_are_not_exhaustive(tmp_path: Path):
+    """The same tiles filed under two tissue classes: the classes co-occur, so the folder's labels are not
+    exhaustive and no "absent" (No) answer may be generated about them (before: every tile was exhaustive
+    and the duplicate's class was dropped by dedup)."""
+    _tiles(tmp_path / "a", "tumour", cases=1)
+    _tiles(tmp_path / "a", "stroma", cases=1)  # the very same tiles
+    _tiles(tmp_path / "a", "adipose", cases=1, offset=200)
+    base = {"name": "a", "format": "image_folder", "path": str(tmp_path / "a"), "modality": "pathology"}
+    res = run_build(parse_recipe({"salt": "s", "sources": [base]}), tmp_path / "o")
+    both = [r for r in res.records if len(r.labels) == 2]
+    assert len(both) == 3 and all(r.labels == ["stroma", "tumour"] for r in both)
+    assert all(r.extra["labels_exhaustive"] is False for r in res.records)
+    assert res.summary["curation"]["non_exhaustive_datasets"] == ["a"]
+    assert any("co-occur" in w for w in res.summary["warnings"])
+    for s in res.samples:
+        for t in s.turns:
+            assert not re.search(r"\bNo\b|不", t.text) or t.role == "user", t.text
 
 
 def _dicom_corpus(root: Path) -> None:

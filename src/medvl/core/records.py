@@ -58,6 +58,11 @@ class ImageRecord:
     # of every label present there (use :meth:`mask_values_for` to get all values of one label)
     mask_values: dict[str, str | list[str]] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
+    # fingerprints that survive build settings (for exclusions and near-duplicate checks)
+    source_md5: str | None = None  # MD5 of the source file's bytes (None for volumes read from a folder)
+    pixel_md5: str | None = None  # MD5 of the source image's canonical RGB pixels before resizing
+    phash: str | None = None  # perceptual hashes (imagehash, 16 hex digits) of the written image; None if flat
+    dhash: str | None = None
 
     @property
     def id(self) -> str:

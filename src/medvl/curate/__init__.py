@@ -1,40 +1,161 @@
-"""Curation: exact dedup, MD5 exclusion (benchmark leakage guard) and patient-level splits.
+"""Curation: exact dedup with annotation merging, MD5 exclusion (benchmark leakage guard), near-duplicate
+grouping and patient-level splits.
 
-:func:`curate_records` runs the three in the order a build needs them, from a recipe's ``curation``
-block; the pieces are importable on their own."""
+:func:`curate_records` runs them in the order a build needs them, from a recipe's ``curation`` block; the
+pieces are importable on their own."""
 
 from __future__ import annotations
 
+from collections import defaultdict
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterable
+from typing import TYPE_CHECKING, Any, Iterable
 
 from medvl.core.records import ImageRecord, Reject
-from medvl.curate.dedup import dedup_records, exclude_by_md5, file_md5, read_exclusions
+from medvl.curate.dedup import Merge, dedup_records, exclude_by_md5, file_md5, read_exclusions
 from medvl.curate.split import SplitReport, assign_sample_splits, assign_splits, assign_splits_with_report
 
 if TYPE_CHECKING:
     from medvl.pipeline.recipe import CurationConfig
 
+MAX_LISTED = 100  # straddling near-duplicate pairs listed by id in the report (all are counted)
+
+
+@dataclass
+class CurationReport:
+    """What curation did besides splitting (the split's own report is ``split``)."""
+
+    merged_duplicates: int = 0  # identical copies folded into a kept record
+    merges_adding_annotations: int = 0  # of those, copies that added labels, boxes or a view
+    merged_across_sources: int = 0
+    merged_source_pairs: list[list[str]] = field(default_factory=list)  # [kept source, dropped source], unique
+    non_exhaustive_datasets: list[str] = field(default_factory=list)  # classes shown to co-occur on one image
+    near_duplicate_pairs: int = 0  # near-identical images of different patient keys
+    near_duplicate_links: int = 0  # of those, pairs kept together in one split
+    near_duplicate_unlinked: int = 0  # pairs not linked (mode "report", or the group would grow too large)
+    near_duplicates_straddling: list[list[str]] = field(default_factory=list)  # [id, split, id, split]
+    near_duplicates_straddling_count: int = 0
+    split: SplitReport = field(default_factory=SplitReport)
+    warnings: list[str] = field(default_factory=list)
+
 
 def curate_records(records: Iterable[ImageRecord], cfg: "CurationConfig", out_dir: str | Path, seed: int,
                    respect_source_split: bool = True,
-                   ) -> tuple[list[ImageRecord], list[Reject], SplitReport]:
-    """Dedup (if ``cfg.dedup``), drop images whose MD5 is in ``cfg.exclude_md5`` / ``cfg.exclude_file``,
-    then assign patient-level splits. Returns ``(kept records with .split, rejects, split report)``."""
+                   ) -> tuple[list[ImageRecord], list[Reject], CurationReport]:
+    """Dedup (if ``cfg.dedup``; copies' annotations merged), drop images on the exclusion lists
+    (``cfg.exclude_md5`` / ``cfg.exclude_file``), find near-duplicates, then assign patient-level splits with
+    merged copies and near-duplicates linked. Returns ``(kept records with .split, rejects, report)``."""
     kept = list(records)
     rejects: list[Reject] = []
+    report = CurationReport()
+    links: list[tuple[str, str]] = []
     if cfg.dedup:
-        kept, rej = dedup_records(kept)
+        kept, rej, merges = dedup_records(kept)
         rejects += rej
+        links += [(m.kept_patient, m.dropped_patient) for m in merges]
+        _report_merges(kept, merges, report)
     md5s = {m.strip().lower() for m in cfg.exclude_md5}
     if cfg.exclude_file:
         md5s |= read_exclusions(cfg.exclude_file)
     if md5s:
         kept, rej = exclude_by_md5(kept, md5s, out_dir)
         rejects += rej
-    kept, report = assign_splits_with_report(kept, cfg.splits, seed, respect_source_split)
+    near = _near_duplicates(kept, cfg, links, report)
+    kept, report.split = assign_splits_with_report(kept, cfg.splits, seed, respect_source_split, links)
+    _straddling(kept, near, report)
+    report.warnings += report.split.warnings
     return kept, rejects, report
 
 
-__all__ = ["SplitReport", "assign_sample_splits", "assign_splits", "assign_splits_with_report", "curate_records",
-           "dedup_records", "exclude_by_md5", "file_md5", "read_exclusions"]
+def _report_merges(kept: list[ImageRecord], merges: list[Merge], report: CurationReport) -> None:
+    """Count merges; a dataset whose single-label classes were found together on one image (the same image in
+    two class folders) no longer has exhaustive labels: no "absent" answers are generated for it."""
+    report.merged_duplicates = len(merges)
+    report.merges_adding_annotations = sum(1 for m in merges if m.added_labels or m.added_regions or m.added_view)
+    report.merged_across_sources = sum(1 for m in merges if not m.same_dataset)
+    report.merged_source_pairs = [list(p) for p in sorted({(m.kept_dataset, m.dropped_dataset) for m in merges
+                                                           if not m.same_dataset})]
+    cooccur = sorted({m.kept_dataset for m in merges if m.same_dataset and m.labels_differ})
+    flagged = []
+    for ds in cooccur:
+        recs = [r for r in kept if r.dataset == ds]
+        if any(r.extra.get("labels_exhaustive") for r in recs):
+            flagged.append(ds)
+            for r in recs:
+                r.extra["labels_exhaustive"] = False
+    report.non_exhaustive_datasets = flagged
+    for ds in flagged:
+        report.warnings.append(f"dataset {ds!r}: the same image carries several of its classes (e.g. one image in two "
+                               "class folders), so its classes co-occur: its labels are no longer treated as "
+                               "exhaustive and no 'absent' answers are generated for it")
+    if report.merged_duplicates:
+        report.warnings.append(f"{report.merged_duplicates} identical image copies were merged into one record each "
+                               f"({report.merges_adding_annotations} added labels, boxes or a view; "
+                               f"{report.merged_across_sources} across sources)")
+
+
+def _near_duplicates(kept: list[ImageRecord], cfg: "CurationConfig", links: list[tuple[str, str]],
+                     report: CurationReport) -> list[tuple[int, int]]:
+    """Near-identical images of different patient keys; in mode "group" they are linked (so they share a split)
+    unless the linked group would exceed ``near_duplicate_max_group`` records. Returns the unlinked pairs."""
+    if cfg.near_duplicates == "off":
+        return []
+    from medvl.curate.phash import near_duplicate_pairs
+
+    pairs = [(i, j) for i, j in near_duplicate_pairs([(r.phash, r.dhash) for r in kept])
+             if kept[i].patient_key != kept[j].patient_key]
+    report.near_duplicate_pairs = len(pairs)
+    if cfg.near_duplicates == "report":
+        report.near_duplicate_unlinked = len(pairs)
+        return pairs
+    size: dict[str, int] = defaultdict(int)
+    for r in kept:
+        size[r.patient_key] += 1
+    parent: dict[str, str] = {}
+
+    def find(k: str) -> str:
+        while parent.get(k, k) != k:
+            k = parent[k]
+        return k
+
+    for a, b in links:  # merged copies are one group whatever its size
+        ra, rb = find(a), find(b)
+        if ra != rb:
+            parent[max(ra, rb)] = min(ra, rb)
+            size[min(ra, rb)] += size[max(ra, rb)]
+    unlinked = []
+    for i, j in sorted(pairs, key=lambda p: (kept[p[0]].id, kept[p[1]].id)):
+        ra, rb = find(kept[i].patient_key), find(kept[j].patient_key)
+        if ra == rb:
+            report.near_duplicate_links += 1
+            continue
+        if size[ra] + size[rb] > cfg.near_duplicate_max_group:
+            unlinked.append((i, j))
+            continue
+        parent[max(ra, rb)] = min(ra, rb)
+        size[min(ra, rb)] += size[max(ra, rb)]
+        links.append((kept[i].patient_key, kept[j].patient_key))
+        report.near_duplicate_links += 1
+    report.near_duplicate_unlinked = len(unlinked)
+    return unlinked
+
+
+def _straddling(kept: list[ImageRecord], pairs: list[tuple[int, int]], report: CurationReport) -> None:
+    """List the unlinked near-duplicate pairs that ended in different splits (records keep their index)."""
+    apart = [(kept[i], kept[j]) for i, j in pairs if kept[i].split != kept[j].split]
+    report.near_duplicates_straddling_count = len(apart)
+    report.near_duplicates_straddling = [[a.id, str(a.split), b.id, str(b.split)] for a, b in apart[:MAX_LISTED]]
+    if apart:
+        report.warnings.append(f"{len(apart)} near-duplicate image pair(s) of different patients lie in different "
+                               "splits (not grouped: curation.near_duplicates is 'report' or the group would exceed "
+                               "curation.near_duplicate_max_group); listed in summary.json curation")
+
+
+def report_dict(report: Any) -> dict[str, Any]:
+    from dataclasses import asdict
+
+    return asdict(report)
+
+
+__all__ = ["CurationReport", "SplitReport", "assign_sample_splits", "assign_splits", "assign_splits_with_report",
+           "curate_records", "dedup_records", "exclude_by_md5", "file_md5", "read_exclusions"]

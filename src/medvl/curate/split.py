@@ -1,21 +1,23 @@
 """Patient-level train/val/test splits.
 
-The unit is ``ImageRecord.patient_key`` (a salted patient id, or a hash of the source file/volume when
-the data has no patient id): all records of one patient land in one split, so no patient is seen in
-training and again in testing. Each dataset is split on its own (stratified), so every dataset shows up
-in every split when it has enough patients.
+The unit is a *group* of patient keys (``ImageRecord.patient_key``: a salted patient id, or a hash of the source
+file/volume when the data has no patient id). Keys are grouped when the build links them: copies of one image
+merged by dedup, and near-duplicate images (perceptual hash) of different keys. All records of one group land
+in one split, so no patient (and no near-identical image) is seen in training and again in testing. Each
+dataset is split on its own (stratified), so every dataset shows up in every split when it has enough patients.
 
-How a dataset is split:
-1. Patients already placed (by an earlier dataset sharing the key, or by a respected source split) are fixed.
-2. Records whose source fixes a split (``record.extra["source_split"]`` in train/val/test, with aliases
-   like "validation") keep it when ``respect_source_split`` is true and that split has a non-zero
-   fraction; the rest of that patient's records follow. A patient whose records the source put in more
-   than one split cannot be fixed by us: it is counted in ``SplitReport.leaked_patients``.
-3. Free patients are ordered by a seeded stable hash (independent of input order and PYTHONHASHSEED).
-   Each still-empty split with a non-zero fraction first gets one of the smallest patients (when there are
-   fewer patients than empty splits, the largest fractions come first, ties by name: train, test, val);
-   then every patient goes to the split with the largest record deficit (target records minus records so
-   far). Splits end up close to the fractions in records (within about one patient's records).
+How the splits are made:
+1. Official splits (``record.extra["source_split"]`` in train/val/test, with aliases like "validation"), when
+   ``respect_source_split`` is true and that split has a non-zero fraction, are collected over *every* dataset
+   for each group, and the group goes to the most protected one: a patient in any official test split is
+   test everywhere, else val, else train. Records moved away from their own official split are counted and
+   warned about (``source_split_overridden``).
+2. Free groups are ordered by a seeded stable hash (independent of input order and PYTHONHASHSEED). Per
+   dataset, each still-empty split with a non-zero fraction first gets one of the smallest groups (when there
+   are fewer groups than empty splits, the largest fractions come first, ties by name: train, test, val); then
+   every group goes to the split with the largest record deficit (target records minus records so far).
+3. An independent check afterwards counts patient keys found in more than one split (``leaked_patients``;
+   the build refuses to write such a corpus) and linked pairs that still straddle splits.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from medvl.core.records import ImageRecord, Reject, Sample
 
 SOURCE_SPLIT_ALIASES = {"train": "train", "training": "train", "val": "val", "valid": "val",
                         "validation": "val", "dev": "val", "test": "test", "testing": "test"}
+PROTECTION = {"test": 0, "val": 1, "train": 2}  # an official split earlier here wins for the whole patient
 
 
 @dataclass
@@ -40,8 +43,12 @@ class SplitReport:
     patients: dict[str, int] = field(default_factory=dict)
     source_split_kept: int = 0  # records that kept the split their source gave them
     source_split_ignored: int = 0  # records whose source split is not one of ours (or has fraction 0)
-    leaked_patients: int = 0  # patients the source itself put in more than one split
+    source_split_overridden: int = 0  # records moved to their patient's more protected official split
+    patients_in_several_official_splits: int = 0  # patients whose records the sources put in >1 split
+    leaked_patients: int = 0  # patient keys found in more than one split after assignment (must be 0)
     cross_dataset_patients: int = 0  # patient keys shared by several datasets (placed once, kept together)
+    linked_groups: int = 0  # groups of several patient keys kept together (merged copies, near-duplicates)
+    straddling_links: int = 0  # linked pairs that still ended in different splits (must be 0 when grouped)
     warnings: list[str] = field(default_factory=list)
 
 
@@ -57,104 +64,148 @@ def _source_split(rec: ImageRecord) -> str | None:
     return SOURCE_SPLIT_ALIASES.get(str(raw).strip().lower()) if raw is not None else None
 
 
+class _Groups:
+    """Union-find over patient keys; a group is named by its smallest key (deterministic)."""
+
+    def __init__(self) -> None:
+        self.parent: dict[str, str] = {}
+
+    def find(self, k: str) -> str:
+        self.parent.setdefault(k, k)
+        root = k
+        while self.parent[root] != root:
+            root = self.parent[root]
+        while self.parent[k] != root:
+            self.parent[k], k = root, self.parent[k]
+        return root
+
+    def union(self, a: str, b: str) -> None:
+        ra, rb = self.find(a), self.find(b)
+        if ra != rb:
+            lo, hi = sorted((ra, rb))
+            self.parent[hi] = lo
+
+
 def assign_splits(records: Iterable[ImageRecord], fractions: Mapping[str, float], seed: int,
-                  respect_source_split: bool = True) -> list[ImageRecord]:
+                  respect_source_split: bool = True, links: Iterable[tuple[str, str]] = ()) -> list[ImageRecord]:
     """Copies of ``records`` (input order) with ``.split`` set; see the module docstring for the rules."""
-    return assign_splits_with_report(records, fractions, seed, respect_source_split)[0]
+    return assign_splits_with_report(records, fractions, seed, respect_source_split, links)[0]
 
 
 def assign_splits_with_report(records: Iterable[ImageRecord], fractions: Mapping[str, float], seed: int,
-                              respect_source_split: bool = True) -> tuple[list[ImageRecord], SplitReport]:
-    """Like :func:`assign_splits`, plus a :class:`SplitReport` (counts and warnings)."""
+                              respect_source_split: bool = True, links: Iterable[tuple[str, str]] = ()
+                              ) -> tuple[list[ImageRecord], SplitReport]:
+    """Like :func:`assign_splits`, plus a :class:`SplitReport` (counts and warnings). ``links``: pairs of
+    patient keys that must share a split (merged duplicates, near-duplicate images)."""
     fr = _check_fractions(fractions)
     active = [s for s in fr if fr[s] > 0]
     # order used for ties: larger fraction first, then name ("test" before "val")
     rank = {s: i for i, s in enumerate(sorted(active, key=lambda s: (-fr[s], s)))}
     records = list(records)
+    links = sorted({tuple(sorted(pair)) for pair in links if pair[0] != pair[1]})
     report = SplitReport()
-    out_split: list[str | None] = [None] * len(records)
-    placed: dict[str, str] = {}  # patient key -> split, across datasets
-
-    by_dataset: dict[str, list[int]] = defaultdict(list)
-    for i, rec in enumerate(records):
-        by_dataset[rec.dataset].append(i)
+    groups = _Groups()
+    for rec in records:
+        groups.find(rec.patient_key)
+    for a, b in links:
+        groups.union(a, b)
+    group_of = [groups.find(rec.patient_key) for rec in records]
+    members_of: dict[str, set[str]] = defaultdict(set)
+    for rec, g in zip(records, group_of):
+        members_of[g].add(rec.patient_key)
+    report.linked_groups = sum(1 for m in members_of.values() if len(m) > 1)
     seen_in: dict[str, set[str]] = defaultdict(set)
     for rec in records:
         seen_in[rec.patient_key].add(rec.dataset)
     report.cross_dataset_patients = sum(1 for ds in seen_in.values() if len(ds) > 1)
 
+    # 1. official splits over every dataset: the most protected one wins for the whole group
+    placed: dict[str, str] = {}
+    official: dict[str, Counter] = defaultdict(Counter)
+    if respect_source_split:
+        for rec, g in zip(records, group_of):
+            src = _source_split(rec)
+            if src in rank:
+                official[g][src] += 1
+            elif rec.extra and rec.extra.get("source_split") is not None:
+                report.source_split_ignored += 1
+    for g, tally in sorted(official.items()):
+        placed[g] = min(tally, key=lambda s: (PROTECTION.get(s, 9), rank[s]))
+        if len(tally) > 1:
+            report.patients_in_several_official_splits += 1
+        report.source_split_kept += tally[placed[g]]
+        report.source_split_overridden += sum(n for s, n in tally.items() if s != placed[g])
+
+    # 2. per dataset, balance the free groups
+    out_split: list[str | None] = [None] * len(records)
+    by_dataset: dict[str, list[int]] = defaultdict(list)
+    for i, rec in enumerate(records):
+        by_dataset[rec.dataset].append(i)
     for ds in sorted(by_dataset):
-        patients: dict[str, list[int]] = defaultdict(list)
+        members: dict[str, list[int]] = defaultdict(list)
         for i in by_dataset[ds]:
-            patients[records[i].patient_key].append(i)
+            members[group_of[i]].append(i)
         counts = {s: 0 for s in active}
         free: list[str] = []
-        for pk in sorted(patients):
-            members = patients[pk]
-            own: dict[int, str] = {}
-            if respect_source_split:
-                for i in members:
-                    src = _source_split(records[i])
-                    if src in counts:
-                        own[i] = src
-                    elif records[i].extra and records[i].extra.get("source_split") is not None:
-                        report.source_split_ignored += 1
-            if own:
-                tally = Counter(own.values())
-                if len(tally) > 1:
-                    report.leaked_patients += 1
-                major = sorted(tally, key=lambda s: (-tally[s], rank[s]))[0]
-                home = placed.get(pk, major)
-                report.source_split_kept += len(own)
-            elif pk in placed:
-                home = placed[pk]
+        for g in sorted(members):
+            if g in placed:
+                _place(g, placed[g], members, out_split, counts, placed)
             else:
-                free.append(pk)
-                continue
-            placed.setdefault(pk, home)
-            for i in members:
-                out_split[i] = own.get(i, home)
-                counts[out_split[i]] = counts.get(out_split[i], 0) + 1
-
+                free.append(g)
         n_total = len(by_dataset[ds])
         targets = {s: fr[s] * n_total for s in active}
-        free.sort(key=lambda pk: (stable_int("split", seed, ds, pk), pk))
+        free.sort(key=lambda g: (stable_int("split", seed, ds, g), g))
         empty = sorted((s for s in active if counts[s] == 0), key=lambda s: rank[s])
-        # seed empty splits with one small patient each (largest fractions first when patients are few,
-        # so two patients give train + test); the smallest fractions get the smallest patients
+        # seed empty splits with one small group each (largest fractions first when groups are few, so two
+        # groups give train + test); the smallest fractions get the smallest groups
         seeds = empty[:len(free)]
         pos = {p: n for n, p in enumerate(free)}
         for s in sorted(seeds, key=lambda s: (fr[s], rank[s])):
-            pk = min(free, key=lambda p: (len(patients[p]), pos[p]))
-            free.remove(pk)
-            _place(pk, s, patients, out_split, counts, placed)
-        for pk in free:
+            g = min(free, key=lambda p: (len(members[p]), pos[p]))
+            free.remove(g)
+            _place(g, s, members, out_split, counts, placed)
+        for g in free:
             best = max(active, key=lambda s: (targets[s] - counts[s], -rank[s]))
-            _place(pk, best, patients, out_split, counts, placed)
+            _place(g, best, members, out_split, counts, placed)
 
-    for s in placed.values():
-        report.patients[s] = report.patients.get(s, 0) + 1
-    out: list[ImageRecord] = []
-    for rec, s in zip(records, out_split):
-        out.append(dataclasses.replace(rec, split=s))
-        report.records[s] = report.records.get(s, 0) + 1  # type: ignore[index]
-    report.records = dict(sorted(report.records.items()))
+    out = [dataclasses.replace(rec, split=s) for rec, s in zip(records, out_split)]
+    _check(out, links, report)
+    for g in members_of:
+        report.patients[placed[g]] = report.patients.get(placed[g], 0) + len(members_of[g])
     report.patients = dict(sorted(report.patients.items()))
-    if report.leaked_patients:
-        report.warnings.append(f"{report.leaked_patients} patient(s) appear in more than one official source split; "
-                               "their records keep the source's split (set respect_source_split: false to regroup)")
-    if report.source_split_ignored:
-        report.warnings.append(f"{report.source_split_ignored} record(s) have a source split that is not one of "
-                               f"{', '.join(active)}; they were split by patient like the rest")
+    report.records = dict(sorted(Counter(r.split for r in out).items()))  # type: ignore[arg-type]
+    _warn(report, active)
     return out, report
 
 
-def _place(pk: str, split: str, patients: dict[str, list[int]], out_split: list[str | None],
+def _check(out: list[ImageRecord], links: list[tuple[str, ...]], report: SplitReport) -> None:
+    """Independent of how splits were assigned: patient keys in several splits, linked pairs apart."""
+    where: dict[str, set[str | None]] = defaultdict(set)
+    for r in out:
+        where[r.patient_key].add(r.split)
+    report.leaked_patients = sum(1 for s in where.values() if len(s) > 1)
+    report.straddling_links = sum(1 for a, b in links if a in where and b in where and where[a] != where[b])
+
+
+def _warn(report: SplitReport, active: list[str]) -> None:
+    if report.source_split_overridden:
+        report.warnings.append(
+            f"{report.patients_in_several_official_splits} patient(s) are in more than one official split (within or "
+            f"across datasets); {report.source_split_overridden} record(s) moved to the patient's most protected "
+            "official split (test, then val, then train) so no patient is in two splits")
+    if report.source_split_ignored:
+        report.warnings.append(f"{report.source_split_ignored} record(s) have a source split that is not one of "
+                               f"{', '.join(active)}; they were split by patient like the rest")
+    if report.leaked_patients:
+        report.warnings.append(f"{report.leaked_patients} patient(s) ended up in more than one split")
+
+
+def _place(g: str, split: str, members: dict[str, list[int]], out_split: list[str | None],
            counts: dict[str, int], placed: dict[str, str]) -> None:
-    placed[pk] = split
-    for i in patients[pk]:
+    placed[g] = split
+    for i in members[g]:
         out_split[i] = split
-    counts[split] += len(patients[pk])
+    counts[split] += len(members[g])
 
 
 def assign_sample_splits(samples: Iterable[Sample], records: Iterable[ImageRecord], fractions: Mapping[str, float],

@@ -191,6 +191,36 @@ def loading_lines(entries: list[ManifestEntry]) -> tuple[str, str]:
     return "".join(f"- {t}\n" for t in chosen), "<ul>\n" + "".join(f"<li>{code(t)}</li>\n" for t in chosen) + "</ul>"
 
 
+def build_notes(out_dir: Path) -> list[Table]:
+    """Tables from the build's ``summary.json`` (written before the exports): what curation merged and grouped,
+    labels only one source of a cohort uses, and the build's warnings."""
+    p = out_dir / "summary.json"
+    if not p.is_file():
+        return []
+    summary = json.loads(p.read_text(encoding="utf-8"))
+    cur = summary.get("curation") or {}
+    tables: list[Table] = []
+    if cur:
+        rows = [["identical copies merged into one record", cur.get("merged_duplicates", 0)],
+                ["... of which added labels, boxes or a view", cur.get("merges_adding_annotations", 0)],
+                ["... of which across sources", cur.get("merged_across_sources", 0)],
+                ["near-duplicate pairs of different patients", cur.get("near_duplicate_pairs", 0)],
+                ["... kept in one split", cur.get("near_duplicate_links", 0)],
+                ["... in different splits (listed in summary.json)", cur.get("near_duplicates_straddling_count", 0)],
+                ["datasets whose classes co-occur (labels not exhaustive)",
+                 ", ".join(cur.get("non_exhaustive_datasets") or []) or "none"]]
+        tables.append(("curation", "Curation: merged copies and near-duplicates", ["", "count"], rows))
+    lonely = summary.get("labels_in_one_source") or []
+    if lonely:
+        tables.append(("labels_in_one_source", "Labels used by only one source of a cohort",
+                       ["label", "only in", "similar labels of the other sources", "cohort"],
+                       [[x["label"], x["only_in"], ", ".join(x["similar"]), ", ".join(x["cohort"])] for x in lonely]))
+    warnings = summary.get("warnings") or []
+    if warnings:
+        tables.append(("warnings", "Build warnings", ["warning"], [[w] for w in warnings]))
+    return tables
+
+
 def _read_rejects(out_dir: Path) -> list[Reject]:
     p = out_dir / "rejects.jsonl"
     if not p.is_file():
@@ -213,7 +243,7 @@ def export_card(records, samples, out_dir: Path, recipe=None, *, rejects=None, o
     records, samples, entries = list(records), list(samples), list(entries or [])
     rejects = list(rejects) if rejects is not None else _read_rejects(out_dir)
     clear_outputs(out_dir / "card", ["*.png"])
-    tables = collect_tables(records, samples, rejects, int(opts["top"]))
+    tables = collect_tables(records, samples, rejects, int(opts["top"])) + build_notes(out_dir)
     n_images = len({r.image for r in records} | {p for s in samples for p in s.images})
     summary_rows = [["records", len(records)], ["samples", len(samples)], ["images", n_images],
                     ["source datasets", len({r.dataset for r in records})], ["rejected items", len(rejects)]]

@@ -13,11 +13,12 @@ import json
 import shutil
 from collections import Counter, defaultdict
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
 from medvl.core.records import ImageRecord, Reject, Sample
+from medvl.pipeline.checks import PathScrubber, duplicate_ids, label_owners, lonely_labels
 from medvl.pipeline.process import Job, UnitResult, get_source, run_job
 from medvl.pipeline.recipe import Recipe
 from medvl.sources.base import Unit
@@ -38,6 +39,7 @@ class SourceStats:
     rejected_units: int = 0  # units that gave none (each has at least one reject)
     records: int = 0
     partial_rejects: int = 0  # slices/boxes/frames dropped inside kept units
+    redacted_strings: int = 0  # strings (paths, labels, metadata, reject reasons) whose identifying values were replaced
 
     def to_dict(self) -> dict[str, int]:
         return dict(self.__dict__)
@@ -118,6 +120,7 @@ def load_all(recipe: Recipe, out_dir: Path, workers: int, progress: Callable[[in
                     res.rejects.append(Reject(source=job.source["name"], item=res.key,
                                               reason=f"{res.key}: produced no image", stage="read"))
             st.records += len(res.records)
+            st.redacted_strings += res.redacted
             records.extend(res.records)
             rejects.extend(res.rejects)
             if progress:
@@ -125,23 +128,29 @@ def load_all(recipe: Recipe, out_dir: Path, workers: int, progress: Callable[[in
     finally:
         if pool is not None:
             pool.shutdown()
-    records, rejects = scrub_source_wide(recipe, records, rejects)
+    records, rejects = scrub_source_wide(recipe, records, rejects, stats)
     return records, rejects, stats
 
 
-def scrub_source_wide(recipe: Recipe, records: list[ImageRecord], rejects: list[Reject]
-                      ) -> tuple[list[ImageRecord], list[Reject]]:
+def source_scrubbers(recipe: Recipe) -> dict[str, Any]:
+    """One scrubber per source holding every identifying value the source saw while enumerating."""
+    from medvl.core.privacy import Scrubber
+
+    out = {}
+    for cfg in recipe.sources:
+        src = get_source(cfg)
+        if src.sensitive:
+            out[cfg.name] = Scrubber(src.sensitive, key=recipe.salt or "", protected=src.protected_terms())
+    return out
+
+
+def scrub_source_wide(recipe: Recipe, records: list[ImageRecord], rejects: list[Reject],
+                      stats: dict[str, SourceStats] | None = None) -> tuple[list[ImageRecord], list[Reject]]:
     """Files and folders may be named after a patient whose values only another file of the source carries
     (a blank header beside a filled one, a truncated file). Each item was scrubbed of its own values in its
     worker; here every record and reject is also scrubbed of all identifying values its source saw while
-    enumerating."""
-    from medvl.core.privacy import Scrubber
-
-    scrubbers = {}
-    for cfg in recipe.sources:
-        seen = get_source(cfg).sensitive
-        if seen:
-            scrubbers[cfg.name] = Scrubber(seen, key=recipe.salt or "", prefilter=True)
+    enumerating (counted per source in ``redacted_strings``)."""
+    scrubbers = source_scrubbers(recipe)
     if not scrubbers:
         return records, rejects
     out_rej = []
@@ -160,23 +169,28 @@ def scrub_source_wide(recipe: Recipe, records: list[ImageRecord], rejects: list[
         rec.mask_values = sc(rec.mask_values)
         rec.view = sc(rec.view) if rec.view else rec.view
         rec.extra = sc(rec.extra)
+    if stats is not None:
+        for name, sc in scrubbers.items():
+            stats[name].redacted_strings += sc.count
     return records, out_rej
 
 
-def curate(recipe: Recipe, records: list[ImageRecord], out_dir: Path
-           ) -> tuple[list[ImageRecord], list[Reject], dict[str, Any]]:
-    """Exclusions, dedup and patient-level splits (see ``medvl.curate``); records come back sorted by id."""
+def curate(recipe: Recipe, records: list[ImageRecord], out_dir: Path) -> tuple[list[ImageRecord], list[Reject], Any]:
+    """Exclusions, dedup with merging, near-duplicates and patient-level splits (see ``medvl.curate``);
+    records come back sorted by id. A patient in two splits or two records with one id stop the build."""
     from medvl.curate import curate_records
+    from medvl.pipeline.checks import duplicate_ids
 
     records, rejects, report = curate_records(records, recipe.curation, out_dir, recipe.seed)
     records.sort(key=lambda r: r.id)
-    return records, rejects, _report_dict(report)
-
-
-def _report_dict(report: Any) -> dict[str, Any]:
-    from dataclasses import asdict, is_dataclass
-
-    return asdict(report) if is_dataclass(report) else dict(getattr(report, "__dict__", {}))
+    problems = duplicate_ids(records, [])
+    if problems:
+        raise BuildError("records with the same id would be mixed up by every export: " + "; ".join(problems[:5])
+                         + (f" (+{len(problems) - 5} more)" if len(problems) > 5 else ""))
+    if report.split.leaked_patients:
+        raise BuildError(f"{report.split.leaked_patients} patient(s) ended up in more than one split; this is a bug "
+                         "in the split assignment, please report it with the recipe")
+    return records, rejects, report
 
 
 def generate(recipe: Recipe, records: list[ImageRecord]) -> list[Sample]:
@@ -279,21 +293,31 @@ def run_build(recipe: Recipe, out_dir: Path, workers: int | None = None, overwri
                          "are HMACs of patient ids under it, and without a secret they could be reversed")
     prepare_out_dir(out_dir, overwrite)
     records, rejects, stats = load_all(recipe, out_dir, workers or recipe.workers, progress)
-    records, cur_rejects, split_report = curate(recipe, records, out_dir)
+    owners = label_owners(records)  # before merging: which source's own records use which label
+    records, cur_rejects, report = curate(recipe, records, out_dir)
     rejects += cur_rejects
     remove_orphans(out_dir, records)
     samples = generate(recipe, records)
-    rejects.sort(key=lambda r: (r.source, r.item, r.stage, r.reason))
+    problems = duplicate_ids([], samples)
+    if problems:
+        raise BuildError("samples with the same id: " + "; ".join(problems[:5]))
+    paths = PathScrubber(recipe, out_dir)
+    rejects = sorted((paths.reject(r) for r in rejects), key=lambda r: (r.source, r.item, r.stage, r.reason))
+    lonely = lonely_labels(recipe, owners, [tuple(p) for p in report.merged_source_pairs])
 
     write_jsonl(out_dir / "records.jsonl", (r.to_dict() for r in records))
     write_jsonl(out_dir / "samples.jsonl", (s.to_dict() for s in samples))
     write_jsonl(out_dir / "rejects.jsonl", (r.to_dict() for r in rejects))
     (out_dir / "recipe.yaml").write_text(_recipe_yaml(recipe), encoding="utf-8")
-    entries = run_exports(recipe.exports, records, samples, out_dir, recipe, rejects)
     summary = summarize(recipe, records, samples, rejects, stats)
-    summary["splits"] = split_report
-    summary["warnings"] = build_warnings(recipe, records, stats)
+    summary["splits"] = asdict(report.split)
+    summary["curation"] = {k: v for k, v in asdict(report).items() if k not in ("split", "warnings")}
+    summary["labels_in_one_source"] = lonely
+    summary["warnings"] = [paths(w) for w in build_warnings(recipe, records, stats) + report.warnings
+                           + lonely_warnings(lonely)]
+    # written before the exports: the dataset card reports its curation notes and warnings
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    entries = run_exports(recipe.exports, records, samples, out_dir, recipe, rejects)
     n_images = len({r.image for r in records})
     n_masks = len({r.mask for r in records if r.mask})
     base = [
@@ -310,12 +334,39 @@ def run_build(recipe: Recipe, out_dir: Path, workers: int | None = None, overwri
     return BuildResult(out_dir=out_dir, records=records, samples=samples, rejects=rejects, stats=stats, summary=summary)
 
 
+def lonely_warnings(lonely: list[dict[str, Any]]) -> list[str]:
+    """A warning per label that only one source of a cohort uses and that resembles another source's label
+    (likely two spellings of one finding); one line for the rest (all are listed in summary.json)."""
+    out = []
+    for item in lonely:
+        if item["similar"]:
+            out.append(f"label {item['label']!r} is used only by source {item['only_in']!r} of the cohort "
+                       f"{', '.join(item['cohort'])} (similar: {', '.join(item['similar'])}); if both name one "
+                       "finding, map one to the other with label_synonyms")
+    rest = len(lonely) - len(out)
+    if rest:
+        out.append(f"{rest} other label(s) are used by only one source of their cohort (summary.json "
+                   "labels_in_one_source)")
+    return out
+
+
 def _recipe_yaml(recipe: Recipe) -> str:
-    """The resolved recipe as run (salt withheld: it is a secret; ``workers`` left out: it changes speed,
-    never outputs, so builds with different pools stay byte-identical)."""
+    """The resolved recipe as run: salt withheld (it is a secret); ``workers`` left out (it changes speed,
+    never outputs, so builds with different pools stay byte-identical); local paths written relative to the
+    recipe's root (see ``Recipe.portable_path``) and scrubbed of identifying values the sources saw."""
     import yaml
 
     data = recipe.model_dump(mode="json")
     data["salt"] = "<withheld>"
     data.pop("workers", None)
+    scrubbers = source_scrubbers(recipe)
+    for src, cfg in zip(data["sources"], recipe.sources):
+        path = recipe.portable_path(cfg.path) or ""
+        for sc in scrubbers.values():
+            path = sc(path)
+        src["path"] = path
+    if data.get("root") is not None:
+        data["root"] = "."
+    if data["curation"].get("exclude_file"):
+        data["curation"]["exclude_file"] = recipe.portable_path(data["curation"]["exclude_file"])
     return yaml.safe_dump(data, sort_keys=False, allow_unicode=True)

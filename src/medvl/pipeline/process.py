@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from medvl.core.hashing import content_hash, patient_key
+from medvl.core.hashing import content_hash, file_digest, patient_key
 from medvl.core.ids import slice_suffix
 from medvl.core.records import ImageRecord, Region, Reject
 from medvl.imaging.boxes import box_inside, clip_box, normalize_box, scale_regions
@@ -33,6 +33,7 @@ class UnitResult:
     key: str
     records: list[ImageRecord] = field(default_factory=list)
     rejects: list[Reject] = field(default_factory=list)
+    redacted: int = 0  # strings of this unit's records and rejects in which identifying values were replaced
 
 
 @dataclass
@@ -125,11 +126,39 @@ def item_key(item: Item) -> str:
 
 
 def finalize_item(item: Item, cfg: SourceConfig, src: Source, out_dir: Path, image_cfg: ImageConfig,
-                  salt: str) -> tuple[ImageRecord | None, list[Reject]]:
-    """Validate, resize, write and describe one item. Returns the record (or None) and any rejects."""
+                  salt: str, md5_cache: dict[str, str | None] | None = None
+                  ) -> tuple[ImageRecord | None, list[Reject], int]:
+    """Validate, resize, write and describe one item. Returns the record (or None), any rejects, and how many
+    strings had identifying values replaced."""
+    scrub = Scrubber(item.sensitive, key=salt, protected=src.protected_terms())
+    rec, rejects = _finalize(item, cfg, src, out_dir, image_cfg, salt, scrub,
+                             md5_cache if md5_cache is not None else {})
+    return rec, rejects, scrub.count
+
+
+def _source_md5(src: Source, rel: str, cache: dict[str, str | None]) -> str | None:
+    """MD5 of a source file's bytes (None when the item comes from a folder, e.g. a DICOM series)."""
+    if rel not in cache:
+        path = src.root / rel
+        try:
+            cache[rel] = file_digest(path, "md5") if path.is_file() else None
+        except OSError:
+            cache[rel] = None
+    return cache[rel]
+
+
+def canonical_patient_id(raw: str) -> str:
+    """One spelling per patient id: surrounding space dropped, digit-only ids without leading zeros (NIH's
+    ``Patient ID`` 21009 and the file name's ``00021009`` are one patient)."""
+    s = str(raw).strip()
+    return str(int(s)) if s.isdigit() else s
+
+
+def _finalize(item: Item, cfg: SourceConfig, src: Source, out_dir: Path, image_cfg: ImageConfig, salt: str,
+              scrub: Scrubber, md5_cache: dict[str, str | None]) -> tuple[ImageRecord | None, list[Reject]]:
+    from medvl.curate.phash import canonical_rgb, perceptual_hashes, pixel_md5
     from medvl.taxonomy import normalize_body_region, normalize_label, normalize_modality
 
-    scrub = Scrubber(item.sensitive, key=salt)
     key = scrub(item_key(item))
     rejects: list[Reject] = []
 
@@ -165,6 +194,7 @@ def finalize_item(item: Item, cfg: SourceConfig, src: Source, out_dir: Path, ima
         return None, rejects + [rej(f"{key}: no valid box left")]
     item.regions = good
 
+    source_pixels = pixel_md5(canonical_rgb(Image.fromarray(item.array)))
     arr, mask, regions = _resize(item, image_cfg.max_side)
     h1, w1 = arr.shape[:2]
     visible = []
@@ -179,6 +209,7 @@ def finalize_item(item: Item, cfg: SourceConfig, src: Source, out_dir: Path, ima
         return None, rejects + [rej(f"{key}: no box left that is visible at this image size")]
     regions = visible
     rel, digest = write_once(out_dir, "images", encode_png(arr))
+    phash, dhash = perceptual_hashes(arr)
     normalized: dict[Any, str] = {}  # the item's regions repeat a few label strings: normalize each once
 
     def norm_label(raw: Any) -> str:
@@ -212,7 +243,8 @@ def finalize_item(item: Item, cfg: SourceConfig, src: Source, out_dir: Path, ima
         regions=regions, department=cfg.department, body_region=body, clinical_task=cfg.clinical_task,
         slice=item.slice, licence=cfg.licence, view=scrub(item.view) if item.view else None, window=item.window,
         mask=mask_rel, mask_values=mask_values,
-        extra=scrub(extra),
+        extra=scrub(extra), source_md5=_source_md5(src, item.source_file, md5_cache), pixel_md5=source_pixels,
+        phash=phash, dhash=dhash,
     )
     return rec, rejects
 
@@ -221,12 +253,12 @@ def patient_unit(item: Item, cfg: SourceConfig) -> str:
     """What makes two images "the same patient" for splitting: the data's patient id; else the recipe's
     ``patient_pattern`` applied to the file path; else the file or volume itself (namespaced by source, so
     equal relative paths in two sources stay different units)."""
-    if item.patient_raw:
-        return "id:" + str(item.patient_raw)
+    if item.patient_raw and str(item.patient_raw).strip():
+        return "id:" + canonical_patient_id(item.patient_raw)
     if cfg.patient_pattern:
         m = re.search(cfg.patient_pattern, item.source_file)
         if m and m.group(1):
-            return "id:" + m.group(1)
+            return "id:" + canonical_patient_id(m.group(1))
     return f"file:{cfg.name}:{item.extra.get('volume_key', item.source_file)}"
 
 
@@ -238,14 +270,18 @@ def run_job(job: Job) -> UnitResult:
     out_dir = Path(job.out_dir)
     res = UnitResult(key=job.unit.key)
     seen: set[str] = set()  # identifying values of the unit's items: its rejects are scrubbed of them too
+    md5_cache: dict[str, str | None] = {}
+    protected: list[str] = []
     try:
         src = get_source(cfg)
+        protected = src.protected_terms()
         for obj in src.load(job.unit):
             if isinstance(obj, Reject):
                 res.rejects.append(obj)
                 continue
             seen |= obj.sensitive
-            rec, rej = finalize_item(obj, cfg, src, out_dir, image_cfg, job.salt)
+            rec, rej, redacted = finalize_item(obj, cfg, src, out_dir, image_cfg, job.salt, md5_cache)
+            res.redacted += redacted
             res.rejects.extend(rej)
             if rec is not None:
                 res.records.append(rec)
@@ -254,7 +290,8 @@ def run_job(job: Job) -> UnitResult:
                                   reason=f"{job.unit.key}: unexpected error while reading ({type(e).__name__}: {e})",
                                   stage="read"))
     if seen:
-        scrub = Scrubber(seen, key=job.salt)
+        scrub = Scrubber(seen, key=job.salt, protected=protected)
         res.rejects = [Reject(source=r.source, item=scrub(r.item), reason=scrub(r.reason), stage=r.stage)
                        for r in res.rejects]
+        res.redacted += scrub.count
     return res

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from medvl.core.patterns import one_group_pattern
 
@@ -218,6 +218,11 @@ class GenerationConfig(_Strict):
 class CurationConfig(_Strict):
     splits: dict[str, float] = {"train": 0.8, "val": 0.1, "test": 0.1}
     dedup: bool = True
+    near_duplicates: Literal["group", "report", "off"] = Field(
+        "group", description="near-identical images of different patients (pHash or dHash within the audit's "
+        "thresholds): 'group' keeps them in one split, 'report' only lists those that straddle splits")
+    near_duplicate_max_group: int = Field(50, ge=2, description="largest group (in records) that near-duplicate "
+                                          "links may build; links that would exceed it are reported instead")
     exclude_md5: list[str] = []  # image MD5s to drop (e.g. from `medvl audit`)
     exclude_file: str | None = None  # a file with one MD5 per line, or an audit overlaps JSON
 
@@ -237,6 +242,8 @@ class ImageConfig(_Strict):
 class Recipe(_Strict):
     name: str = "medvl-corpus"
     seed: int = 0
+    root: str | None = Field(None, description="folder that relative source paths start from, and that paths "
+                             "written to outputs are relative to (default: the recipe file's folder)")
     salt: str | None = Field(None, description="secret for the salted patient keys; required by `medvl build` "
                              "(without it keys of guessable ids could be reversed)")
     workers: int = Field(1, ge=1)
@@ -247,6 +254,25 @@ class Recipe(_Strict):
     exports: list[str] = list(EXPORT_NAMES)
     export_options: dict[str, dict[str, Any]] = {}  # per export, e.g. {parquet: {rows_per_shard: 5000},
     #                                                 mixture: {ratios: {kvasir: 0.5}}}
+    _root: Path | None = PrivateAttr(default=None)  # resolved `root` (or the recipe's folder)
+    _given: dict[str, str] = PrivateAttr(default_factory=dict)  # absolute path -> the spelling the recipe used
+
+    def portable_path(self, path: str | None) -> str | None:
+        """How a local path is written to outputs: relative to the root when inside it; else as the recipe
+        spelled it when that was relative; else only its last component (an absolute path names folders of
+        this machine, which may name people)."""
+        if path is None:
+            return None
+        p = Path(path)
+        if self._root is not None and p.is_absolute():
+            try:
+                return p.resolve().relative_to(self._root).as_posix() or "."
+            except ValueError:
+                pass
+        given = self._given.get(str(p), str(path))
+        if not Path(given).is_absolute():
+            return Path(given).as_posix()
+        return f"<outside the recipe root>/{p.name}"
 
     @field_validator("exports")
     @classmethod
@@ -285,11 +311,20 @@ def parse_recipe(data: dict[str, Any], origin: str = "<recipe>", base_dir: Path 
         recipe = Recipe.model_validate(data)
     except ValidationError as e:
         raise RecipeError(f"{origin}: invalid recipe\n{_format_errors(e)}") from None
-    if base_dir is not None:
+    root = None
+    if recipe.root is not None:
+        root = Path(recipe.root)
+        if not root.is_absolute():
+            root = (base_dir or Path.cwd()) / root
+    elif base_dir is not None:
+        root = base_dir
+    if root is not None:
+        recipe._root = root.resolve()
         for s in recipe.sources:
             p = Path(s.path)
             if not p.is_absolute():
-                s.path = str((base_dir / p).resolve())
+                s.path = str((recipe._root / p).resolve())
+                recipe._given[s.path] = p.as_posix()
     return recipe
 
 
