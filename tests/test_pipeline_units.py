@@ -168,3 +168,16 @@ def test_label_maps_round_trip_through_png(dtype, top):
     for enc in (encode_png, _encode_label_png):
         back = np.array(Image.open(io.BytesIO(enc(m))))
         assert back.dtype == dtype and np.array_equal(back, m), enc.__name__
+
+
+def test_count_labels_typo_is_a_warning_and_option_errors_read_cleanly(tmp_path: Path):
+    from medvl.pipeline.recipe import RecipeError
+
+    _tiles(tmp_path / "a", "tumour", cases=1)
+    base = {"name": "a", "format": "image_folder", "path": str(tmp_path / "a"), "modality": "pathology"}
+    res = run_build(parse_recipe({"salt": "s", "sources": [{**base, "count_labels": ["tumuor"]}]}), tmp_path / "o")
+    assert any("count_labels names 'tumuor'" in w for w in res.summary["warnings"])
+    with pytest.raises(RecipeError) as e:
+        parse_recipe({"salt": "s", "sources": [{**base, "modality": None,
+                                                 "options": {"class_modality": {"tumour": "nonsense"}}}]})
+    assert "Value error" not in str(e.value) and "class_modality" in str(e.value)

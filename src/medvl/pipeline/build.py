@@ -193,17 +193,21 @@ def curate(recipe: Recipe, records: list[ImageRecord], out_dir: Path) -> tuple[l
     return records, rejects, report
 
 
+def label_spaces(records: Iterable[ImageRecord]) -> dict[str, list[str]]:
+    """Per dataset, the sorted labels its records carry (image labels and region labels)."""
+    spaces: dict[str, set[str]] = defaultdict(set)
+    for r in records:
+        spaces[r.dataset].update(r.labels)
+        spaces[r.dataset].update(x.label for x in r.regions)
+    return {k: sorted(v) for k, v in spaces.items()}
+
+
 def generate(recipe: Recipe, records: list[ImageRecord]) -> list[Sample]:
     """Samples for every record. The generator gets each dataset's label space and, per source, what its
     text may count (``medvl.generate.source_rules``: ``count_labels``, ``options.per_component``)."""
     from medvl.generate import make_generator, source_rules
 
-    spaces: dict[str, set[str]] = defaultdict(set)
-    for r in records:
-        spaces[r.dataset].update(r.labels)
-        spaces[r.dataset].update(x.label for x in r.regions)
-    label_spaces = {k: sorted(v) for k, v in spaces.items()}
-    gen = make_generator(recipe.generation, recipe.seed, label_spaces, source_rules(recipe.sources))
+    gen = make_generator(recipe.generation, recipe.seed, label_spaces(records), source_rules(recipe.sources))
     samples: list[Sample] = []
     for r in records:
         for s in gen.generate(r):
@@ -236,6 +240,9 @@ def build_warnings(recipe: Recipe, records: list[ImageRecord], stats: dict[str, 
             warnings.append(f"source {name!r} found nothing to read under its path")
     for cfg in recipe.sources:
         warnings.extend(f"source {cfg.name!r}: {note}" for note in get_source(cfg).notes)
+    from medvl.generate import count_label_warnings, source_rules
+
+    warnings.extend(count_label_warnings(source_rules(recipe.sources), label_spaces(records)))
     if "zh" in recipe.generation.languages and recipe.generation.zh_share > 0:
         from medvl.generate import missing_zh_labels
 

@@ -177,7 +177,8 @@ class SourceConfig(_Strict):
             cls_.Options.model_validate(self.options or {})
         except ValidationError as e:
             allowed = ", ".join(cls_.Options.model_fields) or "(none)"
-            msgs = "; ".join(f"options.{'.'.join(map(str, er['loc']))}: {er['msg']}" for er in e.errors())
+            msgs = "; ".join(f"options.{'.'.join(map(str, er['loc']))}: {er['msg'].removeprefix('Value error, ')}"
+                             for er in e.errors())
             raise ValueError(f"format {self.format!r}: {msgs} (options of {self.format}: {allowed})") from None
         return self
 
