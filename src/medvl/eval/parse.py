@@ -14,6 +14,17 @@ import re
 import unicodedata
 from typing import Any
 
+from medvl.eval.equivalence import (
+    as_number,
+    canonical_answer,
+    canonical_numbers,
+    modality_mentions,
+    modality_of,
+    same_modality,
+    same_words,
+    word_spans,
+)
+from medvl.eval.option_lists import drop_echoed_options, other_option_line
 from medvl.eval.scorers._text import (
     NUMBER_WORDS,
     VOCAB,
@@ -79,6 +90,9 @@ _EN_NO_RE = word_regex(_YN["en_no"])
 _EN_NEG_RE = re.compile(r"n't\b|" + word_regex(_YN["en_negation"]).pattern, re.IGNORECASE)
 _EN_HEDGE = frozenset(_YN["en_hedge_verbs"])
 _EN_NON_ANSWERS = frozenset(_YN["en_non_answers"])
+_EN_HEDGE_CLAUSE = re.compile("|".join(f"(?:{h})" for h in _YN["en_hedges"]))
+_EN_HEDGED_YN = re.compile(_YN["en_hedged_yes_no"])
+_CLAUSES = re.compile(r"[,;:.!?\n]+")
 _NEG_FIRST = [w for w in _YN["en_negation"] if w not in ("neither", "nor")]  # "neither X nor Y" is one negation
 # a negation followed by a yes/no word or another negation, at most one word between and no punctuation:
 # "not no", "isn't absent" (double negation), "not yes", "not correct" (negated yes-word)
@@ -252,7 +266,9 @@ def _marker_positions(text: str) -> list[int]:
 def extract_choice(response: str, options: dict[str, str], lang: str = "en") -> tuple[str | None, str]:
     """The option letter a reply chooses, or None, plus the name of the rule that decided.
 
-    Order: bare letter ("B", "(B)", "**B**", "Option B", "选项B"); the reply equals one option's text
+    A repeated option list ("A. Pneumonia\nB. Effusion", the prompt echoed) is removed first; a reply that is
+    nothing else is unparsed (rule ``echoed_options``). Then, in order: bare letter ("B", "(B)", "**B**",
+    "Option B", "选项B"); the reply equals one option's text
     (case/punctuation-insensitive); a leading "B." / "(B)" / "B)" / "B:" (not "A chest ..."); the last
     answer marker ("the answer is C", "Answer: C", "答案：C", "选C") followed by a letter or an option
     text ("A or B" there is ambiguous); a refusal -> None; exactly one standalone option letter (articles,
@@ -265,8 +281,10 @@ def extract_choice(response: str, options: dict[str, str], lang: str = "en") -> 
         return None, "empty"
     text, where = narrow(response)
     prefix = f"{where}:" if where else ""
+    text, echoed = drop_echoed_options(text, options)
+    text = text.strip()
     if not text:
-        return None, prefix + "empty"
+        return None, prefix + ("echoed_options" if echoed else "empty")
     bare = _BARE.fullmatch(text)
     if bare:
         letter = bare.group(1).upper()
@@ -275,7 +293,7 @@ def extract_choice(response: str, options: dict[str, str], lang: str = "en") -> 
         if _exact_option(text, options) is None:
             return None, prefix + "letter_not_option"
     lead = _LEAD.match(text)
-    if lead and lead.group(1) in options:
+    if lead and lead.group(1) in options and not other_option_line(text, lead.group(1), options):
         letter, rest = lead.group(1), (lead.group(2) or "")
         other = _exact_option(re.split(r"[\n]", rest, maxsplit=1)[0], options) if rest else None
         if other and other != letter:
@@ -363,7 +381,8 @@ def extract_yes_no(response: str, lang: str = "en") -> tuple[str | None, str]:
     Order: "yes and no" -> None; the first word after the last answer marker ("The answer is no"); a
     refusal or hedge ("I don't know", "not sure", "cannot determine", 我不知道, 无法确定, 不确定) -> None;
     a reply that is only "None" / "unknown" / "maybe" -> None; the first word of the (boxed/tagged) reply
-    ("No, it is not" -> no; Chinese 不是/没有/否/无... -> no before 是/有/包含/... -> yes); a double
+    ("No, it is not" -> no; Chinese 不是/没有/否/无... -> no before 是/有/包含/... -> yes); a clause that
+    hedges ("It's unclear, possibly yes", "Maybe not"; ``en_hedges``) -> None; a double
     negation ("not no", "不是没有") -> None; whole-word yes-words vs no-words anywhere (both -> None;
     "nodule" is not "no"); a negation of a finding ("does not show", "absent", "没有", "未见") -> no, but
     not a negated ability ("can't tell", 无法) and not 是否 ("whether"). A plain affirmative statement
@@ -393,6 +412,9 @@ def extract_yes_no(response: str, lang: str = "en") -> tuple[str | None, str]:
     lead = _leading_yes_no(text)
     if lead:
         return lead, prefix + "leading"
+    clauses = [normalize(c) for c in _CLAUSES.split(text) if c.strip()]
+    if any(_EN_HEDGE_CLAUSE.match(c) or _EN_HEDGED_YN.search(c) for c in clauses):
+        return None, prefix + "hedge"
     neg_yn = _EN_NEG_YN.search(text)
     if neg_yn:
         second = neg_yn.group(1).lower()
@@ -417,20 +439,22 @@ def extract_yes_no(response: str, lang: str = "en") -> tuple[str | None, str]:
     return None, prefix + "no_yes_no"
 
 
-def _gold_occurrences(pred: str, gold: str) -> list[tuple[str, str]]:
-    """(text before, text after) around every whole-word occurrence of ``gold`` in ``pred`` (normalized)."""
-    pad, needle = (pred, gold) if has_cjk(gold) else (f" {pred} ", f" {gold} ")
-    out, i = [], pad.find(needle)
-    while i >= 0:
-        out.append((pad[:i], pad[i + len(needle):]))
-        i = pad.find(needle, i + 1)
-    return out
+def _gold_occurrences(pred: str, gold: str, raw: str) -> list[tuple[str, str, str]]:
+    """(text before, text after, the words found) around every occurrence of ``gold`` in ``pred`` (both
+    canonical): its words (one of them possibly in the other grammatical number, see
+    ``equivalence.word_spans``) and, when the gold names an imaging modality, every mention of that modality
+    (``equivalence.modality_mentions``; ``raw`` is the reply as written)."""
+    spans = set(word_spans(pred, gold))
+    key = modality_of(gold)
+    if key is not None:
+        spans.update(modality_mentions(pred, raw, key))
+    return [(f" {pred[:a]}", f"{pred[b:].lstrip()} ", pred[a:b]) for a, b in sorted(spans)]
 
 
 def _numbers(text: str) -> list[float]:
-    """The single numbers a reply states (number words as digits), leaving out both ends of a range
-    ("2-3", "1 to 2", "2～3"); a decimal is one number ("2.5" is not 2)."""
-    flat = unicodedata.normalize("NFKC", text).lower()
+    """The single numbers a reply states (number words as digits, "1,000" as 1000, "1/2" as 0.5), leaving
+    out both ends of a range ("2-3", "1 to 2", "2～3"); a decimal is one number ("2.5" is not 2)."""
+    flat = canonical_numbers(unicodedata.normalize("NFKC", text).lower())
     flat = re.sub(r"\b[a-z]+\b", lambda w: NUMBER_WORDS.get(w.group(0), w.group(0)), flat)
     out = []
     for m in _NUMBER.finditer(flat):
@@ -452,21 +476,31 @@ def _is_alternative(before: str, after: str) -> bool:
 
 
 def match_open(response: str, gold: str) -> dict[str, Any]:
-    """Compare a free-text reply with the gold answer after ``normalize_answer`` (lower case, punctuation,
-    articles, number words): exact match, gold contained as whole words, token precision/recall/F1.
+    """Compare a free-text reply with the gold answer after ``equivalence.canonical_answer`` (lower case,
+    punctuation, articles, number words, numbers written one way: "1,000" = "1000", "6.40" = "6.4",
+    "1/2" = "0.5"): exact match, gold contained as whole words, token precision/recall/F1. Equal also
+    counts a gold that differs in the grammatical number of one word ("kidneys" for "kidney") or names the
+    same imaging modality ("MR" for "MRI", "computed tomography" for "CT"; see ``eval/equivalence.py``).
 
     ``negated``: every occurrence of the gold is negated ("not the left lung", "rather than X", "不是X");
     ``ambiguous``: an occurrence is joined to other alternatives ("left lung or right lung", "either X
-    or Y", "X或Y", "X还是Y"). Scorers count containment only when neither holds."""
+    or Y", "X或Y", "X还是Y"). Scorers count containment only when neither holds. ``equivalent``: the words
+    that matched when they are not the gold's own (precision/recall/F1 are then measured against them)."""
     text, _ = narrow(response or "")
-    pred, ref = normalize_answer(text), normalize_answer(gold)
-    scores = token_scores(pred, ref)
+    pred, ref = canonical_answer(text), canonical_answer(gold)
     exact = bool(pred) and pred == ref
-    occ = _gold_occurrences(pred, ref) if ref and not exact else []
-    negated = bool(occ) and all(_negated_at(b, len(b)) or a.startswith(_NEG_AFTER) for b, a in occ)
-    ambiguous = any(_is_alternative(b, a) for b, a in occ)
-    contained = exact or contains_words(pred, ref)
-    if contained and not exact and ref.isdigit():  # "2-3", "2.5 cm", "2 to 3" are not "2"
-        contained = float(ref) in _numbers(text)
-    return {"parsed": pred or None, "exact": exact, "contained": contained,
-            "negated": negated, "ambiguous": ambiguous, **scores}
+    same = exact or (bool(pred) and bool(ref) and (same_words(pred.split(), ref.split()) or same_modality(pred, ref)))
+    occ = _gold_occurrences(pred, ref, text) if ref and not same else []
+    negated = bool(occ) and all(_negated_at(b, len(b)) or a.startswith(_NEG_AFTER) for b, a, _ in occ)
+    ambiguous = any(_is_alternative(b, a) for b, a, _ in occ)
+    contained = same or bool(occ)
+    number = as_number(ref)
+    if contained and not same and number is not None:  # "2-3", "2.5 cm", "2 to 3" are not "2"
+        contained = number in _numbers(text)
+    matched = pred if same else next((w for *_, w in occ if w != ref), ref)
+    scores = token_scores(pred, matched if contained else ref)
+    out = {"parsed": pred or None, "exact": same, "contained": contained,
+           "negated": negated, "ambiguous": ambiguous, **scores}
+    if contained and matched != ref:
+        out["equivalent"] = matched
+    return out
