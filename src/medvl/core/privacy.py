@@ -152,13 +152,16 @@ class Scrubber:
     def __init__(self, values: Iterable[str | None], key: str = "", protected: Iterable[str] = (),
                  prefilter: bool = False):
         self.prefilter = prefilter  # kept for callers; matching is exact, so no prefilter is needed
-        keep = _taxonomy_terms() | {canonical(p) for p in protected if p}
         token: dict[str, str] = {}
+        given = sorted({str(v).strip() for v in values if v is not None and str(v).strip()})
+        own = {canonical(p) for p in protected if p} if given else set()
+        taxonomy = _taxonomy_terms() if given else frozenset()
         # sorted, and tokens of canonical forms: the same values give the same tokens in any process
-        for v in sorted({str(v).strip() for v in values if v is not None and str(v).strip()}):
+        for v in given:
             tok = self._token(canonical(v), key)
             for var in sorted(variants(v)):
-                if _long_enough(var) and canonical(var) not in keep:
+                c = canonical(var)
+                if _long_enough(var) and c not in taxonomy and c not in own:
                     token.setdefault(var.lower(), tok)
         self._token_of = token
         # short numbers only match as path components when scrubbing; `contains(strict=True)` finds them in text
