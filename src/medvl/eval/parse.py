@@ -2,7 +2,9 @@
 
 - ``extract_choice(response, options, lang)`` -> ``(letter | None, rule)`` for multiple choice;
 - ``extract_yes_no(response, lang)`` -> ``("yes" | "no" | None, rule)`` for closed questions;
-- ``match_open(response, gold)`` -> exact / whole-word containment / token precision, recall, F1.
+- ``match_open(response, gold)`` -> exact / whole-word containment / token precision, recall, F1, where
+  equivalent forms count (numbers written differently, singular/plural of one word, modality synonyms:
+  ``eval/equivalence.py``); echoed option lists are handled in ``eval/option_lists.py``.
 
 ``rule`` names the rule that fired (or why nothing did); the scorers put it in ``ScoreResult.detail``.
 Word lists live in ``eval/data/answer_vocab.yaml``.

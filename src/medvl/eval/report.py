@@ -1,7 +1,7 @@
 """A self-contained HTML report of one evaluation run: overall accuracy with its CI, the benchmark rows the
-loader skipped (with reasons), per-group bars
-(matplotlib, embedded as base64 PNG) with a table per group, parse failures, the scorer spread when present,
-and a sample of wrong answers. Every value taken from a sample is HTML-escaped.
+loader skipped (counts per reason code and the first rows with their reasons), per-group bars (matplotlib,
+embedded as base64 PNG) with a table per group, parse failures, the scorer spread when present, and a
+sample of wrong answers. Every value taken from a sample is HTML-escaped.
 
 Plot text uses DejaVu Sans plus an installed CJK font when there is one (``CJK_FONTS``), so SLAKE's
 Chinese group values draw; a category label the fonts cannot draw is shown as its row number ("#3"), the

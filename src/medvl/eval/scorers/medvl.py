@@ -5,7 +5,8 @@
   and with ``extract_choice`` only for a letter;
 - closed with a yes/no gold (English or SLAKE Chinese forms): ``parse.extract_yes_no`` vs the gold;
 - closed with another gold ("Coronal Plane") and open: correct iff the normalized reply equals the gold or
-  contains it as whole words, where a negated gold ("not the coronal plane" -> rule ``negated``) and a gold
+  contains it as whole words (equal forms: "1,000" = "1000", "6.40" = "6.4", "1/2" = "0.5", one word's
+  singular/plural, taxonomy modality synonyms "MR" = "MRI"; see ``eval/equivalence.py``), where a negated gold ("not the coronal plane" -> rule ``negated``) and a gold
   offered next to alternatives ("coronal plane or axial plane", "either X or Y", "X或Y", "X还是Y" -> rule
   ``ambiguous``) do not count and score 0; otherwise ``score`` is the token recall (precision/F1 in
   ``detail``)."""
