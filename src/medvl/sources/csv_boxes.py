@@ -15,7 +15,7 @@ import math
 import re
 from typing import Any, Iterator, Literal
 
-from pydantic import field_validator
+from pydantic import Field, field_validator
 
 from medvl.core.patterns import one_group_pattern
 from medvl.core.records import Reject
@@ -28,15 +28,18 @@ from medvl.sources.csv_labels import ImageResolver, TableError, column_index, re
 class CsvBoxesOptions(SourceOptions):
     """Options of the ``csv_boxes`` source (defaults follow NIH ``BBox_List_2017.csv``)."""
 
-    csv: str = "BBox_List_2017.csv"
-    image_column: str = "Image Index"
-    label_column: str = "Finding Label"
-    box_columns: list[str] = ["Bbox [x", "y", "w", "h]"]
-    box_format: Literal["xywh", "xyxy"] = "xywh"
-    images_dir: str = ""
-    search_subdirs: bool = False
-    delimiter: str | None = None
-    patient_pattern: str | None = None  # regex with one group, applied to the image file name
+    csv: str = Field("BBox_List_2017.csv", description="the box table, relative to the source path")
+    image_column: str = Field("Image Index", description="column with the image file name or relative path")
+    label_column: str = Field("Finding Label", description="column with the box's label")
+    box_columns: list[str] = Field(["Bbox [x", "y", "w", "h]"], description="the four box columns (NIH's header "
+                                   "'Bbox [x,y,w,h]' splits into these names)")
+    box_format: Literal["xywh", "xyxy"] = Field("xywh", description="x, y, width, height or x1, y1, x2, y2 (pixels)")
+    images_dir: str = Field("", description="folder of the images, relative to the source path")
+    search_subdirs: bool = Field(False, description="look bare file names up in every subfolder of images_dir "
+                                 "(NIH images_00N/images/)")
+    delimiter: str | None = Field(None, description="cell delimiter; null = tab for .tsv/.tab files, else comma")
+    patient_pattern: str | None = Field(None, description="regex with one group taking the patient id from the "
+                                        "image file name (the recipe-level patient_pattern does the same on the path)")
 
     @field_validator("box_columns")
     @classmethod

@@ -44,8 +44,9 @@ class DecathlonOptions(SourceOptions):
     include_test: bool = Field(False, description="also slice the test images listed in dataset.json (no labels)")
     test_slices: int = Field(5, ge=1, description="evenly spaced slices per axis for each test image (the only "
                              "count for them; slicing.unlabelled applies to labelled volumes)")
-    min_region_size: int = Field(16, ge=1)
-    per_component: bool = True
+    min_region_size: int = Field(16, ge=1, description="smallest region (pixels of the resampled slice) that "
+                                 "becomes a box")
+    per_component: bool = Field(True, description="one box per connected component (false: one box per label)")
 
 
 def _fmt(values: list[int]) -> str:

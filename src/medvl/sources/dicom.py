@@ -53,15 +53,18 @@ LabelField = Literal["none", "StudyDescription", "SeriesDescription", "BodyPartE
 class DicomOptions(SourceOptions):
     """Options of the ``dicom`` source."""
 
-    mode: Literal["auto", "files", "series"] = "auto"
+    mode: Literal["auto", "files", "series"] = Field(
+        "auto", description="auto: stackable series become volumes, the rest single images; files: every file "
+        "alone; series: volumes (and multi-frame files) only")
     frames: Literal["all", "middle"] | int = Field(5, description="frames of multi-frame files: all, middle or N")
-    seg: bool = True
-    label_from: LabelField = "none"
-    label: str | None = None
+    seg: bool = Field(True, description="read DICOM SEG files and match them to their images by SOP Instance UID")
+    label_from: LabelField = Field("none", description="image label from a header field or the parent folder name "
+                                   "(used only when it contains no identifying value)")
+    label: str | None = Field(None, description="a fixed label for every image of the source")
     slices_per_series: int = Field(5, ge=1, description="evenly spaced slices per axis of a series without SEG "
                                    "(the only count for them; slicing.unlabelled applies to series with a SEG)")
-    min_region_size: int = Field(16, ge=1)
-    per_component: bool = True
+    min_region_size: int = Field(16, ge=1, description="smallest SEG region (pixels) that becomes a box")
+    per_component: bool = Field(True, description="one box per connected component (false: one box per label)")
     use_file_window: bool = Field(True, description="non-CT: use the file's WindowCenter/Width if no window")
     burned_in: Literal["crop_or_reject", "reject", "keep"] = Field(
         "crop_or_reject", description="images that may carry burned-in text (BurnedInAnnotation YES, or absent on "

@@ -33,14 +33,16 @@ _GRAY_TOLERANCE = 8  # max channel difference for an RGB mask to count as gray (
 class Seg2dOptions(SourceOptions):
     """Options of the ``seg2d`` source."""
 
-    images_dir: str = "images"
-    masks_dir: str = "masks"
-    mask_suffix: str = ""
-    mask_ext: str | None = None  # e.g. ".png"; None = any image extension (first found, sorted order)
-    binary_threshold: int | None = Field(None, ge=1)
-    colors: dict[str, int] = {}
-    min_region_size: int = Field(16, ge=1)
-    per_component: bool = True
+    images_dir: str = Field("images", description="folder of the images, relative to the source path")
+    masks_dir: str = Field("masks", description="folder of the masks (same sub-folders and stems as the images)")
+    mask_suffix: str = Field("", description="added to the image stem to name its mask (ISIC: '_segmentation')")
+    mask_ext: str | None = Field(None, description="mask file extension, e.g. '.png'; null = any image extension "
+                                 "(first found, sorted order)")
+    binary_threshold: int | None = Field(None, ge=1, description="masks stored as 0/255 or JPEG gray: pixels >= "
+                                         "this become value 1")
+    colors: dict[str, int] = Field({}, description="colour masks: colour ('#ff0000' or '255,0,0') -> mask value")
+    min_region_size: int = Field(16, ge=1, description="smallest region (pixels) that becomes a box")
+    per_component: bool = Field(True, description="one box per connected component (false: one box per label)")
 
     @field_validator("colors")
     @classmethod
