@@ -231,3 +231,11 @@ def test_nih_tables_with_a_synonym_give_one_label(tmp_path):
         assert len(res.records) == 1, res.rejects
         labels |= set(res.records[0].labels) | {r.label for r in res.records[0].regions}
     assert labels == {"emphysema", "infiltration", "pleural thickening"}
+
+
+def test_single_letters_are_not_modalities():
+    """`en_image: CT image` was added letter by letter, so "c" or "x" normalized to CT or X-ray."""
+    from medvl.taxonomy import normalize_modality
+
+    assert [c for c in "abcdefghijklmnopqrstuvwxyz" if normalize_modality(c)] == []
+    assert normalize_modality("CT image") == "CT" and normalize_modality("MRI") == "MR"

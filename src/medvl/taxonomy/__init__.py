@@ -62,7 +62,8 @@ class Vocabulary:
             e = voc.extra[key]
             spellings = list(e.get("synonyms") or [])
             for f in spelling_fields:
-                spellings.extend(e.get(f) or [])
+                value = e.get(f) or []
+                spellings.extend([value] if isinstance(value, str) else value)  # a string is one spelling
             for spelling in spellings:
                 k = lookup_key(spelling)
                 if k:
