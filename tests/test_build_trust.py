@@ -220,3 +220,17 @@ def test_exclusions_survive_a_change_of_max_side(tmp_path):
     assert kept == ["normal/p03.png", "normal/p04.png", "normal/p05.png"]
     why = {r.item: r.reason for r in again.rejects if r.stage == "audit"}
     assert "source file MD5" in why["normal/p02.png"] and "source pixel MD5" in why["normal/p01.png"]
+
+
+def test_the_readme_nih_recipe(nih, tmp_path):
+    """The README's NIH recipe: the recipe-level patient_pattern on the path and label_synonyms mapping the box
+    list's spelling onto the table's."""
+    recipe = _nih_recipe(nih)
+    boxes = recipe["sources"][1]
+    boxes["patient_pattern"] = r"(\d+)_\d+\.png$"
+    boxes["label_synonyms"] = {"Infiltrate": "Infiltration"}
+    res = run_build(parse_recipe(recipe), tmp_path / "out")
+    a = next(r for r in res.records if r.source_file.endswith("00021009_000.png"))
+    assert a.labels == ["effusion", "infiltration"] and [g.label for g in a.regions] == ["infiltration"]
+    assert "infiltrate" not in {x["label"] for x in res.summary["labels_in_one_source"]}
+    assert len({r.patient_key for r in res.records if "00021009" in r.source_file}) == 1
