@@ -41,8 +41,6 @@ _SEPARATORS = (" ", "_", "-", ".", "")
 _SPLIT = re.compile(r"[\s_\-.,']+")
 _CJK = re.compile(r"[\u2e80-\u9fff\uac00-\ud7af\uf900-\ufaff]")
 _DIGITS = re.compile(r"[\d.\-/:\s]+")
-_NOT_LETTER_BEFORE = r"(?<![^\W\d_])"
-_NOT_LETTER_AFTER = r"(?![^\W\d_])"
 
 
 def _date_variants(v: str) -> set[str]:
@@ -109,6 +107,8 @@ def variants(value: str) -> set[str]:
                 out.update(_joined(p))
         out.add(v.replace("^", " ").strip())
     for o in list(out):
+        if not any(ch.isalpha() for ch in o):  # UIDs, numbers: only as written (dates get their spellings below)
+            continue
         out.update(_joined(o))
         out.add(re.sub(r"['\-,.]", "", o))  # O'BRIEN -> OBRIEN, MARY-ANN -> MARYANN
     if re.fullmatch(r"(19|20)\d{6}(\d{6}(\.\d+)?)?([+-]\d{4})?", v):  # DA, or DT starting with a date
@@ -124,17 +124,40 @@ def _joined(value: str) -> set[str]:
     return {sep.join(seq) for sep in _SEPARATORS for seq in (words, words[::-1])}
 
 
-def _pattern(spelling: str) -> str:
-    """The regex for one spelling (see the module docstring for the boundary rules)."""
-    esc = re.escape(spelling)
+_BEFORE = {"letter": r"(?<![^\W\d_])", "digit": r"(?<!\d)(?<!\d\.)", "": "", "component": r"(?:(?<=[/\\])|^)"}
+_AFTER = {"letter": r"(?![^\W\d_])", "digit": r"(?!\d)(?!\.\d)", "": "", "component": r"(?=$|[/\\._\-])"}
+
+
+def _mode(spelling: str) -> tuple[str, str]:
+    """How a spelling is bounded at its start and end (see the module docstring for the rules)."""
     if _CJK.search(spelling):
-        return esc
-    digits = sum(ch.isdigit() for ch in spelling)
-    if _DIGITS.fullmatch(spelling) and digits < _SHORT_NUMBER:  # short number: a path component
-        return rf"(?:(?<=[/\\])|^){esc}(?=$|[/\\._\-])"
-    before = r"(?<!\d)(?<!\d\.)" if spelling[0].isdigit() else _NOT_LETTER_BEFORE if spelling[0].isalpha() else ""
-    after = r"(?!\d)(?!\.\d)" if spelling[-1].isdigit() else _NOT_LETTER_AFTER if spelling[-1].isalpha() else ""
-    return before + esc + after
+        return "", ""
+    if _DIGITS.fullmatch(spelling) and sum(ch.isdigit() for ch in spelling) < _SHORT_NUMBER:
+        return "component", "component"
+    first, last = spelling[0], spelling[-1]
+    return ("digit" if first.isdigit() else "letter" if first.isalpha() else "",
+            "digit" if last.isdigit() else "letter" if last.isalpha() else "")
+
+
+def _trie_pattern(words: Iterable[str]) -> str:
+    """One regex for many literal words, as a trie (shared prefixes written once; a longer word is tried before
+    its prefix), so matching costs about the length of the text, not the number of words."""
+    trie: dict[str, Any] = {}
+    for w in words:
+        node = trie
+        for ch in w:
+            node = node.setdefault(ch, {})
+        node[""] = {}
+
+    def emit(node: dict[str, Any]) -> str:
+        alts = [re.escape(ch) + emit(node[ch]) for ch in sorted(k for k in node if k)]
+        if not alts:
+            return ""
+        if len(alts) == 1 and "" not in node:
+            return alts[0]
+        return "(?:" + "|".join(alts) + ")" + ("?" if "" in node else "")
+
+    return emit(trie)
 
 
 def _long_enough(spelling: str) -> bool:
@@ -169,7 +192,7 @@ class Scrubber:
         self._strict_rx: re.Pattern[str] | None = None
         # longest first so "DOE JOHN" goes before "DOE"
         self.values = sorted(token, key=lambda s: (-len(s), s))
-        self._rx: re.Pattern[str] | None = None
+        self._groups: list[re.Pattern[str]] | None = None
         self.count = 0
 
     @staticmethod
@@ -180,26 +203,54 @@ class Scrubber:
     def __bool__(self) -> bool:
         return bool(self.values)
 
-    def _sub(self, text: str) -> str:
-        if self._rx is None:
-            self._rx = re.compile("|".join(_pattern(v) for v in self.values), re.IGNORECASE)
-        out = self._rx.sub(lambda m: self._token_of[m.group(0).lower()], text)
-        if out != text:
-            self.count += 1
+    def _compiled(self) -> list[re.Pattern[str]]:
+        """One trie regex per boundary mode (a handful), compiled on first use."""
+        if self._groups is None:
+            by_mode: dict[tuple[str, str], list[str]] = {}
+            for v in self.values:
+                by_mode.setdefault(_mode(v), []).append(v)
+            self._groups = [re.compile(_BEFORE[b] + "(?:" + _trie_pattern(words) + ")" + _AFTER[a], re.IGNORECASE)
+                            for (b, a), words in sorted(by_mode.items())]
+        return self._groups
+
+    def _spans(self, text: str) -> list[tuple[int, int]]:
+        """Non-overlapping matches of every mode, earliest first and the longest at one start."""
+        found = sorted((m.start(), -m.end()) for rx in self._compiled() for m in rx.finditer(text) if m.end() > m.start())
+        out: list[tuple[int, int]] = []
+        for start, neg_end in found:
+            if not out or start >= out[-1][1]:
+                out.append((start, -neg_end))
         return out
+
+    def _lookup(self, matched: str) -> str:
+        tok = self._token_of.get(matched.lower())
+        if tok is None:  # a case mapping that changes length (rare scripts): compare case-folded
+            folded = matched.casefold()
+            tok = next(t for v, t in self._token_of.items() if v.casefold() == folded)
+        return tok
+
+    def _sub(self, text: str) -> str:
+        spans = self._spans(text)
+        if not spans:
+            return text
+        parts, pos = [], 0
+        for start, end in spans:
+            parts += [text[pos:start], self._lookup(text[start:end])]
+            pos = end
+        parts.append(text[pos:])
+        self.count += 1
+        return "".join(parts)
 
     def contains(self, text: str, strict: bool = True) -> bool:
         """True when ``text`` holds any identifying value in any spelling this scrubber knows. ``strict``
         (for deciding whether free text may be copied at all): short numbers count anywhere as a number too."""
         if not self.values:
             return False
-        if self._rx is None:
-            self._rx = re.compile("|".join(_pattern(v) for v in self.values), re.IGNORECASE)
-        if self._rx.search(text):
+        if any(rx.search(text) for rx in self._compiled()):
             return True
         if strict and self._short:
             if self._strict_rx is None:
-                self._strict_rx = re.compile("|".join(rf"(?<!\d){re.escape(v)}(?!\d)" for v in self._short))
+                self._strict_rx = re.compile(r"(?<!\d)(?:" + _trie_pattern(self._short) + r")(?!\d)")
             return self._strict_rx.search(text) is not None
         return False
 
