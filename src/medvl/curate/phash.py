@@ -79,10 +79,9 @@ def _grayscale(image: Image.Image | np.ndarray) -> Image.Image:
     return Image.fromarray(np.ascontiguousarray(arr), mode="RGB").convert("L")
 
 
-def _structured(gray: Image.Image, size: tuple[int, int]) -> bool:
-    """Whether ``gray`` resized as the hash resizes it (Lanczos to ``size``) still varies."""
-    small = np.asarray(gray.resize(size, Image.Resampling.LANCZOS), dtype=np.float64)
-    return float(small.std()) >= MIN_STRUCTURE
+def _varies(small: Image.Image) -> bool:
+    """Whether the hash's own small copy of an image still varies (else the image is flat at that scale)."""
+    return float(np.asarray(small, dtype=np.float64).std()) >= MIN_STRUCTURE
 
 
 def perceptual_hashes(image: Image.Image | np.ndarray) -> HashPair:
@@ -95,8 +94,12 @@ def perceptual_hashes(image: Image.Image | np.ndarray) -> HashPair:
     gray = _grayscale(image)
     if gray.width < 2 or gray.height < 2:
         return None, None
-    ph = str(imagehash.phash(gray)) if _structured(gray, (32, 32)) else None
-    dh = str(imagehash.dhash(gray)) if _structured(gray, (9, 8)) else None
+    # resize once per hash, as imagehash does (Lanczos to 32x32 / 9x8), and hash the small copy: imagehash's own
+    # resize of an image already at its size is a copy, so the hashes are the same, at half the cost
+    p_small = gray.resize((32, 32), Image.Resampling.LANCZOS)
+    d_small = gray.resize((9, 8), Image.Resampling.LANCZOS)
+    ph = str(imagehash.phash(p_small)) if _varies(p_small) else None
+    dh = str(imagehash.dhash(d_small)) if _varies(d_small) else None
     return ph, dh
 
 
