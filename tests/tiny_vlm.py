@@ -54,6 +54,7 @@ def build_tokenizer():
         bos_token="<s>",
         eos_token="</s>",
         extra_special_tokens={"image_token": "<image>"},
+        model_input_names=["input_ids", "attention_mask"],  # as LLaVA's Llama tokenizers: no token_type_ids
     )
     return fast
 
@@ -72,8 +73,8 @@ def build_tiny_llava(
 ) -> Path:
     """Save a random-weight LLaVA (model + processor) to ``out_dir`` and return the folder."""
     import torch
+    import transformers
     from transformers import (
-        CLIPImageProcessorPil,
         CLIPVisionConfig,
         LlamaConfig,
         LlavaConfig,
@@ -126,7 +127,10 @@ def build_tiny_llava(
     model.generation_config.bos_token_id = tokenizer.bos_token_id
     model.save_pretrained(out)
 
-    image_processor = CLIPImageProcessorPil(
+    # the PIL image processor (medvl installs no torchvision): CLIPImageProcessorPil since transformers 5.4, where
+    # the plain name became the torchvision one; CLIPImageProcessor before (4.56-5.3 run these tests)
+    pil_processor = getattr(transformers, "CLIPImageProcessorPil", None) or transformers.CLIPImageProcessor
+    image_processor = pil_processor(
         size={"shortest_edge": image_size},
         crop_size={"height": image_size, "width": image_size},
         do_center_crop=True,
