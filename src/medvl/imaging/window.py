@@ -35,7 +35,10 @@ def apply_window(arr: np.ndarray, level: float, width: float) -> np.ndarray:
         raise ValueError(f"window width must be > 0, got {width}")
     lo = float(level) - float(width) / 2.0
     a = np.subtract(np.asarray(arr), lo, dtype=np.float64)  # one float64 buffer, then in place
-    a *= 255.0 / float(width)
+    # times 255, then divided by the width (not times 255/width, which is inexact): for integer HU and windows
+    # the quotient is then correctly rounded, so an exact half (the level itself: 127.5) rounds up as documented
+    a *= 255.0
+    a /= float(width)
     np.clip(a, 0.0, 255.0, out=a)  # +inf -> 255, -inf -> 0; NaN stays NaN
     if np.isnan(a).any():
         a[np.isnan(a)] = 0.0
