@@ -184,8 +184,6 @@ def test_overlaps_file_feeds_build_exclusion(env: dict) -> None:
 def test_overlaps_carry_source_and_pixel_md5s(env: dict) -> None:
     """Each image overlap names the training record's source_md5 / pixel_md5 (None for records that lack
     them) and the benchmark image's file and pixel MD5s, so exclusions survive a rebuild with other settings."""
-    from medvl.curate.phash import canonical_rgb, pixel_md5
-
     doc = json.loads((env["out"] / "overlaps.json").read_text())
     rows = {json.loads(x)["id"]: json.loads(x) for x in (env["build"] / "records.jsonl").read_text().splitlines()}
     for e in doc["overlaps"]:
@@ -198,7 +196,10 @@ def test_overlaps_carry_source_and_pixel_md5s(env: dict) -> None:
     assert png_hits and all(e["source_md5"] is None and e["pixel_md5"] is None for e in png_hits)
     rad = [e for e in png_hits if e["benchmark"] == "vqa-rad"][0]
     bench = Image.open(env["rad"] / rad["bench_image"])
-    assert rad["bench_pixel_md5"] == pixel_md5(canonical_rgb(bench))
+    assert bench.mode in ("L", "RGB")  # 8-bit: its canonical pixels are its RGB pixels
+    rgb = np.asarray(bench.convert("RGB"))  # the definition: MD5 over "HxWx3:" + the RGB bytes
+    want = hashlib.md5(f"{rgb.shape[0]}x{rgb.shape[1]}x3:".encode() + rgb.tobytes()).hexdigest()
+    assert rad["bench_pixel_md5"] == want
     assert rad["bench_md5"] == hashlib.md5((env["rad"] / rad["bench_image"]).read_bytes()).hexdigest()
 
 
