@@ -84,6 +84,16 @@ def test_hf_refuses_hub_ids_and_bad_folders(tmp_path):
         parse_model_spec("/models/x")
 
 
+def test_hf_without_torch_is_a_one_line_error(tiny_model, monkeypatch):
+    """The data engine installs without the torch extra; asking for an hf: model there must say what to
+    install, not raise ModuleNotFoundError from deep inside."""
+    import sys
+
+    monkeypatch.setitem(sys.modules, "torch", None)  # as if torch were not installed
+    with pytest.raises(AdapterError, match=r"needs torch and transformers \(torch is not installed\).*medvl\[torch\]"):
+        load_adapter(f"hf:{tiny_model}")
+
+
 def test_medvl_scheme_delegates_or_explains(tiny_model, tmp_path):
     ad = load_adapter(f"medvl:{tiny_model}", batch_size=2)
     assert ad.describe()["adapter"] == "hf"

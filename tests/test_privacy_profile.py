@@ -4,6 +4,7 @@ and real name parts redacted, clinical words and numbers left alone, no local pa
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -17,11 +18,12 @@ from medvl.pipeline.recipe import load_recipe, parse_recipe
 
 
 def _outputs(out: Path) -> str:
-    """Every text output of a build, concatenated (images are PNG pixels, not text)."""
+    """Every text output of a build, concatenated (images are PNG pixels, not text; the card's embedded
+    base64 plots are dropped, as random letters in them would match short values such as "NIH")."""
     parts = []
     for p in sorted(out.rglob("*")):
         if p.is_file() and p.suffix in (".json", ".jsonl", ".md", ".html", ".yaml", ".txt"):
-            parts.append(p.read_text(encoding="utf-8"))
+            parts.append(re.sub(r"data:image/png;base64,[A-Za-z0-9+/=]+", "", p.read_text(encoding="utf-8")))
     return "\n".join(parts)
 
 

@@ -20,10 +20,6 @@ def file_digest(path, algorithm: str = "sha256", chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
-def md5_hex(data: bytes) -> str:
-    return hashlib.md5(data).hexdigest()
-
-
 def patient_key(raw_id: str, salt: str, namespace: str = "") -> str:
     """Salted HMAC of a patient identifier (or of a file/volume path when no patient id exists).
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable
+from typing import TYPE_CHECKING, Iterable
 
 from medvl.core.records import ImageRecord, Reject
 from medvl.curate.dedup import Merge, dedup_records, exclude_by_md5, file_md5, read_exclusions
@@ -149,12 +149,6 @@ def _straddling(kept: list[ImageRecord], pairs: list[tuple[int, int]], report: C
         report.warnings.append(f"{len(apart)} near-duplicate image pair(s) of different patients lie in different "
                                "splits (not grouped: curation.near_duplicates is 'report' or the group would exceed "
                                "curation.near_duplicate_max_group); listed in summary.json curation")
-
-
-def report_dict(report: Any) -> dict[str, Any]:
-    from dataclasses import asdict
-
-    return asdict(report)
 
 
 __all__ = ["CurationReport", "SplitReport", "assign_sample_splits", "assign_splits", "assign_splits_with_report",

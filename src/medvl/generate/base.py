@@ -9,9 +9,9 @@ Adding a generator = one new file in ``medvl/generate/`` with ``@GENERATORS.regi
 How an LLM-backed generator plugs in (GMAI-VL's "annotation-guided" generation):
 - subclass :class:`Generator`, register it (e.g. ``"llm"``), read the model / endpoint from
   ``GenerationConfig.options``;
-- take its prompts from a data file (``templates/llm_prompts.yaml`` holds the two prompt families:
-  instruction QA and region caption), fill them with :meth:`Generator.record_fields`, send the image
-  plus prompt, parse the JSON answer and drop replies that name labels the record does not have;
+- take its prompts from a data file (the two prompt families of GMAI-VL: instruction QA and region
+  caption), fill them with :meth:`Generator.record_fields`, send the image plus prompt, parse the JSON
+  answer and drop replies that name labels the record does not have;
 - keep the shared conventions by using :meth:`Generator.choose_lang`, :meth:`Generator.sample_id` and
   :meth:`Generator.make_sample`: same ids, same meta, ``generator="llm:<model>"`` and
   ``template_id="<model>+<sha256 of the filled prompt, 12 hex>"``, so exports and curation treat the

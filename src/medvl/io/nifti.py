@@ -51,11 +51,6 @@ def _open(path: Path) -> nib.Nifti1Image:
     return img
 
 
-def nifti_shape(path: str | Path) -> tuple[int, ...]:
-    """The array shape from the header only (cheap)."""
-    return tuple(int(s) for s in _open(Path(path)).shape)
-
-
 def load_nifti(path: str | Path, channel: int = 0, allow_nan: bool = False) -> NiftiVolume:
     """Read a NIfTI volume reoriented to RAS. A 4D file gives the volume at ``channel`` of its 4th axis
     (e.g. BraTS modalities); 2D files become one-slice volumes. All-NaN data raises unless ``allow_nan``."""

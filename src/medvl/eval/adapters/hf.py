@@ -48,12 +48,16 @@ class HFAdapter(ModelAdapter):
     ):
         if options:
             raise AdapterError(f"unknown hf adapter option(s) {sorted(options)}; allowed: dtype, device, seed")
-        import torch
-        import transformers
+        self.path = _check_local(target)
+        try:
+            import torch
+            import transformers
+        except ImportError as e:
+            raise AdapterError(f"the hf adapter needs torch and transformers ({e.name} is not installed): "
+                               "pip install -c constraints.txt 'medvl[torch]'") from None
 
         transformers.utils.logging.disable_progress_bar()
         transformers.utils.logging.set_verbosity_error()
-        self.path = _check_local(target)
         self.name = self.path.name
         self.batch_size = max(1, int(batch_size))
         self.device = device

@@ -68,17 +68,6 @@ def require_dir(data_dir: Path | str, benchmark: str) -> Path:
     return d
 
 
-def find_file(data_dir: Path, candidates: Sequence[str], benchmark: str, what: str) -> Path:
-    """The first of ``candidates`` (paths relative to ``data_dir``) that exists, else a clear error."""
-    for c in candidates:
-        p = data_dir / c
-        if p.is_file():
-            return p
-    raise BenchmarkFormatError(
-        f"{benchmark}: no {what} in {data_dir}: expected one of {', '.join(candidates)}; "
-        f"present: {listing(data_dir)}")
-
-
 # ------------------------------------------------------------------------------------------ reading
 
 def read_json_list(path: Path) -> list[dict[str, Any]]:
