@@ -34,3 +34,17 @@ def test_nested_structures():
     s = Scrubber(["ABC123"], key="k")
     tok = s("ABC123")
     assert s({"a": ["x abc123 y", ("ABC123",)], "ABC123": 1}) == {"a": [f"x {tok} y", (tok,)], tok: 1}
+
+
+def test_clinical_text_and_numbers_survive():
+    """Whole values and real name parts only: no word of another value, no UID fragment, no taxonomy word,
+    short numbers only as path components (free text with one is refused by the strict check instead)."""
+    s = Scrubber(["PANCREAS_0001", "1.2.840.113619.2.55.3.125", "DOE^JOHN", "Mercy General Hospital", "125", "12"],
+                 key="k", protected=["hospital acquired pneumonia"])
+    assert s("pancreas") == "pancreas" and s("lesion 125 mm") == "lesion 125 mm"
+    assert s("general hospital ward") == "general hospital ward" and s("Doerr") == "Doerr"
+    assert s("PANCREAS_0001/1-001.dcm").startswith(REDACTED) and s("125/ct.dcm").startswith(REDACTED)
+    assert s("doejohn2001").startswith(REDACTED) and REDACTED in s("scan of John Doe")
+    assert s("1.2.840.113619.2.55.3.125.7") == "1.2.840.113619.2.55.3.125.7"  # a longer UID is another UID
+    assert s.contains("patient 125 follow-up") and not s.contains("follow-up 12 months")
+    assert not s.contains("lesion 125 mm", strict=False)

@@ -22,8 +22,9 @@ spelling that starts with a letter must not follow a letter, one that starts wit
 digit (and likewise at its end), so ``DOE`` matches in ``Doe_John`` and ``doejohn2001`` but not in
 ``Doerr``; a dotted UID never matches inside a longer UID. Spellings in CJK scripts match anywhere. Short
 numbers (fewer than 5 digits, e.g. a PatientID ``125``) match only as a whole path component or at its start
-(``125/``, ``125_ct.png``), never inside free text such as "lesion 125 mm". Values shorter than 3 characters
-(2 for numbers) are left alone."""
+(``125/``, ``125_ct.png``), never inside free text such as "lesion 125 mm"; but free text that holds one of
+3-4 digits anywhere is not copied from a header at all (:meth:`Scrubber.contains` with ``strict``). Values
+shorter than 3 characters (2 for numbers) are left alone."""
 
 from __future__ import annotations
 
@@ -188,7 +189,9 @@ class Scrubber:
                     token.setdefault(var.lower(), tok)
         self._token_of = token
         # short numbers only match as path components when scrubbing; `contains(strict=True)` finds them in text
-        self._short = sorted({v for v in token if _DIGITS.fullmatch(v) and sum(c.isdigit() for c in v) < _SHORT_NUMBER})
+        # (two-digit values are not looked for in text: "12" in "follow-up 12 months" identifies no one)
+        self._short = sorted({v for v in token if _DIGITS.fullmatch(v)
+                              and 3 <= sum(c.isdigit() for c in v) < _SHORT_NUMBER})
         self._strict_rx: re.Pattern[str] | None = None
         # longest first so "DOE JOHN" goes before "DOE"
         self.values = sorted(token, key=lambda s: (-len(s), s))
@@ -215,7 +218,8 @@ class Scrubber:
 
     def _spans(self, text: str) -> list[tuple[int, int]]:
         """Non-overlapping matches of every mode, earliest first and the longest at one start."""
-        found = sorted((m.start(), -m.end()) for rx in self._compiled() for m in rx.finditer(text) if m.end() > m.start())
+        found = sorted((m.start(), -m.end()) for rx in self._compiled() for m in rx.finditer(text)
+                       if m.end() > m.start())
         out: list[tuple[int, int]] = []
         for start, neg_end in found:
             if not out or start >= out[-1][1]:
