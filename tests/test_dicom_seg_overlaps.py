@@ -152,18 +152,24 @@ def test_overlapping_segments_of_one_seg_single_file(tmp_path):
     assert sorted(v for v in item.mask_values.values() if isinstance(v, list)) == [["necrosis", "tumour"]]
 
 
-def test_overlapping_segments_of_one_seg_on_a_series(tmp_path):
+def _ct_series(folder, n: int) -> list:
+    """``n`` copies of CT_small.dcm as one series, 2 mm apart, saved under ``folder`` and read back."""
     base = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
     series, dss = generate_uid(), []
-    (tmp_path / "ct").mkdir()
-    for k in range(4):
+    folder.mkdir()
+    for k in range(n):
         ds = copy.deepcopy(base)
         ds.SeriesInstanceUID, ds.SOPInstanceUID = series, generate_uid()
         ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
         pos = [float(v) for v in base.ImagePositionPatient]
         ds.ImagePositionPatient = [pos[0], pos[1], pos[2] + 2.0 * k]
-        ds.save_as(tmp_path / "ct" / f"{k}.dcm")
-        dss.append(pydicom.dcmread(tmp_path / "ct" / f"{k}.dcm"))
+        ds.save_as(folder / f"{k}.dcm")
+        dss.append(pydicom.dcmread(folder / f"{k}.dcm"))
+    return dss
+
+
+def test_overlapping_segments_of_one_seg_on_a_series(tmp_path):
+    dss = _ct_series(tmp_path / "ct", 4)
     tumour, necrosis = _overlap_masks()
     px = np.zeros((4, 128, 128, 2), dtype=np.uint8)
     px[1:3, ..., 0] = tumour
@@ -179,17 +185,7 @@ def test_overlapping_segments_of_one_seg_on_a_series(tmp_path):
 def test_seg_on_a_series_that_cannot_be_stacked_still_reaches_its_slices(tmp_path):
     """A slice of the series turns out unreadable, so the rest (now with a gap) are read one by one. Before,
     the series' SEG was then dropped without a word; now each slice gets the SEGs that reference it."""
-    base = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
-    series, dss = generate_uid(), []
-    (tmp_path / "ct").mkdir()
-    for k in range(5):
-        ds = copy.deepcopy(base)
-        ds.SeriesInstanceUID, ds.SOPInstanceUID = series, generate_uid()
-        ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
-        pos = [float(v) for v in base.ImagePositionPatient]
-        ds.ImagePositionPatient = [pos[0], pos[1], pos[2] + 2.0 * k]
-        ds.save_as(tmp_path / "ct" / f"{k}.dcm")
-        dss.append(pydicom.dcmread(tmp_path / "ct" / f"{k}.dcm"))
+    dss = _ct_series(tmp_path / "ct", 5)
     tumour, necrosis = _overlap_masks()
     px = np.zeros((5, 128, 128, 2), dtype=np.uint8)
     px[1:3, ..., 0] = tumour
