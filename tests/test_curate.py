@@ -244,3 +244,14 @@ def test_dedup_merges_the_copies_annotations(real):
     assert det.labels == ["cardiomegaly"]  # inputs untouched
     assert "merged into it: labels effusion; view PA" in rejects[0].reason and kept[0].id in rejects[0].reason
     assert merges[0].added_labels == ["effusion"] and not merges[0].same_dataset
+
+
+def test_groups_name_by_smallest_key_and_add_weights():
+    from medvl.core.groups import Groups
+
+    g = Groups()
+    for k, n in (("k3", 2), ("k1", 1), ("k2", 4)):
+        g.add(k, n)
+    assert g.union("k3", "k2") == "k2" and g.size("k3") == 6
+    assert g.union("k2", "k1") == "k1" and g.find("k3") == "k1" and g.size("k2") == 7
+    assert g.union("k1", "k3") == "k1" and g.size("k1") == 7 and g.find("new") == "new" and g.size("new") == 0

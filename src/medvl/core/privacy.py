@@ -173,9 +173,7 @@ class Scrubber:
     ``protected``: extra words/phrases that are never targets (e.g. a source's label vocabulary), on top of
     the taxonomy. ``count`` is the number of strings this scrubber has changed."""
 
-    def __init__(self, values: Iterable[str | None], key: str = "", protected: Iterable[str] = (),
-                 prefilter: bool = False):
-        self.prefilter = prefilter  # kept for callers; matching is exact, so no prefilter is needed
+    def __init__(self, values: Iterable[str | None], key: str = "", protected: Iterable[str] = ()):
         token: dict[str, str] = {}
         given = sorted({str(v).strip() for v in values if v is not None and str(v).strip()})
         own = {canonical(p) for p in protected if p} if given else set()

@@ -6,11 +6,11 @@ pieces are importable on their own."""
 
 from __future__ import annotations
 
-from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterable
 
+from medvl.core.groups import Groups
 from medvl.core.records import ImageRecord, Reject
 from medvl.curate.dedup import Merge, dedup_records, exclude_by_md5, file_md5, read_exclusions
 from medvl.curate.split import SplitReport, assign_sample_splits, assign_splits, assign_splits_with_report
@@ -108,33 +108,20 @@ def _near_duplicates(kept: list[ImageRecord], cfg: "CurationConfig", links: list
     if cfg.near_duplicates == "report":
         report.near_duplicate_unlinked = len(pairs)
         return pairs
-    size: dict[str, int] = defaultdict(int)
+    groups = Groups()
     for r in kept:
-        size[r.patient_key] += 1
-    parent: dict[str, str] = {}
-
-    def find(k: str) -> str:
-        while parent.get(k, k) != k:
-            k = parent[k]
-        return k
-
+        groups.add(r.patient_key, 1)  # weights: records, so a group's size is its record count
     for a, b in links:  # merged copies are one group whatever its size
-        ra, rb = find(a), find(b)
-        if ra != rb:
-            parent[max(ra, rb)] = min(ra, rb)
-            size[min(ra, rb)] += size[max(ra, rb)]
+        groups.union(a, b)
     unlinked = []
     for i, j in sorted(pairs, key=lambda p: (kept[p[0]].id, kept[p[1]].id)):
-        ra, rb = find(kept[i].patient_key), find(kept[j].patient_key)
-        if ra == rb:
-            report.near_duplicate_links += 1
-            continue
-        if size[ra] + size[rb] > cfg.near_duplicate_max_group:
-            unlinked.append((i, j))
-            continue
-        parent[max(ra, rb)] = min(ra, rb)
-        size[min(ra, rb)] += size[max(ra, rb)]
-        links.append((kept[i].patient_key, kept[j].patient_key))
+        a, b = kept[i].patient_key, kept[j].patient_key
+        if groups.find(a) != groups.find(b):
+            if groups.size(a) + groups.size(b) > cfg.near_duplicate_max_group:
+                unlinked.append((i, j))
+                continue
+            groups.union(a, b)
+            links.append((a, b))
         report.near_duplicate_links += 1
     report.near_duplicate_unlinked = len(unlinked)
     return unlinked

@@ -27,6 +27,7 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from typing import Iterable, Mapping
 
+from medvl.core.groups import Groups
 from medvl.core.hashing import stable_int
 from medvl.core.records import ImageRecord, Reject, Sample
 
@@ -64,28 +65,6 @@ def _source_split(rec: ImageRecord) -> str | None:
     return SOURCE_SPLIT_ALIASES.get(str(raw).strip().lower()) if raw is not None else None
 
 
-class _Groups:
-    """Union-find over patient keys; a group is named by its smallest key (deterministic)."""
-
-    def __init__(self) -> None:
-        self.parent: dict[str, str] = {}
-
-    def find(self, k: str) -> str:
-        self.parent.setdefault(k, k)
-        root = k
-        while self.parent[root] != root:
-            root = self.parent[root]
-        while self.parent[k] != root:
-            self.parent[k], k = root, self.parent[k]
-        return root
-
-    def union(self, a: str, b: str) -> None:
-        ra, rb = self.find(a), self.find(b)
-        if ra != rb:
-            lo, hi = sorted((ra, rb))
-            self.parent[hi] = lo
-
-
 def assign_splits(records: Iterable[ImageRecord], fractions: Mapping[str, float], seed: int,
                   respect_source_split: bool = True, links: Iterable[tuple[str, str]] = ()) -> list[ImageRecord]:
     """Copies of ``records`` (input order) with ``.split`` set; see the module docstring for the rules."""
@@ -104,7 +83,7 @@ def assign_splits_with_report(records: Iterable[ImageRecord], fractions: Mapping
     records = list(records)
     links = sorted({tuple(sorted(pair)) for pair in links if pair[0] != pair[1]})
     report = SplitReport()
-    groups = _Groups()
+    groups = Groups()
     for rec in records:
         groups.find(rec.patient_key)
     for a, b in links:

@@ -9,6 +9,7 @@ from collections import Counter, defaultdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable
 
+from medvl.core.groups import Groups
 from medvl.core.records import ImageRecord, Reject, Sample
 
 if TYPE_CHECKING:
@@ -62,31 +63,21 @@ def cohorts(recipe: "Recipe", merged: Iterable[tuple[str, str]] = ()) -> list[li
     """Sources that describe one cohort: they share a ``patient_namespace``, or records of one were merged into
     records of another (``merged``: pairs of source names whose identical images were merged). Only groups of
     two or more sources are returned."""
-    parent = {cfg.name: cfg.name for cfg in recipe.sources}
-
-    def find(x: str) -> str:
-        while parent[x] != x:
-            x = parent[x]
-        return x
-
-    def union(a: str, b: str) -> None:
-        if a in parent and b in parent:
-            ra, rb = find(a), find(b)
-            if ra != rb:
-                parent[max(ra, rb)] = min(ra, rb)
-
+    names = {cfg.name for cfg in recipe.sources}
+    sources = Groups()
     by_ns: dict[str, list[str]] = defaultdict(list)
     for cfg in recipe.sources:
         if cfg.patient_namespace:
             by_ns[cfg.patient_namespace].append(cfg.name)
-    for names in by_ns.values():
-        for n in names[1:]:
-            union(names[0], n)
+    for group in by_ns.values():
+        for n in group[1:]:
+            sources.union(group[0], n)
     for a, b in merged:
-        union(a, b)
+        if a in names and b in names:
+            sources.union(a, b)
     groups: dict[str, list[str]] = defaultdict(list)
     for cfg in recipe.sources:
-        groups[find(cfg.name)].append(cfg.name)
+        groups[sources.find(cfg.name)].append(cfg.name)
     return [sorted(g) for _, g in sorted(groups.items()) if len(g) > 1]
 
 
