@@ -268,6 +268,11 @@ class BadVoxels:
         plane = self._plane(axis, index)
         return 0 if plane is None else int(np.count_nonzero(plane))
 
+    def noted(self, extra: dict[str, Any], axis: int, index: int) -> dict[str, Any]:
+        """A copy of an item's ``extra`` saying how many non-finite pixels of this plane were filled (if any)."""
+        n = self.count_in(axis, index)
+        return {**extra, "nonfinite_filled": n} if n else dict(extra)
+
     def problem(self, axis: int, index: int) -> str | None:
         """Why that plane must not be emitted (too many non-finite pixels), or None."""
         plane = self._plane(axis, index)

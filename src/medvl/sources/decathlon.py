@@ -201,7 +201,7 @@ class DecathlonSource(Source):
             if problem:
                 yield self.reject(sub, f"{sub}: {problem}", stage="validate")
                 continue
-            extra = self._filled(base, bad, axis, index)
+            extra = bad.noted(base, AXES[axis], index)
             img2d = choice.apply(extract_slice(image.data, axis, index, image.spacing, order=1))
             lab2d = extract_slice(label, axis, index, image.spacing, order=0)
             sl = {"axis": axis, "index": int(index), "of": int(label.shape[AXES[axis]])}
@@ -238,12 +238,6 @@ class DecathlonSource(Source):
             yield self.reject(f"{key}@{axis}", coarse_axis_reason(key, axis, spacing,
                                                                   self.cfg.slicing.max_spacing_ratio), stage="filter")
 
-    @staticmethod
-    def _filled(base: dict[str, Any], bad: BadVoxels, axis: str, index: int) -> dict[str, Any]:
-        """The item's extra, saying how many non-finite pixels of this slice were filled (when any)."""
-        n = bad.count_in(AXES[axis], index)
-        return {**base, "nonfinite_filled": n} if n else base
-
     def _unlabelled(self, key: str, data: np.ndarray, spacing: tuple[float, float, float], axes: list[str],
                     bad: BadVoxels, choice: Any, modality: str | None, base: dict[str, Any]) -> Iterator[Item | Reject]:
         """``test_slices`` evenly spaced slices per axis of a test image (no labels)."""
@@ -260,7 +254,7 @@ class DecathlonSource(Source):
                 sl = {"axis": axis, "index": int(index), "of": int(n)}
                 produced = True
                 yield self._item(key, choice.apply(plane), sl, choice.name, modality,
-                                 self._filled(base, bad, axis, index), [], None, {})
+                                 bad.noted(base, AXES[axis], index), [], None, {})
         if not produced and axes:
             yield self.reject(key, f"{key}: no usable slice")
 

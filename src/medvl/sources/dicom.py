@@ -346,13 +346,12 @@ class DicomSource(Source):
                 present = {v: names[v] for v in present_values(mask)}
                 regions = mask_to_regions(mask, present, min_size=self.opts.min_region_size,
                                           per_component=self.opts.per_component)
-            filled = bad.count_in(0, f)
             yield Item(array=arr, source_file=rel, patient_raw=img.patient_id,
                        labels=sorted(set(labels) | set(labels_of(present, list(present)))), regions=regions,
                        modality=img.modality, body_region=body, view=img.view,
                        window=choice.name, slice=None if n == 1 else {"frame": f, "of": n},
                        dimension="2d", task="seg" if masks is not None else "cls",
-                       extra={**extra, "nonfinite_filled": filled} if filled else dict(extra),
+                       extra=bad.noted(extra, 0, f),
                        mask=None if mask is None else mask.astype(np.uint16), mask_values=present,
                        sensitive=set(sensitive))
 
@@ -412,9 +411,8 @@ class DicomSource(Source):
             problem = bad.problem(AXES[axis], index)
             if problem:
                 return None, extra, self.reject(sub, f"{sub}: {problem}", stage="validate")
-            filled = bad.count_in(AXES[axis], index)
             return (choice.apply(extract_slice(vol, axis, index, spacing, order=1)),
-                    {**extra, "nonfinite_filled": filled} if filled else dict(extra), None)
+                    bad.noted(extra, AXES[axis], index), None)
 
         if label_vol is not None:
             singles = [v for v, x in names.items() if isinstance(x, str)]
