@@ -16,6 +16,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "eval": ("medvl.cli.eval", "Evaluate a model (or re-score predictions) on a medical benchmark."),
     "audit": ("medvl.cli.audit", "Find overlaps between a built training set and benchmark data."),
     "bench-build": ("medvl.cli.bench_build", "Make a GMAI-MMBench-style multiple-choice benchmark from records."),
+    "model": ("medvl.cli.model", "Assemble a LLaVA model from a vision tower and a language model (`model init`)."),
+    "train": ("medvl.cli.train", "Train a LLaVA model in the three GMAI-VL stages from a YAML config."),
+    "chat": ("medvl.cli.chat", "Ask a trained model a question about an image."),
     "taxonomy": ("medvl.cli.taxonomy", "List allowed modalities, departments, tasks, body regions, views; "
                  "--formats: source options."),
 }

@@ -1,5 +1,6 @@
-"""``medvl:PATH`` — a model saved by ``medvl train``. Until medvl's own model format lands, a folder in the
-transformers LLaVA layout is served by the ``hf`` adapter; anything else gets a clear message."""
+"""``medvl:PATH`` — a model saved by ``medvl train`` or ``medvl model init``: a plain transformers LLaVA folder
+(model, processor, chat template), served by the ``hf`` adapter. PATH may also be a stage folder of a training
+run (``runs/x/stage3``: its ``final/`` model is used)."""
 
 from __future__ import annotations
 
@@ -28,6 +29,8 @@ class MedvlModelAdapter(ModelAdapter):
 
     def __new__(cls, target: str, batch_size: int = 8, **options: Any):  # type: ignore[misc]
         path = Path(target).expanduser()
+        if path.is_dir() and not (path / "config.json").is_file() and (path / "final" / "config.json").is_file():
+            path = path / "final"  # a `medvl train` stage folder
         if not path.is_dir():
             raise AdapterError(f"medvl model folder not found: {path} (give a folder saved by `medvl train`)")
         if _is_transformers_vlm(path):
