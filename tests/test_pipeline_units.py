@@ -53,6 +53,26 @@ def test_patient_pattern_and_shared_namespace_keep_cases_together(tmp_path: Path
     assert len({next(iter(k))[1] for k in by_case.values()}) == 2  # both splits used
 
 
+def test_split_unit_image_splits_slices_of_one_volume(tmp_path: Path):
+    """`split_unit: image` makes every slice its own unit (the training demo's held-out images); the default
+    keeps one volume in one split."""
+    from medvl.demo.corpus import write_mni_decathlon
+
+    write_mni_decathlon(tmp_path / "corpus")
+    src = {"name": "mni", "format": "decathlon", "path": str(tmp_path / "corpus" / "mni152"),
+           "slicing": {"axes": ["axial"], "per_label": 6, "min_area": 200, "min_gap": 2}}
+    cur = {"splits": {"train": 0.5, "test": 0.5}, "dedup": False, "near_duplicates": "report"}
+    by_unit = {}
+    for unit in ("patient", "image"):
+        r = parse_recipe({"salt": "s", "sources": [{**src, "split_unit": unit}], "curation": cur})
+        res = run_build(r, tmp_path / f"out_{unit}")
+        by_unit[unit] = res.records
+    assert len({rec.split for rec in by_unit["patient"]}) == 1
+    images = by_unit["image"]
+    assert len(images) >= 6 and {rec.split for rec in images} == {"train", "test"}
+    assert len({rec.patient_key for rec in images}) == len(images)  # one unit per slice
+
+
 def test_tiny_boxes_are_dropped_with_a_reason(tmp_path: Path):
     from skimage import data
 

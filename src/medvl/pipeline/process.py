@@ -252,7 +252,11 @@ def _finalize(item: Item, cfg: SourceConfig, src: Source, out_dir: Path, image_c
 def patient_unit(item: Item, cfg: SourceConfig) -> str:
     """What makes two images "the same patient" for splitting: the data's patient id; else the recipe's
     ``patient_pattern`` applied to the file path; else the file or volume itself (namespaced by source, so
-    equal relative paths in two sources stay different units)."""
+    equal relative paths in two sources stay different units). With ``split_unit: image`` every image (file
+    and slice) is its own unit."""
+    if cfg.split_unit == "image":
+        where = json.dumps(item.slice, sort_keys=True, default=str) if item.slice else ""
+        return f"image:{cfg.name}:{item.source_file}:{where}"
     if item.patient_raw and str(item.patient_raw).strip():
         return "id:" + canonical_patient_id(item.patient_raw)
     if cfg.patient_pattern:

@@ -77,6 +77,10 @@ class SourceConfig(_Strict):
                                           "means the same patient in each (default: the source name)")
     patient_pattern: str | None = Field(None, description="regex with one group taking a patient/case id from "
                                         "the file path when the data carries none (e.g. '^(\\d+)_')")
+    split_unit: Literal["patient", "image"] = Field(
+        "patient", description="what the train/val/test split keeps together: 'patient' (the data's patient id, "
+        "else patient_pattern, else the file or volume) or 'image' (every image alone: slices and tiles of one "
+        "subject may land in different splits; only for data where that is intended, e.g. a one-subject demo)")
     exhaustive_labels: bool | None = Field(None, description="every record lists all labels of the dataset that "
                                            "apply, so an absent label means 'not present' (default: true for "
                                            "single-label classification sources)")
