@@ -5,7 +5,11 @@ clinical VQA task to a task cue and phrasings with a ``{target}`` slot, and each
 of granularity cues and target phrases that name the modality and the granularity. Loading checks that
 every phrasing carries its task cue and no granularity cue, and every target phrase its modality slot,
 one of its own granularity's cues and none of another's, so each generated question names the modality,
-a task cue and (unambiguously) the granularity."""
+a task cue and (unambiguously) the granularity.
+
+An optional ``modality_recognition`` section holds the phrasings of modality-recognition questions
+("which imaging modality ..."; the options are modality names): each contains the section's cue and an
+image-level granularity cue, and names no modality (the answer must not be in the question)."""
 
 from __future__ import annotations
 
@@ -14,9 +18,12 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+import re
+
 import yaml
 
 GRANULARITIES = ("image", "box", "mask", "contour")
+QUESTION_KINDS = ("labels", "modality")  # what bench-build asks: a region's / image's label, the image's modality
 
 
 class PhrasePoolError(ValueError):
@@ -42,6 +49,7 @@ class PhrasePool:
     cues: dict[str, list[str]]  # granularity -> words naming it; every target phrase holds one of its own
     draw: dict[str, dict[str, Any]]  # granularity -> drawing style (color, alpha)
     modality_names: dict[str, str] = field(default_factory=dict)
+    modality_recognition: TaskPhrases | None = None  # phrasings of "which modality" questions (no {target})
 
     def task(self, clinical_task: str | None) -> TaskPhrases:
         """Phrasings for a record's clinical task: exact (case-insensitive) name, else the part before
@@ -56,6 +64,13 @@ class PhrasePool:
     def modality(self, modality: str) -> str:
         """How questions name a record's modality (the key itself when the file does not map it)."""
         return self.modality_names.get(modality, modality)
+
+    def modality_question(self, pick: int) -> str:
+        """One modality-recognition question; ``pick`` (a stable integer) chooses the phrasing."""
+        if self.modality_recognition is None:
+            raise PhrasePoolError(f"the {self.lang!r} phrasing file has no 'modality_recognition' section")
+        phrasings = self.modality_recognition.phrasings
+        return phrasings[pick % len(phrasings)]
 
     def granularities_named(self, text: str) -> list[str]:
         """The granularities whose cues occur in ``text`` (case-insensitive), in ``GRANULARITIES`` order."""
@@ -116,9 +131,59 @@ def load_phrase_pool(lang: str = "en", path: str | Path | None = None) -> Phrase
         targets[g] = [str(t) for t in spec["targets"]]
         draw[g] = dict(spec.get("draw") or {})
     pool = PhrasePool(lang=str(data.get("lang", lang)), tasks=tasks, targets=targets, cues=cues, draw=draw,
-                      modality_names={str(k): str(v) for k, v in (data.get("modality_names") or {}).items()})
+                      modality_names={str(k): str(v) for k, v in (data.get("modality_names") or {}).items()},
+                      modality_recognition=_modality_phrases(data.get("modality_recognition"), p))
     _check_granularity_cues(pool, p)
+    _check_modality_phrases(pool, p)
     return pool
+
+
+def _modality_phrases(spec: Any, p: Path) -> TaskPhrases | None:
+    """The ``modality_recognition`` section (task name, cue, phrasings), or None when the file has none."""
+    if spec is None:
+        return None
+    where = f"{p}: modality_recognition"
+    if not isinstance(spec, dict):
+        raise PhrasePoolError(f"{where}: expected a mapping with 'task', 'cue' and 'phrasings'")
+    name, cue = str(spec.get("task") or "").strip(), str(spec.get("cue") or "").strip()
+    phrasings = spec.get("phrasings")
+    if not name or not cue or not isinstance(phrasings, list) or not phrasings:
+        raise PhrasePoolError(f"{where}: needs a 'task' (the clinical VQA task name written to the TSV), a 'cue' "
+                              f"and a non-empty 'phrasings' list")
+    return TaskPhrases(name, cue, [str(x) for x in phrasings])
+
+
+def _check_modality_phrases(pool: PhrasePool, p: Path) -> None:
+    """Every modality-recognition phrasing holds the section's cue and an image-level cue (and no other
+    granularity's), has no slot, and names no modality (neither a ``modality_names`` key or name nor a
+    taxonomy modality), so the question never gives its answer away."""
+    mr = pool.modality_recognition
+    if mr is None:
+        return
+    from medvl.taxonomy import MODALITIES, modality_name
+
+    names = {*pool.modality_names, *pool.modality_names.values(), *MODALITIES,
+             *(modality_name(k, lang) for k in MODALITIES for lang in ("en", "zh"))}
+    for i, ph in enumerate(mr.phrasings):
+        where = f"{p}: modality_recognition.phrasings[{i}] {ph!r}"
+        if "{" in ph or "}" in ph:
+            raise PhrasePoolError(f"{where}: takes no slot ({{target}} / {{modality}} would name the answer)")
+        if mr.cue.lower() not in ph.lower():
+            raise PhrasePoolError(f"{where}: must contain the cue {mr.cue!r}")
+        named = pool.granularities_named(ph)
+        if named != ["image"]:
+            raise PhrasePoolError(f"{where}: must contain one of the image cues {pool.cues['image']} and no cue of "
+                                  f"another granularity (found: {named or 'none'})")
+        hit = sorted(n for n in names if n and _names(ph, n))
+        if hit:
+            raise PhrasePoolError(f"{where}: names the modality {hit[0]!r}; the question must not give the answer away")
+
+
+def _names(text: str, name: str) -> bool:
+    """Whether ``text`` contains ``name`` as a whole word (case-insensitive; CJK names as a substring)."""
+    if not name.isascii():
+        return name in text
+    return re.search(rf"(?<![A-Za-z0-9]){re.escape(name)}(?![A-Za-z0-9])", text, flags=re.IGNORECASE) is not None
 
 
 def _check_granularity_cues(pool: PhrasePool, p: Path) -> None:
