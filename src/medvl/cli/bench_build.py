@@ -10,7 +10,7 @@ from rich.markup import escape
 from rich.progress import track
 from rich.table import Table
 
-from medvl.curate.benchquestions import GRANULARITIES
+from medvl.curate.benchquestions import GRANULARITIES, QUESTION_KINDS
 
 
 @click.command(name="bench-build")
@@ -19,24 +19,29 @@ from medvl.curate.benchquestions import GRANULARITIES
               help="Output folder for bench.tsv, bench_manifest.json and skipped.jsonl.")
 @click.option("--split", default="test", show_default=True,
               help="Use records of this split ('all' for every split).")
+@click.option("--ask", default="labels", show_default=True,
+              help="Comma-separated question kinds: labels (which label: per dataset, at each --granularity), "
+                   "modality (which imaging modality: image level, options from the split's modalities).")
 @click.option("--per-label", type=int, default=50, show_default=True,
-              help="At most N questions per dataset, granularity and answer label (0 = no limit).")
+              help="At most N questions per dataset, granularity and answer label, and per answer modality "
+                   "(0 = no limit).")
 @click.option("--granularity", default=",".join(GRANULARITIES), show_default=True,
-              help="Comma-separated perceptual granularities: " + ", ".join(GRANULARITIES) + ".")
+              help="Comma-separated perceptual granularities of label questions: " + ", ".join(GRANULARITIES) + ".")
 @click.option("--options", "n_options", type=click.IntRange(2, 5), default=4, show_default=True,
-              help="Options per question (fewer when the dataset has fewer labels).")
+              help="Options per question (fewer when the dataset has fewer labels / the split fewer modalities).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--lang", default="en", show_default=True, help="Language of the question phrasing pool.")
-def command(build_dir: Path, out_dir: Path, split: str, per_label: int, granularity: str, n_options: int,
+def command(build_dir: Path, out_dir: Path, split: str, ask: str, per_label: int, granularity: str, n_options: int,
             seed: int, lang: str) -> None:
     """Make a GMAI-MMBench-style multiple-choice benchmark (bench.tsv) from a `medvl build` output."""
     from medvl.curate.benchbuild import BenchBuildConfig, build_benchmark
     from medvl.curate.benchquestions import PhrasePoolError
 
     grans = tuple(g.strip().lower() for g in granularity.split(",") if g.strip())
+    kinds = tuple(dict.fromkeys(k.strip().lower() for k in ask.split(",") if k.strip()))
     try:
         cfg = BenchBuildConfig(split=None if split.lower() == "all" else split, per_label=per_label or None,
-                               granularities=grans, n_options=n_options, seed=seed, lang=lang)
+                               granularities=grans, ask=kinds, n_options=n_options, seed=seed, lang=lang)
     except ValueError as e:
         raise click.BadParameter(str(e)) from None
     console = Console()
@@ -66,4 +71,11 @@ def command(build_dir: Path, out_dir: Path, split: str, per_label: int, granular
                           for d, n in small.items())
         console.print(f"[yellow]warning: --options {cfg.n_options} requested, but these datasets have fewer "
                       f"labels, so their questions have fewer options: {names}[/yellow]", soft_wrap=True)
+    if "modality" in cfg.ask:
+        mods = sorted(set(m["modality_space"].values()))
+        console.print(f"modalities of the split (options of modality questions): {escape(', '.join(mods)) or 'none'}")
+        if len(mods) < cfg.n_options:
+            tail = "they get fewer options" if len(mods) >= 2 else "modality questions skipped"
+            console.print(f"[yellow]warning: --options {cfg.n_options} requested, but the split has "
+                          f"{len(mods)} modalit{'y' if len(mods) == 1 else 'ies'}: {tail}[/yellow]", soft_wrap=True)
     console.print(f"wrote {result.tsv}, {result.manifest_path}, {result.skipped_path}")

@@ -10,7 +10,14 @@ split yields questions at up to four perceptual granularities:
 
 Wrong options come from the same label space (all labels seen in records of the record's dataset, any
 split), never include a label that is true for the item, are distinct, and are placed deterministically
-(sha256-based stable hashing). Answer letters are spread evenly over the option positions. Items that
+(sha256-based stable hashing).
+
+With ``ask`` including ``modality``, every record of the split also yields one image-level
+modality-recognition question: the options are modality names, the answer is the record's modality, the
+wrong options are other modalities present among the records of the chosen split (at most ``per_label``
+questions per modality). Its clinical VQA task is the phrasing file's ``modality_recognition.task``
+("Modality Recognition"). Answer letters are spread evenly over the option positions, separately for label
+and modality questions. Items that
 cannot become a question are listed in ``skipped.jsonl`` with a reason. Output: ``bench.tsv`` in the
 GMAI-MMBench VLMEvalKit layout, ``bench_manifest.json`` with counts per department / task / modality /
 granularity, the actual number of options per question and the datasets whose label space is smaller than
@@ -33,7 +40,7 @@ from PIL import Image
 
 from medvl.core.hashing import stable_int
 from medvl.core.records import ImageRecord
-from medvl.curate.benchquestions import GRANULARITIES, PhrasePool, load_phrase_pool
+from medvl.curate.benchquestions import GRANULARITIES, QUESTION_KINDS, PhrasePool, PhrasePoolError, load_phrase_pool
 from medvl.curate.overlay import draw_box, draw_contour, draw_mask
 from medvl.curate.phash import canonical_rgb
 from medvl.imaging.boxes import box_inside
@@ -48,8 +55,9 @@ class BenchBuildConfig:
     """Options of ``bench-build`` (the CLI flags mirror these)."""
 
     split: str | None = "test"  # records of this split only; None = all splits
-    per_label: int | None = 50  # at most this many questions per (dataset, granularity, answer label)
-    granularities: tuple[str, ...] = GRANULARITIES
+    per_label: int | None = 50  # at most this many questions per (dataset, granularity, answer label) / modality
+    granularities: tuple[str, ...] = GRANULARITIES  # of label questions (modality questions are image level)
+    ask: tuple[str, ...] = ("labels",)  # question kinds: "labels" and/or "modality"
     n_options: int = 4  # 2..5
     seed: int = 0
     lang: str = "en"
@@ -60,25 +68,32 @@ class BenchBuildConfig:
         bad = [g for g in self.granularities if g not in GRANULARITIES]
         if bad or not self.granularities:
             raise ValueError(f"granularity {bad or '(none)'} not allowed; allowed: {', '.join(GRANULARITIES)}")
+        bad = [k for k in self.ask if k not in QUESTION_KINDS]
+        if bad or not self.ask:
+            raise ValueError(f"ask {bad or '(none)'} not allowed; allowed: {', '.join(QUESTION_KINDS)}")
         if self.per_label is not None and self.per_label < 1:
             raise ValueError(f"per-label must be >= 1, got {self.per_label}")
 
 
 @dataclass
 class Candidate:
-    """One potential question: a record, a granularity, the region (for box/mask/contour) and the answer."""
+    """One potential question: a record, a granularity, the region (for box/mask/contour) and the answer;
+    ``kind`` "labels" (the answer is a label) or "modality" (the answer is a modality name, image level)."""
 
     record: ImageRecord
     record_id: str
     granularity: str
     region: int | None
     answer: str
-    true_labels: frozenset[str]  # labels that must not appear as wrong options
+    true_labels: frozenset[str]  # labels (modality names) that must not appear as wrong options
     options: list[str] = field(default_factory=list)
     answer_letter: str = ""
+    kind: str = "labels"
 
     @property
     def key(self) -> str:
+        if self.kind == "modality":
+            return f"{self.record_id}|modality|"
         return f"{self.record_id}|{self.granularity}|{'' if self.region is None else self.region}"
 
 
@@ -93,8 +108,9 @@ class BenchBuildResult:
     skipped: list[dict[str, Any]]
 
 
-def _skip(rid: str, gran: str | None, region: int | None, code: str, reason: str) -> dict[str, Any]:
-    return {"record": rid, "granularity": gran, "region": region, "code": code, "reason": reason}
+def _skip(rid: str, gran: str | None, region: int | None, code: str, reason: str, kind: str | None = "labels"
+          ) -> dict[str, Any]:
+    return {"record": rid, "kind": kind, "granularity": gran, "region": region, "code": code, "reason": reason}
 
 
 def read_records(build_dir: Path) -> tuple[list[ImageRecord], list[dict[str, Any]]]:
@@ -112,7 +128,8 @@ def read_records(build_dir: Path) -> tuple[list[ImageRecord], list[dict[str, Any
                 d = json.loads(line)
                 records.append(ImageRecord.from_dict({k: v for k, v in d.items() if k in known}))
             except (ValueError, TypeError, KeyError) as e:
-                skipped.append(_skip(f"records.jsonl:{n}", None, None, "bad_record", f"records.jsonl:{n}: not a record ({type(e).__name__}: {e})"))
+                skipped.append(_skip(f"records.jsonl:{n}", None, None, "bad_record",
+                                     f"records.jsonl:{n}: not a record ({type(e).__name__}: {e})", kind=None))
     return records, skipped
 
 
@@ -182,38 +199,71 @@ def plan_candidates(records: list[ImageRecord], spaces: dict[str, list[str]], cf
     return cands, skipped, na
 
 
+def modality_space(records: Iterable[ImageRecord], pool: PhrasePool) -> dict[str, str]:
+    """Modalities of ``records`` (taxonomy key -> the name options use), sorted by key; records without a
+    modality contribute none."""
+    return {m: pool.modality(m) for m in sorted({r.modality for r in records if r.modality})}
+
+
+def plan_modality_candidates(records: list[ImageRecord], space: dict[str, str]
+                             ) -> tuple[list[Candidate], list[dict[str, Any]]]:
+    """One image-level modality question per record (answer: its modality's name), and the skipped ones:
+    records without a modality, and every record when the split has fewer than 2 modality names."""
+    names = sorted(set(space.values()))
+    cands: list[Candidate] = []
+    skipped: list[dict[str, Any]] = []
+    for rec in records:
+        rid = rec.to_dict()["id"]
+        if not rec.modality:
+            skipped.append(_skip(rid, "image", None, "no_modality", "record has no modality", kind="modality"))
+        elif len(names) < 2:
+            skipped.append(_skip(rid, "image", None, "too_few_modalities",
+                                 f"the records of the split have {len(names)} modality(ies) {names}; a "
+                                 f"multiple-choice question needs at least 2", kind="modality"))
+        else:
+            name = space[rec.modality]
+            cands.append(Candidate(rec, rid, "image", None, name, frozenset({name}), kind="modality"))
+    return cands, skipped
+
+
 def select_per_label(cands: list[Candidate], per_label: int | None, seed: int) -> tuple[list[Candidate], int]:
-    """At most ``per_label`` candidates per (dataset, granularity, answer), chosen by stable hash; sorted output."""
+    """At most ``per_label`` candidates per (dataset, granularity, answer label), and per answer modality for
+    modality questions, chosen by stable hash; sorted output (label questions first)."""
     groups: dict[tuple[str, str, str], list[Candidate]] = defaultdict(list)
     for c in cands:
-        groups[(c.record.dataset, c.granularity, c.answer)].append(c)
+        groups[(c.record.dataset, c.granularity, c.answer) if c.kind == "labels" else ("", "modality", c.answer)].append(c)
     chosen: list[Candidate] = []
     for key in sorted(groups):
         group = sorted(groups[key], key=lambda c: (stable_int(seed, "pick", c.key), c.key))
         chosen.extend(group if per_label is None else group[:per_label])
     order = {g: i for i, g in enumerate(GRANULARITIES)}
-    chosen.sort(key=lambda c: (c.record.dataset, order[c.granularity], c.record_id, -1 if c.region is None else c.region))
+    chosen.sort(key=lambda c: (c.kind != "labels", c.record.dataset, order[c.granularity], c.record_id,
+                               -1 if c.region is None else c.region))
     return chosen, len(cands) - len(chosen)
 
 
-def assign_options(cands: list[Candidate], spaces: dict[str, list[str]], n_options: int, seed: int
-                   ) -> list[dict[str, Any]]:
-    """Fill ``options`` / ``answer_letter`` in place; answer positions cycle evenly within each option count.
-    Returns skipped entries for candidates without any usable wrong option."""
+def assign_options(cands: list[Candidate], spaces: dict[str, list[str]], n_options: int, seed: int,
+                   modality_names: Iterable[str] = ()) -> list[dict[str, Any]]:
+    """Fill ``options`` / ``answer_letter`` in place; answer positions cycle evenly within each question kind
+    and option count. Wrong options: the dataset's labels (label questions), ``modality_names`` (modality
+    questions). Returns skipped entries for candidates without any usable wrong option."""
     skipped: list[dict[str, Any]] = []
-    by_n: dict[int, list[Candidate]] = defaultdict(list)
+    by_n: dict[tuple[str, int], list[Candidate]] = defaultdict(list)
+    modality_names = sorted(set(modality_names))
     for c in cands:
-        wrong = [lab for lab in spaces[c.record.dataset] if lab not in c.true_labels]
+        space = spaces[c.record.dataset] if c.kind == "labels" else modality_names
+        wrong = [lab for lab in space if lab not in c.true_labels]
         if not wrong:
+            what = f"label of dataset {c.record.dataset!r}" if c.kind == "labels" else "modality of the split"
             skipped.append(_skip(c.record_id, c.granularity, c.region, "no_wrong_option",
-                                 f"every label of dataset {c.record.dataset!r} is true for this item"))
+                                 f"every {what} is true for this item", kind=c.kind))
             continue
         wrong.sort(key=lambda lab: (stable_int(seed, "distractor", c.key, lab), lab))
         c.options = wrong[: n_options - 1]
-        by_n[len(c.options) + 1].append(c)
-    for n, group in sorted(by_n.items()):
+        by_n[(c.kind, len(c.options) + 1)].append(c)
+    for (kind, n), group in sorted(by_n.items()):
         group = sorted(group, key=lambda c: (stable_int(seed, "position", c.key), c.key))
-        offset = stable_int(seed, "offset", n) % n
+        offset = (stable_int(seed, "offset", n) if kind == "labels" else stable_int(seed, "offset", kind, n)) % n
         for rank, c in enumerate(group):
             pos = (rank + offset) % n
             c.options = c.options[:pos] + [c.answer] + c.options[pos:]
@@ -267,7 +317,7 @@ def check_sources(cands: list[Candidate], build_dir: Path) -> tuple[list[Candida
             elif not region_mask(rec, c.region, lm).any():  # type: ignore[arg-type]
                 problem = f"{mpath}: no pixel of label {rec.regions[c.region].label!r} inside its box"  # type: ignore[index]
         if problem:
-            skipped.append(_skip(c.record_id, c.granularity, c.region, "bad_source", problem))
+            skipped.append(_skip(c.record_id, c.granularity, c.region, "bad_source", problem, kind=c.kind))
         else:
             ok.append(c)
     return ok, skipped
@@ -308,15 +358,25 @@ def build_benchmark(build_dir: str | Path, out_dir: str | Path, cfg: BenchBuildC
     cfg = cfg or BenchBuildConfig()
     build_dir, out_dir = Path(build_dir), Path(out_dir)
     pool = load_phrase_pool(cfg.lang)
+    if "modality" in cfg.ask and pool.modality_recognition is None:
+        raise PhrasePoolError(f"--ask modality: the {cfg.lang!r} phrasing file has no 'modality_recognition' section")
     records, skipped = read_records(build_dir)
     spaces = label_spaces(records)
     chosen_split = [r for r in records if cfg.split is None or r.split == cfg.split]
-    cands, sk, na = plan_candidates(chosen_split, spaces, cfg)
-    skipped += sk
+    cands: list[Candidate] = []
+    na: Counter = Counter()
+    if "labels" in cfg.ask:
+        cands, sk, na = plan_candidates(chosen_split, spaces, cfg)
+        skipped += sk
+    mod_space = modality_space(chosen_split, pool) if "modality" in cfg.ask else {}
+    if "modality" in cfg.ask:
+        mcands, sk = plan_modality_candidates(chosen_split, mod_space)
+        cands += mcands
+        skipped += sk
     selected, dropped = select_per_label(cands, cfg.per_label, cfg.seed)
     selected, sk = check_sources(selected, build_dir)
     skipped += sk
-    skipped += assign_options(selected, spaces, cfg.n_options, cfg.seed)
+    skipped += assign_options(selected, spaces, cfg.n_options, cfg.seed, mod_space.values())
     selected = [c for c in selected if c.answer_letter]
     out_dir.mkdir(parents=True, exist_ok=True)
     tsv_path = out_dir / "bench.tsv"
@@ -333,11 +393,15 @@ def build_benchmark(build_dir: str | Path, out_dir: str | Path, cfg: BenchBuildC
                 png = render(c, build_dir, pool)
             except (OSError, ValueError) as e:
                 skipped.append(_skip(c.record_id, c.granularity, c.region, "render_failed",
-                                     f"{rec.image}: {e}".replace(str(build_dir) + "/", "")))
+                                     f"{rec.image}: {e}".replace(str(build_dir) + "/", ""), kind=c.kind))
                 continue
             pick = stable_int(cfg.seed, "phrasing", c.key)
-            task_name = rec.clinical_task or "unspecified"
-            question = pool.question(rec.clinical_task, c.granularity, rec.modality, pick)
+            if c.kind == "modality":
+                task_name = pool.modality_recognition.name  # type: ignore[union-attr]
+                question = pool.modality_question(pick)
+            else:
+                task_name = rec.clinical_task or "unspecified"
+                question = pool.question(rec.clinical_task, c.granularity, rec.modality, pick)
             opts = c.options + [""] * (len(LETTERS) - len(c.options))
             gran_name = f"{c.granularity} level"
             w.writerow([n_written, base64.b64encode(png).decode("ascii"), question, *opts, c.answer_letter,
@@ -349,7 +413,8 @@ def build_benchmark(build_dir: str | Path, out_dir: str | Path, cfg: BenchBuildC
                          ("modality", rec.modality), ("granularity", gran_name), ("dataset", rec.dataset),
                          ("answer", c.answer_letter)):
                 counts[k][v] += 1
-    skipped.sort(key=lambda s: (s["record"], s["granularity"] or "", -1 if s["region"] is None else s["region"], s["code"]))
+    skipped.sort(key=lambda s: (s["record"], s["kind"] or "", s["granularity"] or "",
+                                -1 if s["region"] is None else s["region"], s["code"]))
     skipped_path = out_dir / "skipped.jsonl"
     with skipped_path.open("w", encoding="utf-8", newline="\n") as f:
         for s in skipped:
@@ -358,7 +423,7 @@ def build_benchmark(build_dir: str | Path, out_dir: str | Path, cfg: BenchBuildC
         "benchmark": "bench.tsv",
         "layout": "GMAI-MMBench (VLMEvalKit TSV)",
         "config": {"split": cfg.split, "per_label": cfg.per_label, "granularities": list(cfg.granularities),
-                   "options": cfg.n_options, "seed": cfg.seed, "lang": cfg.lang},
+                   "ask": list(cfg.ask), "options": cfg.n_options, "seed": cfg.seed, "lang": cfg.lang},
         "records_in_split": len(chosen_split),
         "candidates": len(cands),
         "dropped_by_per_label": dropped,
@@ -368,7 +433,8 @@ def build_benchmark(build_dir: str | Path, out_dir: str | Path, cfg: BenchBuildC
         "not_applicable": dict(sorted(na.items())),
         "label_spaces": spaces,
         "options_per_question": dict(sorted(n_opts.items(), key=lambda kv: int(kv[0]))),
-        "small_label_spaces": small_label_spaces(chosen_split, spaces, cfg.n_options),
+        "small_label_spaces": small_label_spaces(chosen_split, spaces, cfg.n_options) if "labels" in cfg.ask else {},
+        **({"modality_space": mod_space} if "modality" in cfg.ask else {}),
         **{f"by_{k}": dict(sorted(v.items())) for k, v in counts.items()},
     }
     manifest_path = out_dir / "bench_manifest.json"
