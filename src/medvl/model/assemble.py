@@ -103,8 +103,23 @@ def _load_tower(path: Path) -> tuple[Any, Any]:
                             f"allowed: {', '.join(sorted(TOWERS_WITH_CLS))}")
     if getattr(config, "num_register_tokens", 0):
         raise AssemblyError(f"vision part {path}: towers with register tokens are not supported")
-    model = AutoModel.from_pretrained(path, local_files_only=True)
+    model = _load_complete(AutoModel, path, "vision part")
     return config, model.state_dict()
+
+
+def _load_complete(cls: Any, path: Path, what: str, **kwargs: Any) -> Any:
+    """``cls.from_pretrained(path)``, refusing a folder whose weights do not fit its config (transformers would
+    fill missing weights with random ones and only warn)."""
+    try:
+        model, info = cls.from_pretrained(path, local_files_only=True, output_loading_info=True, **kwargs)
+    except RuntimeError as e:  # sizes that do not match the config
+        raise AssemblyError(f"{what} {path}: weights do not fit its config.json ({str(e).splitlines()[0]})") from None
+    missing = [k for k in info.get("missing_keys", []) if k]
+    bad = missing or info.get("mismatched_keys")
+    if bad:
+        raise AssemblyError(f"{what} {path}: weights do not fit its config.json (missing or mismatched: "
+                            f"{sorted(bad)[:5]}); refusing to use re-initialized weights")
+    return model
 
 
 def _image_processor(tower_dir: Path, config: Any, size: int) -> Any:
@@ -139,7 +154,7 @@ def assemble(spec: ModelSpec, work_dir: Path | None = None) -> tuple[Any, Any]:
     tower_dir = resolve_part(spec.vision, "vision", work_dir)
     lm_dir = resolve_part(spec.lm, "lm", work_dir)
     vconfig, vstate = _load_tower(tower_dir)
-    lm = AutoModelForCausalLM.from_pretrained(lm_dir, local_files_only=True, dtype=torch.float32)
+    lm = _load_complete(AutoModelForCausalLM, lm_dir, "lm part", dtype=torch.float32)
     tokenizer = prepare_tokenizer(AutoTokenizer.from_pretrained(lm_dir, local_files_only=True))
     has_cls = TOWERS_WITH_CLS[vconfig.model_type]
     select = spec.select if spec.select != "auto" else ("default" if has_cls else "full")
