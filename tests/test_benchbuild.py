@@ -62,7 +62,8 @@ def _rec(rel: str, sha: str, arr: np.ndarray, **kw) -> ImageRecord:
 
 def make_build(root: Path) -> Path:
     """A `medvl build`-like output: CT slices with organ label maps, fundus crops with DR grades, X-ray boxes,
-    a single-label pathology dataset, a record whose mask file is missing, and train-split records."""
+    a single-label pathology dataset, a record whose mask file is missing, and train-split records (fundus,
+    and an MR slice whose modality no test record has)."""
     from pydicom import dcmread
     from pydicom.data import get_testdata_file
     from skimage import data as skd
@@ -100,6 +101,10 @@ def make_build(root: Path) -> Path:
         recs.append(_rec(rel, sha, xr, modality="X-ray", dataset="chest_boxes", source_format="csv_boxes", task="det",
                          source_file=f"img{i}.png", regions=[Region(lab, tuple(float(v) for v in box))],
                          labels=[lab], department="Pulmonary Medicine"))
+    mr = _u8(dcmread(get_testdata_file("MR_small.dcm")).pixel_array)  # a train-only modality
+    rel, sha = _write(root, "images/{d}/{sha}.png", mr)
+    recs.append(_rec(rel, sha, mr, modality="MR", dataset="brain_mr", source_format="dicom", task="cls",
+                     source_file="mr/1.dcm", labels=["normal"], split="train"))
     ihc = np.ascontiguousarray(skd.immunohistochemistry()[:128, :128])
     rel, sha = _write(root, "images/{d}/{sha}.png", ihc)
     recs.append(_rec(rel, sha, ihc, modality="pathology", dataset="single_label", source_format="image_folder",

@@ -20,8 +20,9 @@ from medvl.curate.benchquestions import GRANULARITIES, QUESTION_KINDS
 @click.option("--split", default="test", show_default=True,
               help="Use records of this split ('all' for every split).")
 @click.option("--ask", default="labels", show_default=True,
-              help="Comma-separated question kinds: labels (which label: per dataset, at each --granularity), "
-                   "modality (which imaging modality: image level, options from the split's modalities).")
+              help="Comma-separated question kinds (" + ", ".join(QUESTION_KINDS) + "): labels = which label "
+                   "(per dataset, at each --granularity); modality = which imaging modality (image level, "
+                   "options from the split's modalities).")
 @click.option("--per-label", type=int, default=50, show_default=True,
               help="At most N questions per dataset, granularity and answer label, and per answer modality "
                    "(0 = no limit).")

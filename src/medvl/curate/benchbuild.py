@@ -40,7 +40,13 @@ from PIL import Image
 
 from medvl.core.hashing import stable_int
 from medvl.core.records import ImageRecord
-from medvl.curate.benchquestions import GRANULARITIES, QUESTION_KINDS, PhrasePool, PhrasePoolError, load_phrase_pool
+from medvl.curate.benchquestions import (
+    GRANULARITIES,
+    QUESTION_KINDS,
+    PhrasePool,
+    PhrasePoolError,
+    load_phrase_pool,
+)
 from medvl.curate.overlay import draw_box, draw_contour, draw_mask
 from medvl.curate.phash import canonical_rgb
 from medvl.imaging.boxes import box_inside

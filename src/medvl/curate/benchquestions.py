@@ -13,12 +13,11 @@ image-level granularity cue, and names no modality (the answer must not be in th
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any
-
-import re
 
 import yaml
 
