@@ -150,12 +150,18 @@ class MedvlTrainer(Trainer):
 
 class MetricsLog(TrainerCallback):
     """Appends one JSON line per logging step to ``metrics.jsonl``: loss, grad norm, per-group learning rate,
-    tokens/s and samples/s (all processes), elapsed time."""
+    tokens/s and samples/s (all processes), elapsed time. ``lr_groups`` are the rates the step's optimizer update
+    used (read before the scheduler moves them on), like transformers' own ``learning_rate``."""
 
     def __init__(self, path: Path, trainer: MedvlTrainer):
         self.path = path
         self.trainer = trainer
         self.last = (time.perf_counter(), 0, 0)
+        self.step_lrs: dict[str, float] = {}
+
+    def on_optimizer_step(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        opt = self.trainer.optimizer
+        self.step_lrs = {g.get("name", str(i)): g["lr"] for i, g in enumerate(opt.param_groups)} if opt else {}
 
     def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         self.last = (time.perf_counter(), self.trainer.tokens_seen, self.trainer.samples_seen)
@@ -169,9 +175,8 @@ class MetricsLog(TrainerCallback):
             return
         dt = max(now - t0, 1e-9)
         world = max(1, args.world_size)
-        opt = self.trainer.optimizer
         record = {"step": state.global_step, "epoch": round(state.epoch or 0.0, 4), **logs,
-                  "lr_groups": {g.get("name", str(i)): g["lr"] for i, g in enumerate(opt.param_groups)} if opt else {},
+                  "lr_groups": self.step_lrs,
                   "tokens_per_s": round((tokens - tok0) * world / dt, 1),
                   "samples_per_s": round((samples - smp0) * world / dt, 2)}
         with open(self.path, "a", encoding="utf-8") as f:
