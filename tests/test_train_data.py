@@ -295,3 +295,14 @@ def test_tokenizer_without_the_image_token_is_refused():
     with pytest.raises(ValueError, match="encodes '<image>'"):
         tokenize_all([], tok, chat_template=chat_template(), image_token_id=tok.eos_token_id, n_image_tokens=4,
                       max_length=64)
+
+
+def test_template_without_generation_markers_rejects_instead_of_training_nothing(tmp_path_factory):
+    convs, *_ = demo_samples(tmp_path_factory)
+    tok = tokenizer()
+    plain = chat_template().replace("{%- generation -%}", "").replace("{%- endgeneration -%}", "")
+    assert plain != chat_template()
+    samples, rejects, stats = tokenize_all(convs[:20], tok, chat_template=plain,
+                                           image_token_id=tok.convert_tokens_to_ids("<image>"),
+                                           n_image_tokens=N_IMAGE_TOKENS, max_length=2048)
+    assert not samples and stats.rejected == 20 and "{% generation %}" in rejects[0].reason

@@ -79,6 +79,9 @@ def expand(conv: Conversation, ids: Sequence[int], mask: Sequence[int], *, image
         return Reject(conv.source, conv.id, f"{len(starts)} image token(s) after templating for "
                       f"{len(conv.images)} image(s) (does a text spell {IMAGE_TOKEN!r} inside a word?)", STAGE)
     labels = [t if m else IGNORE for t, m in zip(ids, mask)]
+    if labels.count(IGNORE) == len(labels):
+        return Reject(conv.source, conv.id, "no answer token to learn (does the chat template wrap answers in "
+                      "{% generation %} markers?)", STAGE)
     if starts:
         out_ids: list[int] = []
         out_labels: list[int] = []
