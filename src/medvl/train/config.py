@@ -23,10 +23,11 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 PRESETS = ("stage1", "stage2", "stage3")
 MODULES = ("projector", "vision", "lm")
+SHIPPED_DEEPSPEED = {"zero2": "deepspeed_zero2.json", "zero3": "deepspeed_zero3.json"}  # in configs/
 
 
 class TrainConfigError(ValueError):
@@ -111,7 +112,35 @@ class TrainConfig(BaseModel):
     seed: int = 0
     feature_cache_dir: str | None = Field(None, description="default: <output_dir>/feature_cache")
     feature_dtype: Literal["float32", "float16"] = "float32"
+    deepspeed: str | None = Field(None, description="DeepSpeed JSON for every stage: a path, or zero2 / zero3 (the "
+                                  "files shipped in medvl/train/configs/; their 'auto' values the Trainer fills)")
+    fsdp: str | None = Field(None, description='FSDP options as TrainingArguments takes them, e.g. "full_shard '
+                             'auto_wrap" (or launch with accelerate launch --config_file configs/fsdp.yaml)')
+    fsdp_config: dict[str, Any] | str | None = Field(None, description="FSDP settings: a mapping or a JSON path")
     stages: list[StageConfig]
+
+    @model_validator(mode="after")
+    def _engines(self) -> "TrainConfig":
+        if self.deepspeed and self.fsdp:
+            raise ValueError("deepspeed and fsdp exclude each other; set one")
+        for key in ("deepspeed", "fsdp_config"):
+            value = getattr(self, key)
+            if isinstance(value, str) and value not in SHIPPED_DEEPSPEED and not Path(value).is_file():
+                raise ValueError(f"{key}: no such file {value}" + (f" (or one of {', '.join(SHIPPED_DEEPSPEED)})"
+                                                                    if key == "deepspeed" else ""))
+        return self
+
+    def engine_args(self) -> dict[str, Any]:
+        """The DeepSpeed / FSDP settings as ``TrainingArguments`` keywords (empty when neither is set)."""
+        out: dict[str, Any] = {}
+        if self.deepspeed:
+            name = SHIPPED_DEEPSPEED.get(self.deepspeed)
+            out["deepspeed"] = str(resources.files("medvl.train") / "configs" / name) if name else self.deepspeed
+        if self.fsdp:
+            out["fsdp"] = self.fsdp
+        if self.fsdp_config is not None:
+            out["fsdp_config"] = self.fsdp_config
+        return out
 
     @field_validator("stages")
     @classmethod
@@ -197,6 +226,9 @@ def parse_config(raw: dict[str, Any], root: Path, where: str = "config") -> Trai
     for key in ("model", "output_dir", "feature_cache_dir"):
         if raw.get(key):
             raw[key] = _resolve(str(raw[key]), root)
+    for key in ("deepspeed", "fsdp_config"):
+        if isinstance(raw.get(key), str) and raw[key] not in SHIPPED_DEEPSPEED:
+            raw[key] = _resolve(raw[key], root)
     try:
         return TrainConfig.model_validate(raw)
     except ValidationError as e:

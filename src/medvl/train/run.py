@@ -56,14 +56,14 @@ def _diff(old: Any, new: Any, prefix: str = "") -> list[str]:
     return [] if old == new else [f"{prefix}: {old!r} -> {new!r}"]
 
 
-def _check_resumable(stage_dir: Path, fingerprint: dict[str, Any], resume: bool, overwrite: bool) -> None:
-    """Refuse to mix runs: an existing stage folder is resumed only under the same config."""
+def _check_resumable(stage_dir: Path, fingerprint: dict[str, Any], resume: bool, overwrite: bool) -> bool:
+    """Refuse to mix runs: an existing stage folder is resumed only under the same config. Reads only (every
+    process checks); returns True when ``overwrite`` asks to delete the folder first."""
     state = stage_dir / "stage.json"
     if not stage_dir.exists() or not any(stage_dir.iterdir()):
-        return
+        return False
     if overwrite:
-        shutil.rmtree(stage_dir)
-        return
+        return True
     if not resume:
         raise TrainConfigError(f"{stage_dir} holds an earlier run; pass --resume to continue it or --overwrite")
     if state.is_file():
@@ -72,6 +72,7 @@ def _check_resumable(stage_dir: Path, fingerprint: dict[str, Any], resume: bool,
         if changes:
             raise TrainConfigError(f"{stage_dir}: the config changed since this stage started, refusing to "
                                    f"resume: {'; '.join(changes[:8])}")
+    return False
 
 
 def _finished(stage_dir: Path) -> bool:
@@ -100,8 +101,10 @@ def load_model(path: Path) -> tuple[Any, Any]:
     return model, AutoProcessor.from_pretrained(path, local_files_only=True)
 
 
-def prepare_data(cfg: TrainConfig, stage: StageConfig, processor: Any, log: Log) -> tuple[Any, dict, list]:
-    """(dataset, stats, rejects): read, tokenize (loss on answers), pack."""
+def prepare_data(cfg: TrainConfig, stage: StageConfig, processor: Any, log: Log,
+                 global_batch: int = 1) -> tuple[Any, dict, list]:
+    """(dataset, stats, rejects): read, tokenize (loss on answers), pack (the pack count made a multiple of
+    ``global_batch``, see :func:`fill_global_batches`)."""
     from medvl.model.assemble import image_tokens_per_image
     from medvl.train.data import load_training_data
     from medvl.train.packing import PackedDataset
@@ -118,6 +121,10 @@ def prepare_data(cfg: TrainConfig, stage: StageConfig, processor: Any, log: Log)
         raise TrainConfigError(f"stage {stage.name}: no usable training sample ({len(rejects)} rejected; "
                                "see rejects.jsonl)")
     dataset = PackedDataset(samples, cfg.max_length, seed=cfg.seed, packed=cfg.packing)
+    short = fill_global_batches(dataset, global_batch)
+    if short:
+        log(f"{stage.name}: {len(dataset)} packs do not fill the last step of an epoch ({global_batch} packs per "
+            f"step over all processes); with several processes accelerate repeats {short} packs there")
     pstats = dataset.stats
     summary = {"conversations": len(conversations) + len(rejects) - len(tok_rejects), "rejected": len(rejects),
                "tokenize": stats.as_dict(), "packing": {"enabled": cfg.packing, **pstats}}
@@ -127,7 +134,24 @@ def prepare_data(cfg: TrainConfig, stage: StageConfig, processor: Any, log: Log)
     return dataset, summary, rejects
 
 
+def fill_global_batches(dataset: Any, global_batch: int) -> int:
+    """Split packs (whole samples: the last sample of the pack holding most samples moves to a new pack) until
+    the pack count divides by ``global_batch`` (packs per optimizer step over all processes), so every step of
+    an epoch is full. Otherwise the last step is short with one process, while with several accelerate fills
+    it with packs from the epoch's start (``even_batches``) and N processes train on other data than one.
+    Returns how many packs are still missing (0 unless there are too few multi-sample packs to split)."""
+    from medvl.train.packing import packing_stats
+
+    packs = dataset.packs
+    while len(packs) % global_batch and max((len(p) for p in packs), default=0) > 1:
+        fullest = max(range(len(packs)), key=lambda i: (len(packs[i]), -i))
+        packs.append([packs[fullest].pop()])
+    dataset.stats = packing_stats(packs, [len(s.input_ids) for s in dataset.samples], dataset.max_length)
+    return -len(packs) % global_batch
+
+
 def training_args(cfg: TrainConfig, stage: StageConfig, stage_dir: Path) -> Any:
+    """transformers ``TrainingArguments`` of a stage (DeepSpeed / FSDP settings forwarded from the config)."""
     import torch
     from transformers import TrainingArguments
 
@@ -145,7 +169,7 @@ def training_args(cfg: TrainConfig, stage: StageConfig, stage_dir: Path) -> Any:
         activation_checkpointing_kwargs={"use_reentrant": False}, remove_unused_columns=False, report_to=[],
         dataloader_num_workers=stage.dataloader_workers, ddp_backend="gloo" if not cuda and _world_size() > 1 else None,
         ddp_find_unused_parameters=stage.lr.vision > 0 or stage.lr.lm > 0, disable_tqdm=True, use_cpu=not cuda,
-        save_only_model=False)
+        save_only_model=False, **cfg.engine_args())
 
 
 def _world_size() -> int:
@@ -160,7 +184,7 @@ def run_stage(cfg: TrainConfig, stage: StageConfig, init: Path, resume: bool = F
     from medvl.model.assemble import save_model
     from medvl.train.features import FeatureCache
     from medvl.train.trainer import Collator, MedvlTrainer, MetricsLog, add_lora, apply_freezing, trainable_counts
-    from medvl.train.trainer import install_feature_hook, merge_lora
+    from medvl.train.trainer import install_blank_image_hook, install_feature_hook, merge_lora
 
     stage_dir = Path(cfg.output_dir) / stage.name
     fingerprint = {**cfg.fingerprint(stage), "init": str(init)}
@@ -168,17 +192,25 @@ def run_stage(cfg: TrainConfig, stage: StageConfig, init: Path, resume: bool = F
         state = json.loads((stage_dir / "stage.json").read_text(encoding="utf-8"))
         log(f"{stage.name}: finished earlier, skipped")
         return StageResult(stage.name, stage_dir / "final", True, state)
-    _check_resumable(stage_dir, fingerprint, resume, overwrite)
-    stage_dir.mkdir(parents=True, exist_ok=True)
-    _write_state(stage_dir, {"status": "running", "fingerprint": fingerprint, "identity": identity()})
+    args = training_args(cfg, stage, stage_dir)  # sets up the processes (torchrun / accelerate launch)
+    main = args.process_index == 0
+    wipe = _check_resumable(stage_dir, fingerprint, resume, overwrite)  # every process checks, one writes
+    args.distributed_state.wait_for_everyone()
+    if main:
+        if wipe:
+            shutil.rmtree(stage_dir)
+        stage_dir.mkdir(parents=True, exist_ok=True)
+        _write_state(stage_dir, {"status": "running", "fingerprint": fingerprint, "identity": identity()})
+    args.distributed_state.wait_for_everyone()
     model, processor = load_model(init)
-    dataset, summary, rejects = prepare_data(cfg, stage, processor, log)
-    _write_rejects(stage_dir / "rejects.jsonl", rejects)
+    global_batch = args.world_size * stage.batch_size * stage.grad_accum
+    dataset, summary, rejects = prepare_data(cfg, stage, processor, log, global_batch)
+    if main:
+        _write_rejects(stage_dir / "rejects.jsonl", rejects)
     counts = apply_freezing(model, stage.lr)
     if stage.lora is not None:
         model = add_lora(model, stage.lora, stage.lr)
         counts = trainable_counts(model)
-    args = training_args(cfg, stage, stage_dir)
     cache = None
     if stage.uses_feature_cache():
         cache = FeatureCache(cfg.feature_cache_dir or Path(cfg.output_dir) / "feature_cache", model,
@@ -188,12 +220,13 @@ def run_stage(cfg: TrainConfig, stage: StageConfig, init: Path, resume: bool = F
             n = cache.ensure([r for s in dataset.samples for r in s.images])
             log(f"{stage.name}: feature cache {cache.dir}: {n} images encoded in {time.perf_counter() - t0:.1f} s")
         install_feature_hook(model.get_base_model() if hasattr(model, "get_base_model") else model)
+    install_blank_image_hook(model.get_base_model() if hasattr(model, "get_base_model") else model, cache is not None)
     collator = Collator(processor.tokenizer.pad_token_id, processor.image_processor, cache)
     trainer = MedvlTrainer(model=model, args=args, train_dataset=dataset, data_collator=collator,
                            module_lr=stage.lr)
     metrics_path = stage_dir / "metrics.jsonl"
     ckpt = last_checkpoint(stage_dir) if resume else None
-    if ckpt is None and metrics_path.exists():
+    if main and ckpt is None and metrics_path.exists():
         metrics_path.unlink()
     trainer.add_callback(MetricsLog(metrics_path, trainer))
     log(f"{stage.name}: training {', '.join(stage.lr.trainable())} ({counts}) "

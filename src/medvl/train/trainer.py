@@ -95,6 +95,37 @@ def install_feature_hook(model: torch.nn.Module) -> Any:
     return model.register_forward_pre_hook(hook, with_kwargs=True)
 
 
+def install_blank_image_hook(model: torch.nn.Module, cached: bool) -> Any:
+    """A batch without images (a pack of text-only samples) still runs the image path once, on a blank input,
+    times 0 added to the loss: the projector on a zero feature when features come from the cache, else the
+    tower and projector on a black image. The loss then always depends on the modules that learn, so a
+    text-only batch of stage I or II (nothing else trainable) gives zero gradients instead of failing, DDP sees
+    the same parameters used on every process, and ZeRO-3 / FSDP gather the same modules everywhere."""
+    from medvl.train.features import encode
+
+    image_keys = ("pixel_values", "image_features", "mm_encoder_outputs")
+    state = {"blank": False}
+
+    def pre(module: torch.nn.Module, args: tuple, kwargs: dict) -> None:
+        state["blank"] = module.training and not any(kwargs.get(k) is not None for k in image_keys)
+
+    def post(module: torch.nn.Module, args: tuple, kwargs: dict, output: Any) -> Any:
+        if not state["blank"] or getattr(output, "loss", None) is None:
+            return output
+        projector = module.model.multi_modal_projector
+        weight = projector.linear_1.weight
+        if cached:
+            feats = weight.new_zeros(1, 1, weight.shape[1])
+        else:
+            size = module.config.vision_config.image_size
+            feats = encode(module, weight.new_zeros(1, 3, size, size)).to(weight.dtype)
+        output.loss = output.loss + 0.0 * projector(feats).sum()
+        return output
+
+    return (model.register_forward_pre_hook(pre, with_kwargs=True),
+            model.register_forward_hook(post, with_kwargs=True))
+
+
 class Collator:
     """Packs -> model inputs: token tensors from ``collate_packs`` plus pixel values (the processor's image
     preprocessing) or cached features; ``n_tokens`` / ``n_samples`` ride along for the metrics."""
