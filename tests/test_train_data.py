@@ -90,7 +90,7 @@ def test_mixture_ratios_per_file(build, tmp_path):
         assert len(sd.conversations) == int(r) * n + int((r - int(r)) * n + 0.5), sd.name
     again = read_spec(tmp_path / "mix.json", seed=0)
     other = read_spec(tmp_path / "mix.json", seed=7)
-    ids = lambda ps: {p.name: [c.id for c in p.conversations] for p in ps}  # noqa: E731
+    ids = lambda ps: {p.name: [c.id for c in p.conversations] for p in ps}
     assert ids(parts) == ids(again)
     assert ids(parts)["mni152"] != ids(other)["mni152"] and ids(parts)["xray_csv"] == ids(other)["xray_csv"]
     # a spec-level ratio multiplies the file ratios
@@ -107,7 +107,7 @@ def _user_dataset(build: Path, root: Path) -> list[dict]:
     for i, p in enumerate(imgs):
         shutil.copy(p, root / "pics" / f"scan{i}.png")
     H, G = "human", "gpt"
-    t = lambda f, v: {"from": f, "value": v}  # noqa: E731
+    t = lambda f, v: {"from": f, "value": v}
     return [
         {"id": "ok-single", "image": "pics/scan0.png", "conversations": [t(H, "<image>\nWhat is it?"), t(G, "A scan.")]},
         {"id": "ok-no-placeholder", "image": "pics/scan1.png", "conversations": [t(H, "Describe."), t(G, "Tissue.")]},
@@ -163,12 +163,14 @@ def test_user_llava_json_bad_items_rejected_with_reasons(build, tmp_path):
 
 def test_jsonl_bad_line_and_bad_files(tmp_path):
     p = tmp_path / "d.jsonl"
-    p.write_text('{"conversations": [{"from": "human", "value": "Q"}, {"from": "gpt", "value": "A"}]}\n'
-                 "{not json\n\n"
-                 '{"id": 5, "conversations": [{"from": "human", "value": "Q"}, {"from": "gpt", "value": "A"}]}\n')
+    p.write_bytes(b'{"conversations": [{"from": "human", "value": "Q"}, {"from": "gpt", "value": "A"}]}\n'
+                  b"{not json\n\n"
+                  b'{"id": 5, "conversations": [{"from": "human", "value": "Q"}, {"from": "gpt", "value": "A"}]}\n'
+                  b'{"id": 6, "conversations": [{"from": "human", "value": "caf\xe9"}]}\n')
     convs, rej = load_training_data(p)
     assert [c.id for c in convs] == ["d.jsonl:1", "5"]
-    assert len(rej) == 1 and rej[0].item == f"{p}: line 2" and "invalid JSON" in rej[0].reason
+    assert [(r.item, r.reason) for r in rej] == [(f"{p}: line 2", ("invalid JSON (Expecting property name enclosed "
+                                                   "in double quotes)")), (f"{p}: line 5", "not UTF-8 text")]
     with pytest.raises(DataError, match="nowhere.json: file not found"):
         load_training_data(tmp_path / "nowhere.json")
     (tmp_path / "x.csv").write_text("a,b\n")
@@ -187,9 +189,10 @@ def test_jsonl_bad_line_and_bad_files(tmp_path):
 
 
 def test_image_ref_bytes_and_key():
-    from skimage import data
     import io
+
     from PIL import Image
+    from skimage import data
 
     arr = data.retina()[::8, ::8]
     buf = io.BytesIO()
@@ -256,7 +259,7 @@ def _two_image_conv(build: Path, tmp_path: Path):
 def test_truncation_never_splits_an_image_block(build, tmp_path, tmp_path_factory):
     tok = tokenizer()
     image_id = tok.convert_tokens_to_ids("<image>")
-    kw = dict(chat_template=chat_template(), image_token_id=image_id, n_image_tokens=N_IMAGE_TOKENS)
+    kw = {"chat_template": chat_template(), "image_token_id": image_id, "n_image_tokens": N_IMAGE_TOKENS}
     conv, _ = _two_image_conv(build, tmp_path)
     full = tokenize_conversation(conv, tok, max_length=4096, **kw)
     blocks = [i for i, t in enumerate(full.input_ids) if t == image_id and full.input_ids[i - 1] != image_id]
@@ -306,3 +309,19 @@ def test_template_without_generation_markers_rejects_instead_of_training_nothing
                                            image_token_id=tok.convert_tokens_to_ids("<image>"),
                                            n_image_tokens=N_IMAGE_TOKENS, max_length=2048)
     assert not samples and stats.rejected == 20 and "{% generation %}" in rejects[0].reason
+
+
+def test_a_template_error_rejects_only_that_sample(tmp_path_factory):
+    convs, *_ = demo_samples(tmp_path_factory)
+    convs = [c for c in convs if len(c.messages) == 2][:6]
+    bad = convs[2]
+    bad = type(bad)(bad.id, [dict(m) for m in bad.messages], bad.images, bad.source)
+    bad.messages[1]["content"] = "FORBIDDEN"
+    tpl = "{%- if 'FORBIDDEN' in messages[1]['content'] %}{{ raise_exception('no FORBIDDEN') }}{% endif -%}" + \
+        chat_template()
+    tok = tokenizer()
+    samples, rejects, stats = tokenize_all(convs[:2] + [bad] + convs[3:], tok, chat_template=tpl,
+                                           image_token_id=tok.convert_tokens_to_ids("<image>"),
+                                           n_image_tokens=N_IMAGE_TOKENS, max_length=2048)
+    assert [s.id for s in samples] == [c.id for i, c in enumerate(convs) if i != 2]
+    assert [(r.item, r.reason) for r in rejects] == [(bad.id, "chat template failed: no FORBIDDEN")]

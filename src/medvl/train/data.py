@@ -24,10 +24,11 @@ import io
 import json
 import math
 import random
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Iterator, Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -210,14 +211,16 @@ def _llava_rows(path: Path, fmt: str) -> Iterator[tuple[str, Any]]:
             yield f"item {i}", obj
         return
     try:
-        f = open(path, encoding="utf-8")
+        f = open(path, "rb")  # noqa: SIM115 - closed by the with below; bytes so one bad line is one reject
     except OSError as e:
         raise DataError(f"training data {path}: cannot open ({e})") from None
     with f:
         for n, line in enumerate(f, 1):
             if line.strip():
                 try:
-                    yield f"line {n}", json.loads(line)
+                    yield f"line {n}", json.loads(line.decode("utf-8"))
+                except UnicodeDecodeError:
+                    yield f"line {n}", _Bad("not UTF-8 text")
                 except json.JSONDecodeError as e:
                     yield f"line {n}", _Bad(f"invalid JSON ({e.msg})")
 
@@ -250,11 +253,12 @@ def _read_json_items(path: Path, fmt: str, root: Path, source: str, out: SourceD
 
 
 def _read_parquet(path: Path, root: Path, source: str, out: SourceData, batch_rows: int = 256) -> None:
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
     try:
         pf = pq.ParquetFile(path)
-    except Exception as e:  # pyarrow raises ArrowInvalid / OSError
+    except (OSError, ValueError, pa.ArrowException) as e:
         raise DataError(f"training data {path}: not a readable Parquet file ({e})") from None
     missing = {"conversations"} - set(pf.schema_arrow.names)
     if missing:
@@ -305,8 +309,8 @@ def detect_format(path: Path) -> str:
     if suffix not in (".json", ".jsonl"):
         raise DataError(f"training data {path}: unknown format (extension {suffix or 'none'!r}); pass format= "
                         f"one of {', '.join(FORMATS)}")
-    with open(path, encoding="utf-8") as f:
-        head = f.read(1 << 16)
+    with open(path, "rb") as f:
+        head = f.read(1 << 16).decode("utf-8", errors="replace")
     stripped = head.lstrip()
     if suffix == ".json" and stripped.startswith("["):
         return "llava-json"

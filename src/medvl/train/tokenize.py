@@ -11,8 +11,9 @@ others are kept with ``truncated=True`` and counted in :class:`TokenizeStats`.""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 from medvl.core.records import Reject
 from medvl.train.data import IMAGE_TOKEN, Conversation, ImageRef
@@ -127,7 +128,7 @@ def tokenize_conversation(conv: Conversation, tokenizer: Any, *, chat_template: 
     """One conversation -> a :class:`TokenizedSample`, or a :class:`Reject` saying why not."""
     try:
         ids, masks = _render(tokenizer, chat_template, [conv.messages])
-    except Exception as e:  # a template error on this sample's content
+    except Exception as e:  # noqa: BLE001 - any template/tokenizer error on this sample's content rejects it
         return Reject(conv.source, conv.id, f"chat template failed: {e}", STAGE)
     return expand(conv, ids[0], masks[0], image_token_id=image_token_id, n_image_tokens=n_image_tokens,
                   max_length=max_length)
@@ -144,13 +145,13 @@ def tokenize_all(conversations: Sequence[Conversation], tokenizer: Any, *, chat_
     samples: list[TokenizedSample] = []
     rejects: list[Reject] = []
     stats = TokenizeStats(conversations=len(conversations))
-    kw = dict(image_token_id=image_token_id, n_image_tokens=n_image_tokens, max_length=max_length)
+    kw = {"image_token_id": image_token_id, "n_image_tokens": n_image_tokens, "max_length": max_length}
     for b in range(0, len(conversations), batch_size):
         chunk = conversations[b:b + batch_size]
         try:
             ids, masks = _render(tokenizer, chat_template, [c.messages for c in chunk])
             results = [expand(c, i, m, **kw) for c, i, m in zip(chunk, ids, masks)]
-        except Exception:
+        except Exception:  # noqa: BLE001 - redo one by one: only the failing samples are rejected
             results = [tokenize_conversation(c, tokenizer, chat_template=chat_template, **kw) for c in chunk]
         for conv, r in zip(chunk, results):
             if isinstance(r, Reject):
