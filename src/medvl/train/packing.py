@@ -12,7 +12,8 @@ from __future__ import annotations
 import bisect
 import random
 from collections import deque
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from medvl.train.data import ImageRef
 from medvl.train.tokenize import IGNORE, TokenizedSample
