@@ -15,6 +15,7 @@ from transformers import Trainer, TrainerCallback
 
 from medvl.train.config import MODULES, LoraSpec, ModuleLR
 
+CHECKPOINT_WEIGHTS = "medvl_weights.safetensors"  # a checkpoint's weights, under the in-memory parameter names
 NO_DECAY = ("bias", "norm", "embed_tokens", "position_embedding", "class_embedding", "cls_token", "mask_token")
 
 
@@ -177,6 +178,34 @@ class MedvlTrainer(Trainer):
         inputs["use_cache"] = False  # a cache would disable the block-diagonal mask of packed samples
         return super().compute_loss(model, inputs, return_outputs=return_outputs,
                                     num_items_in_batch=num_items_in_batch)
+
+    def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
+        """Checkpoint weights under the model's own parameter names (adapters included). ``save_pretrained`` renames
+        LLaVA's keys to the original layout, which ``Trainer`` resumes without renaming back (every weight silently
+        stays at its start value), and saves only the adapters of a PEFT model (a LoRA stage's projector and tower
+        would restart). DeepSpeed and FSDP keep their own checkpoint formats."""
+        if self.is_deepspeed_enabled or self.is_fsdp_enabled:
+            return super()._save(output_dir, state_dict)
+        if not self.args.should_save:
+            return None
+        from safetensors.torch import save_model
+        from transformers.trainer import TRAINING_ARGS_NAME
+
+        out = Path(output_dir if output_dir is not None else self.args.output_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        save_model(self.accelerator.unwrap_model(self.model), str(out / CHECKPOINT_WEIGHTS))
+        torch.save(self.args, out / TRAINING_ARGS_NAME)
+        return None
+
+    def _load_from_checkpoint(self, resume_from_checkpoint: str, model: Any = None) -> None:
+        """Load a checkpoint written by :meth:`_save` strictly: any missing or unexpected weight is an error."""
+        path = Path(resume_from_checkpoint) / CHECKPOINT_WEIGHTS
+        if not path.is_file():
+            return super()._load_from_checkpoint(resume_from_checkpoint, model)
+        from safetensors.torch import load_model
+
+        load_model(model if model is not None else self.model, str(path), strict=True)
+        return None
 
 
 class MetricsLog(TrainerCallback):
