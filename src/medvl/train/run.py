@@ -209,6 +209,9 @@ def run_stage(cfg: TrainConfig, stage: StageConfig, init: Path, resume: bool = F
         _write_rejects(stage_dir / "rejects.jsonl", rejects)
     counts = apply_freezing(model, stage.lr)
     if stage.lora is not None:
+        from transformers import set_seed
+
+        set_seed(cfg.seed)  # the adapters' random init must not depend on what the process ran before
         model = add_lora(model, stage.lora, stage.lr)
         counts = trainable_counts(model)
     cache = None
