@@ -231,6 +231,8 @@ def run_stage(cfg: TrainConfig, stage: StageConfig, init: Path, resume: bool = F
     ckpt = last_checkpoint(stage_dir) if resume else None
     if main and ckpt is None and metrics_path.exists():
         metrics_path.unlink()
+    if main and ckpt is not None and metrics_path.exists():
+        _drop_metrics_after(metrics_path, ckpt)
     trainer.add_callback(MetricsLog(metrics_path, trainer))
     log(f"{stage.name}: training {', '.join(stage.lr.trainable())} ({counts}) "
         f"{'from ' + ckpt if ckpt else 'from ' + str(init)}")
@@ -243,6 +245,14 @@ def run_stage(cfg: TrainConfig, stage: StageConfig, init: Path, resume: bool = F
         _write_state(stage_dir, {"status": "done", "fingerprint": fingerprint, "identity": identity(), **summary})
     trainer.accelerator.wait_for_everyone()
     return StageResult(stage.name, final, False, summary)
+
+
+def _drop_metrics_after(path: Path, ckpt: str) -> None:
+    """Resuming from ``ckpt`` replays the steps after it: drop their lines logged before the interruption, so
+    ``metrics.jsonl`` holds every step once."""
+    step = json.loads((Path(ckpt) / "trainer_state.json").read_text(encoding="utf-8"))["global_step"]
+    lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
+    path.write_text("".join(ln for ln in lines if json.loads(ln).get("step", 0) <= step), encoding="utf-8")
 
 
 def _write_state(stage_dir: Path, state: dict[str, Any]) -> None:
