@@ -13,7 +13,7 @@ import pytest
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
-from train_helpers import xray_png  # noqa: E402
+from train_helpers import one_torch_thread, xray_png  # noqa: E402,F401
 
 from medvl.model import tiny  # noqa: E402
 from medvl.model.assemble import AssemblyError, ModelSpec, assemble, init_model  # noqa: E402

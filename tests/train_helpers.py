@@ -12,9 +12,22 @@ import math
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
 _CACHE: dict[tuple[str, str], Any] = {}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread():
+    """Tiny models on 2 shared cores: one intra-op thread avoids oversubscription (4x faster when the machine is
+    busy); restored afterwards. Import it into a test module to use it there."""
+    import torch
+
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
 
 # hand-made items (a user's own LLaVA JSON next to medvl's export): text-only, one overlong answer (truncated,
 # kept), one overlong question (nothing left to learn: rejected), one missing image, one placeholder mismatch
@@ -68,14 +81,21 @@ def demo_build(base: Path) -> Path:
 
 
 def corpus_json(base: Path, n_images: int = 36) -> Path:
-    """``train.json``: ``n_images`` samples of the demo build's LLaVA export (spread over its sources, image
-    paths made absolute) followed by :data:`TEXT_ONLY` and the overlong / broken items."""
+    """``train.json``: ``n_images`` samples of the demo build's LLaVA export (taken in turn from each source and
+    kind of sample: captions, QA, multi-turn conversations; image paths made absolute) followed by :data:`TEXT_ONLY` and the overlong / broken items."""
     key = ("json", str(base))
     if key not in _CACHE:
         build = demo_build(base)
         items = json.loads((build / "llava" / "train.json").read_text(encoding="utf-8"))
-        step = max(1, len(items) // n_images)
-        chosen = items[::step][:n_images]
+        groups: dict[str, list] = {}  # by (source, kind) from the sample id, so every kind is represented
+        for it in items:
+            parts = it["id"].split("#")
+            groups.setdefault(f"{parts[3]}/{parts[-3]}", []).append(it)
+        chosen = []
+        while len(chosen) < n_images and any(groups.values()):
+            for key in sorted(groups):
+                if groups[key] and len(chosen) < n_images:
+                    chosen.append(groups[key].pop(0))
         for it in chosen:
             it["image"] = str(build / it["image"])
         out = base / "demo" / "train.json"
