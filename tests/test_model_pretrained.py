@@ -205,6 +205,14 @@ def test_cache_returns_the_same_folder_without_reading_the_source(converted, mon
         assert time.perf_counter() - start < 0.5
     with pytest.raises(AssertionError, match="read or converted"):  # verify=True on an unverified folder
         pretrained.smollm2_135m()  # would load the GGUF file to verify it
+    monkeypatch.undo()  # hashing allowed again, converting still not
+    monkeypatch.setenv("MEDVL_CACHE", str(converted["root"]))
+    monkeypatch.setattr(pretrained, "_converter", forbidden)
+    marker = converted["dinov2_s14"] / pretrained.MARKER
+    stamp = json.loads(marker.read_text())
+    marker.write_text(json.dumps({**stamp, "mtime_ns": 1}))  # as after a reinstall of the same file
+    assert pretrained.dinov2_s14() == converted["dinov2_s14"]  # found again by the file's sha256
+    assert json.loads(marker.read_text()) == stamp
     names = sorted(p.name for p in converted["root"].iterdir())
     assert [n.split("-")[0] for n in names] == ["clip_b16", "dinov2_s14", "smollm2_135m"]  # no temp dirs
 

@@ -23,16 +23,23 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from medvl.model.pretrained import ConversionError, load_exact, rounded, verification_images
+from medvl.model.pretrained import (
+    ConversionError,
+    load_exact,
+    rounded,
+    verification_images,
+)
 
-CLIP_CONFIG: dict[str, Any] = dict(
-    hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12, image_size=224,
-    patch_size=16, hidden_act="quick_gelu", layer_norm_eps=1e-5, projection_dim=512, num_channels=3,
-)
-DINOV2_CONFIG: dict[str, Any] = dict(
-    hidden_size=384, num_attention_heads=6, num_hidden_layers=12, mlp_ratio=4, image_size=518, patch_size=14,
-    layerscale_value=1.0, layer_norm_eps=1e-6, hidden_act="gelu", use_mask_token=False, num_channels=3,
-)
+CLIP_CONFIG: dict[str, Any] = {
+    "hidden_size": 768, "intermediate_size": 3072, "num_hidden_layers": 12, "num_attention_heads": 12,
+    "image_size": 224, "patch_size": 16, "hidden_act": "quick_gelu", "layer_norm_eps": 1e-5,
+    "projection_dim": 512, "num_channels": 3,
+}
+DINOV2_CONFIG: dict[str, Any] = {
+    "hidden_size": 384, "num_attention_heads": 6, "num_hidden_layers": 12, "mlp_ratio": 4, "image_size": 518,
+    "patch_size": 14, "layerscale_value": 1.0, "layer_norm_eps": 1e-6, "hidden_act": "gelu",
+    "use_mask_token": False, "num_channels": 3,  # no mask token: it only serves masked-image pretraining
+}
 # transformers 4 DINOv2 attention names (as in the ONNX file) -> transformers 5 names
 _DINOV2_RENAMES = (
     (".attention.attention.query.", ".attention.q_proj."),
