@@ -8,6 +8,7 @@ trains the projector from cached features (stage 1) and one that trains the towe
 from __future__ import annotations
 
 import json
+import math
 import os
 import socket
 import subprocess
@@ -20,7 +21,7 @@ import yaml
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
-from train_helpers import corpus_json, metrics, tiny_init, weights, write_config  # noqa: E402
+from train_helpers import corpus_json, metrics, tiny_init, weights, write_config
 
 pytestmark = pytest.mark.torch
 REPO = Path(__file__).resolve().parents[1]
@@ -42,7 +43,7 @@ def _train(config: Path, nproc: int, timeout: float = 150) -> subprocess.Complet
     else:
         cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc_per_node", str(nproc),
                "--master_addr", "127.0.0.1", "--master_port", str(_free_port()), *cli]
-    res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout, cwd=config.parent)
+    res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout, cwd=config.parent, check=False)
     assert res.returncode == 0, f"{' '.join(cmd)} failed:\n{res.stdout[-3000:]}\n{res.stderr[-6000:]}"
     return res
 
@@ -121,7 +122,7 @@ def test_text_only_batches_in_stages_that_train_no_lm(tmp_path_factory, tmp_path
     assert [r.name for r in results] == ["stage1", "stage2"]
     for stage in ("stage1", "stage2"):
         losses = [r["loss"] for r in metrics(tmp_path / "run" / stage) if "loss" in r]
-        assert len(losses) == len(images) + len(text) and all(x == x and x > 0 for x in losses)
+        assert len(losses) == len(images) + len(text) and all(math.isfinite(x) and x > 0 for x in losses)
 
 
 def test_fill_global_batches_splits_packs_until_every_step_is_full():

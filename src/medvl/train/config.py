@@ -120,7 +120,7 @@ class TrainConfig(BaseModel):
     stages: list[StageConfig]
 
     @model_validator(mode="after")
-    def _engines(self) -> "TrainConfig":
+    def _engines(self) -> TrainConfig:
         if self.deepspeed and self.fsdp:
             raise ValueError("deepspeed and fsdp exclude each other; set one")
         for key in ("deepspeed", "fsdp_config"):
