@@ -11,7 +11,8 @@ conversion.
   ``MatMul``; the position embeddings are two unnamed tensors, CLS [1, 1, D] and grid [1, N, D]. The
   saliency decoder (``decoder.*``) is not part of the backbone and is left out (counted in the report).
 
-Every function takes and returns plain objects; nothing is cached or written here (see ``pretrained``)."""
+``convert_clip`` / ``convert_dinov2`` write a folder given to them and ``verify_*`` check one; choosing and
+caching folders is :mod:`medvl.model.pretrained`'s job."""
 
 from __future__ import annotations
 

@@ -39,10 +39,10 @@ class ConversionError(RuntimeError):
 
 @dataclass(frozen=True)
 class Source:
-    """A weights file inside an installed pip package and the converter that turns it into a folder.
-
-    ``converter`` is ``module:function`` with ``convert(src, out, verify) -> report`` and
-    ``verify(src, folder) -> verification`` functions named ``convert`` / ``verify`` prefixed by it."""
+    """A weights file inside an installed pip package and the converter that turns it into a folder: module
+    ``module`` has ``convert_<kind>(src, out, verify) -> report entries`` (writes the folder ``out``; the
+    ``verification`` entry is None without ``verify``) and ``verify_<kind>(src, folder) -> verification``
+    (raises :class:`ConversionError` with the numbers when the folder does not reproduce ``src``)."""
 
     name: str
     package: str  # import name, located with find_spec (never imported)
