@@ -57,7 +57,7 @@ def base(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def data(base) -> Path:
-    return corpus_json(base)
+    return corpus_json(base, every_kind=True)
 
 
 @pytest.fixture(scope="module")

@@ -80,25 +80,31 @@ def demo_build(base: Path) -> Path:
     return _CACHE[key]
 
 
-def corpus_json(base: Path, n_images: int = 36) -> Path:
-    """``train.json``: ``n_images`` samples of the demo build's LLaVA export (taken in turn from each source and
-    kind of sample: captions, QA, multi-turn conversations; image paths made absolute) followed by :data:`TEXT_ONLY` and the overlong / broken items."""
-    key = ("json", str(base))
+def corpus_json(base: Path, n_images: int = 36, every_kind: bool = False) -> Path:
+    """A LLaVA JSON of ``n_images`` samples of the demo build's export (image paths made absolute) followed by
+    :data:`TEXT_ONLY` and the overlong / broken items. Samples are every k-th of the export, or with
+    ``every_kind`` taken in turn from each (source, kind of sample) so captions, QA and multi-turn conversations
+    are all there (a separate file: the default one is what tests/test_train_distributed.py was tuned on)."""
+    key = ("json", str(base), str(every_kind))
     if key not in _CACHE:
         build = demo_build(base)
         items = json.loads((build / "llava" / "train.json").read_text(encoding="utf-8"))
-        groups: dict[str, list] = {}  # by (source, kind) from the sample id, so every kind is represented
-        for it in items:
-            parts = it["id"].split("#")
-            groups.setdefault(f"{parts[3]}/{parts[-3]}", []).append(it)
-        chosen = []
-        while len(chosen) < n_images and any(groups.values()):
-            for key in sorted(groups):
-                if groups[key] and len(chosen) < n_images:
-                    chosen.append(groups[key].pop(0))
+        if every_kind:
+            groups: dict[str, list] = {}  # by (source, kind) from the sample id
+            for it in items:
+                parts = it["id"].split("#")
+                groups.setdefault(f"{parts[3]}/{parts[-3]}", []).append(it)
+            chosen = []
+            while len(chosen) < n_images and any(groups.values()):
+                for k in sorted(groups):
+                    if groups[k] and len(chosen) < n_images:
+                        chosen.append(groups[k].pop(0))
+        else:
+            step = max(1, len(items) // n_images)
+            chosen = items[::step][:n_images]
         for it in chosen:
             it["image"] = str(build / it["image"])
-        out = base / "demo" / "train.json"
+        out = base / "demo" / ("train_every_kind.json" if every_kind else "train.json")
         out.write_text(json.dumps(chosen + _extra_items(chosen[0]["image"]), ensure_ascii=False, indent=1),
                        encoding="utf-8")
         _CACHE[key] = out
