@@ -67,6 +67,11 @@ NEEDS = [
     Need("dipy", "1.10", "1.9 was built for NumPy 1 and fails to import under NumPy 2", r"\bfrom dipy\b"),
     Need("transformers", "4.56", "from_pretrained(dtype=...) is new in 4.56 (torch_dtype before; 4.55 raises)",
          r"from_pretrained\([^)]*\bdtype="),
+    Need("transformers", "5.18", "LlavaForConditionalGeneration takes precomputed image features as "
+         "mm_encoder_outputs from 5.18 (5.17 has no such argument; the feature cache hands them over this way)",
+         r"mm_encoder_outputs"),
+    Need("transformers", "5.23", "TrainingArguments(activation_checkpointing=...) is new in 5.23 (5.22 calls it "
+         "gradient_checkpointing)", r"activation_checkpointing="),
 ]
 
 # third-party modules imported by the code that no extra declares on purpose
