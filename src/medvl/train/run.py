@@ -156,6 +156,10 @@ def training_args(cfg: TrainConfig, stage: StageConfig, stage_dir: Path) -> Any:
     from transformers import TrainingArguments
 
     cuda = torch.cuda.is_available()
+    if cfg.deepspeed and not cuda and _world_size() > 1:
+        import deepspeed
+
+        deepspeed.init_distributed(dist_backend="gloo")  # on GPUs accelerate starts DeepSpeed's processes itself
     bf16 = stage.bf16 == "on" or (stage.bf16 == "auto" and cuda and torch.cuda.is_bf16_supported())
     return TrainingArguments(
         output_dir=str(stage_dir / "checkpoints"), per_device_train_batch_size=stage.batch_size,
@@ -184,7 +188,7 @@ def run_stage(cfg: TrainConfig, stage: StageConfig, init: Path, resume: bool = F
     from medvl.model.assemble import save_model
     from medvl.train.features import FeatureCache
     from medvl.train.trainer import Collator, MedvlTrainer, MetricsLog, add_lora, apply_freezing, trainable_counts
-    from medvl.train.trainer import install_blank_image_hook, install_feature_hook, merge_lora
+    from medvl.train.trainer import install_image_path_hook, install_feature_hook, merge_lora
 
     stage_dir = Path(cfg.output_dir) / stage.name
     fingerprint = {**cfg.fingerprint(stage), "init": str(init)}
@@ -216,14 +220,16 @@ def run_stage(cfg: TrainConfig, stage: StageConfig, init: Path, resume: bool = F
         counts = trainable_counts(model)
     cache = None
     if stage.uses_feature_cache():
-        cache = FeatureCache(cfg.feature_cache_dir or Path(cfg.output_dir) / "feature_cache", model,
-                             processor.image_processor, cfg.feature_dtype)
-        with args.main_process_first(desc="feature cache"):
-            t0 = time.perf_counter()
-            n = cache.ensure([r for s in dataset.samples for r in s.images])
-            log(f"{stage.name}: feature cache {cache.dir}: {n} images encoded in {time.perf_counter() - t0:.1f} s")
+        with _whole_tower(model, args):
+            cache = FeatureCache(cfg.feature_cache_dir or Path(cfg.output_dir) / "feature_cache", model,
+                                 processor.image_processor, cfg.feature_dtype)
+            with args.main_process_first(desc="feature cache"):
+                t0 = time.perf_counter()
+                n = cache.ensure([r for s in dataset.samples for r in s.images])
+                log(f"{stage.name}: feature cache {cache.dir}: {n} images encoded in "
+                    f"{time.perf_counter() - t0:.1f} s")
         install_feature_hook(model.get_base_model() if hasattr(model, "get_base_model") else model)
-    install_blank_image_hook(model.get_base_model() if hasattr(model, "get_base_model") else model, cache is not None)
+    install_image_path_hook(model.get_base_model() if hasattr(model, "get_base_model") else model, cache is not None)
     collator = Collator(processor.tokenizer.pad_token_id, processor.image_processor, cache)
     trainer = MedvlTrainer(model=model, args=args, train_dataset=dataset, data_collator=collator,
                            module_lr=stage.lr)
@@ -239,12 +245,64 @@ def run_stage(cfg: TrainConfig, stage: StageConfig, init: Path, resume: bool = F
     out = trainer.train(resume_from_checkpoint=ckpt)
     final = stage_dir / "final"
     summary |= {"train": out.metrics, "trainable_parameters": counts, "feature_cache": cache.key if cache else None}
+    full = _gathered_weights(trainer)  # every process takes part when ZeRO-3 / FSDP shard the weights
     if trainer.is_world_process_zero():
-        plain = merge_lora(trainer.model)
+        plain = merge_lora(trainer.model if full is None else _rebuilt(trainer, full, stage))
         save_model(plain, processor, final, {"stage": stage.name, "init": str(init)})
         _write_state(stage_dir, {"status": "done", "fingerprint": fingerprint, "identity": identity(), **summary})
     trainer.accelerator.wait_for_everyone()
     return StageResult(stage.name, final, False, summary)
+
+
+def _gathered_weights(trainer: Any) -> dict[str, Any] | None:
+    """The whole state dict on the main process when DeepSpeed ZeRO-3 or FSDP shard the weights over the
+    processes (a collective call: every process makes it); None when each process holds the whole model."""
+    zero3 = trainer.is_deepspeed_enabled and trainer.accelerator.deepspeed_config["zero_optimization"]["stage"] == 3
+    if not (zero3 or trainer.is_fsdp_enabled):
+        return None
+    return trainer.accelerator.get_state_dict(trainer.model_wrapped)
+
+
+def _whole_tower(model: Any, args: Any) -> Any:
+    """Context in which the vision tower's weights are whole on every process (ZeRO-3 partitions them from
+    loading on; gathering is collective, so every process enters it); a no-op otherwise."""
+    import contextlib
+
+    ds = getattr(args, "hf_deepspeed_config", None)
+    if ds is None or not ds.is_zero3():
+        return contextlib.nullcontext()
+    import deepspeed
+
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return deepspeed.zero.GatheredParameters(list(base.model.vision_tower.parameters()))
+
+
+def _rebuilt(trainer: Any, state: dict[str, Any], stage: StageConfig) -> Any:
+    """A whole copy of the trainer's sharded model (same class and config, LoRA adapters re-added) holding
+    ``state``, built on this process alone (with ZeRO-3's collective ``zero.Init`` switched off meanwhile)."""
+    from transformers.integrations import deepspeed as hf_deepspeed
+
+    from medvl.train.trainer import add_lora
+
+    model = trainer.model
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    ds = getattr(trainer.args, "hf_deepspeed_config", None)
+    hf_deepspeed.unset_hf_deepspeed_config()
+    try:
+        fresh = type(base)(base.config)
+        if stage.lora is not None:
+            fresh = add_lora(fresh, stage.lora, stage.lr)
+    finally:
+        if ds is not None:
+            hf_deepspeed.set_hf_deepspeed_config(ds)
+    missing, unexpected = fresh.load_state_dict(state, strict=False)
+    tied = set(getattr(fresh, "all_tied_weights_keys", None) or getattr(fresh, "_tied_weights_keys", None) or [])
+    missing = [k for k in missing if k not in tied and "lm_head" not in k or not base.config.tie_word_embeddings]
+    if missing or unexpected:
+        raise TrainConfigError(f"gathering the sharded weights failed (missing {missing[:5]}, unexpected "
+                               f"{unexpected[:5]}); refusing to save a partial model")
+    fresh.tie_weights()
+    return fresh
 
 
 def _drop_metrics_after(path: Path, ckpt: str) -> None:

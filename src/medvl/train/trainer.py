@@ -96,35 +96,50 @@ def install_feature_hook(model: torch.nn.Module) -> Any:
     return model.register_forward_pre_hook(hook, with_kwargs=True)
 
 
-def install_blank_image_hook(model: torch.nn.Module, cached: bool) -> Any:
-    """A batch without images (a pack of text-only samples) still runs the image path once, on a blank input,
-    times 0 added to the loss: the projector on a zero feature when features come from the cache, else the
-    tower and projector on a black image. The loss then always depends on the modules that learn, so a
-    text-only batch of stage I or II (nothing else trainable) gives zero gradients instead of failing, DDP sees
-    the same parameters used on every process, and ZeRO-3 / FSDP gather the same modules everywhere."""
+def install_image_path_hook(model: torch.nn.Module, cached: bool) -> Any:
+    """Run the image path first in every training forward, the same way on every process (a forward pre-hook):
+    pixel values go through the tower and projector (as ``get_image_features`` would; handed to LLaVA as
+    ``mm_encoder_outputs``), and a batch without images (a pack of text-only samples) runs that path on a blank
+    input (a zero feature when features come from the cache, else a black image) whose sum, times 0, is added
+    to the language model's input embeddings (a pre-hook on the LM: the modules run in their usual order). So the
+    loss always depends on the modules that learn (a text-only batch of stage I or II gives zero gradients
+    instead of failing), DDP sees the same parameters used everywhere, and ZeRO-3 / FSDP gather the same modules
+    in the same order on every process, forward and backward."""
+    from transformers.modeling_outputs import BaseModelOutputWithPooling
+
     from medvl.train.features import encode
 
-    image_keys = ("pixel_values", "image_features", "mm_encoder_outputs")
-    state = {"blank": False}
+    pending: dict[str, Any] = {"blank": None}  # the blank projection, added to the LM's input embeddings
 
-    def pre(module: torch.nn.Module, args: tuple, kwargs: dict) -> None:
-        state["blank"] = module.training and not any(kwargs.get(k) is not None for k in image_keys)
-
-    def post(module: torch.nn.Module, args: tuple, kwargs: dict, output: Any) -> Any:
-        if not state["blank"] or getattr(output, "loss", None) is None:
-            return output
+    def pre(module: torch.nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
+        pending["blank"] = None
+        if not module.training:
+            return args, kwargs
         projector = module.model.multi_modal_projector
         weight = projector.linear_1.weight
-        if cached:
-            feats = weight.new_zeros(1, 1, weight.shape[1])
-        else:
-            size = module.config.vision_config.image_size
-            feats = encode(module, weight.new_zeros(1, 3, size, size)).to(weight.dtype)
-        output.loss = output.loss + 0.0 * projector(feats).sum()
-        return output
+        pixels = kwargs.get("pixel_values")
+        if pixels is not None:
+            feats = encode(module, kwargs.pop("pixel_values").to(weight.dtype))
+            kwargs["mm_encoder_outputs"] = {"image": BaseModelOutputWithPooling(
+                pooler_output=list(projector(feats.to(weight.dtype))))}
+        elif not any(kwargs.get(k) is not None for k in ("image_features", "mm_encoder_outputs")):
+            if cached:  # ZeRO-3 keeps the whole shape in ds_shape
+                feats = weight.new_zeros(1, 1, getattr(weight, "ds_shape", weight.shape)[1])
+            else:
+                size = module.config.vision_config.image_size
+                feats = encode(module, weight.new_zeros(1, 3, size, size)).to(weight.dtype)
+            pending["blank"] = projector(feats).sum()
+        return args, kwargs
+
+    def lm_input(module: torch.nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
+        blank, pending["blank"] = pending["blank"], None
+        embeds = kwargs.get("inputs_embeds")
+        if blank is not None and embeds is not None:
+            kwargs["inputs_embeds"] = embeds + 0.0 * blank.to(embeds.dtype)
+        return args, kwargs
 
     return (model.register_forward_pre_hook(pre, with_kwargs=True),
-            model.register_forward_hook(post, with_kwargs=True))
+            model.model.language_model.register_forward_pre_hook(lm_input, with_kwargs=True))
 
 
 class Collator:
