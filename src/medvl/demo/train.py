@@ -31,12 +31,13 @@ class DemoPlan:
 
     vision: str = "clip-b16"
     lm: str = "smollm2-135m"
-    max_length: int = 1024
-    steps: dict[str, int] = field(default_factory=lambda: {"stage1": 150, "stage2": 40, "stage3": 60})
-    batch_size: int = 2
+    max_length: int = 1024  # ~3 demo samples (196 image tokens + text) per pack
+    steps: dict[str, int] = field(default_factory=lambda: {"stage1": 120, "stage2": 20, "stage3": 30})
+    batch_size: int = 1  # packs per step
     per_label: int = 12
     n_options: int = 4
-    granularities: tuple[str, ...] = ("image", "box")
+    granularities: tuple[str, ...] = ("image", "box")  # of label questions ("which structure is in the box")
+    ask: tuple[str, ...] = ("labels", "modality")
 
     @classmethod
     def tiny(cls) -> DemoPlan:
@@ -81,13 +82,32 @@ def chance(questions: dict[str, dict[str, str]]) -> float:
     return sum(1 / n for n in n_opts) / len(n_opts) if n_opts else 0.0
 
 
+def question_kind(row: dict[str, str]) -> str:
+    """``modality`` for modality-recognition questions, else the label question's granularity (``image``, ``box``)."""
+    if row.get("clinical vqa task") == "Modality Recognition":
+        return "modality"
+    return (row.get("perceptual granularity") or "?").replace(" level", "")
+
+
+def majority(questions: dict[str, dict[str, str]]) -> tuple[float, dict[str, tuple[int, int]]]:
+    """Accuracy of always answering each question kind's most frequent answer (by answer text)."""
+    from collections import Counter
+
+    texts: dict[str, Counter] = {}
+    for row in questions.values():
+        texts.setdefault(question_kind(row), Counter())[row[row["answer"]]] += 1
+    per = {k: (c.most_common(1)[0][1], sum(c.values())) for k, c in sorted(texts.items())}
+    total = sum(n for _, n in per.values())
+    return (sum(c for c, _ in per.values()) / total if total else 0.0), per
+
+
 def by_kind(samples_path: Path, questions: dict[str, dict[str, str]]) -> dict[str, tuple[int, int]]:
-    """(correct, total) per perceptual granularity (image / box / modality ...)."""
+    """(correct, total) per question kind (modality / image / box)."""
     out: dict[str, list[int]] = {}
     for line in samples_path.read_text(encoding="utf-8").splitlines():
         row = json.loads(line)
         q = questions.get(str(row["id"]))
-        kind = (q or {}).get("perceptual granularity") or "?"
+        kind = question_kind(q) if q else "?"
         acc = out.setdefault(kind, [0, 0])
         acc[0] += int(bool(row.get("correct")))
         acc[1] += 1
@@ -127,7 +147,7 @@ def run_training_demo(out: Path, plan: DemoPlan, log: Log = print) -> dict[str, 
     bench_dir = out / "bench"
     bench = build_benchmark(build, bench_dir, BenchBuildConfig(split="test", per_label=plan.per_label,
                                                                granularities=plan.granularities,
-                                                               n_options=plan.n_options, seed=0))
+                                                               ask=plan.ask, n_options=plan.n_options, seed=0))
     questions = _questions(bench.tsv)
     log(f"{len(questions)} held-out questions in {bench.tsv}")
 
@@ -138,7 +158,9 @@ def run_training_demo(out: Path, plan: DemoPlan, log: Log = print) -> dict[str, 
     (out / "train.yaml").write_text(yaml.safe_dump(cfg_raw, sort_keys=False), encoding="utf-8")
     cfg = parse_config(cfg_raw, out, where=str(out / "train.yaml"))
 
-    rows = [{"model": "random choice", "accuracy": chance(questions)}]
+    maj, maj_kinds = majority(questions)
+    rows = [{"model": "random choice", "accuracy": chance(questions)},
+            {"model": "most frequent answer per kind", "accuracy": maj, "by_kind": maj_kinds}]
     log("evaluating the untrained model ...")
     rows.append({"model": "untrained (stage 0)", **evaluate(init, bench_dir, out / "eval" / "untrained", questions)})
     for stage in cfg.stages:
