@@ -25,6 +25,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from medvl.train.data import DataSpec  # one schema for a data entry, shared with the readers
+
 PRESETS = ("stage1", "stage2", "stage3")
 MODULES = ("projector", "vision", "lm")
 SHIPPED_DEEPSPEED = {"zero2": "deepspeed_zero2.json", "zero3": "deepspeed_zero3.json"}  # in configs/
@@ -54,16 +56,6 @@ class LoraSpec(BaseModel):
     alpha: int = Field(32, ge=1)
     dropout: float = Field(0.05, ge=0, lt=1)
     target_modules: list[str] = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
-
-
-class DataSpec(BaseModel):
-    """One training file: medvl export (LLaVA JSON/JSONL, Parquet, messages JSONL, mixture JSON) or LLaVA JSON."""
-
-    model_config = ConfigDict(extra="forbid")
-    path: str
-    format: str | None = None
-    sample_ratio: float | None = Field(None, gt=0)
-    image_root: str | None = None
 
 
 class StageConfig(BaseModel):
