@@ -110,8 +110,7 @@ def prepare_data(cfg: TrainConfig, stage: StageConfig, processor: Any, log: Log,
     from medvl.train.packing import PackedDataset
     from medvl.train.tokenize import tokenize_all
 
-    specs = [d.model_dump(exclude_none=True) for d in cfg.data_for(stage)]
-    conversations, rejects = load_training_data(specs, seed=cfg.seed)
+    conversations, rejects = load_training_data(cfg.data_for(stage), seed=cfg.seed)
     tok = processor.tokenizer
     samples, tok_rejects, stats = tokenize_all(
         conversations, tok, chat_template=processor.chat_template, image_token_id=tok.convert_tokens_to_ids("<image>"),
