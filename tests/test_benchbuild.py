@@ -211,8 +211,18 @@ def test_every_pool_question_names_modality_task_and_granularity() -> None:
     ('- "the entire {modality} image"', '- "the entire {modality} image in the box"', "granularities.image.targets[1]"),
     ('cues: ["contour"]', 'cues: []', "granularities.contour: needs a non-empty 'cues'"),
     ('"Which bone is shown in {target}?"', '"Which bone is shown in the whole of {target}?"', "tasks.Bone.phrasings[0]"),
+    # the modality_recognition section: no modality named, an image cue, no slot, its cue, a task
+    ('"Which imaging modality produced the whole image?"', '"Which imaging modality produced the whole CT image?"',
+     "phrasings[0] 'Which imaging modality produced the whole CT image?': names the modality 'CT'"),
+    ('"Which imaging modality produced the whole image?"', '"Which imaging modality produced this image?"',
+     "phrasings[0] 'Which imaging modality produced this image?': must contain one of the image cues"),
+    ('"Which imaging modality produced the whole image?"', '"Which imaging modality produced the whole {target}?"',
+     "takes no slot"),
+    ('"Which imaging modality produced the whole image?"', '"Which scanner produced the whole image?"',
+     "must contain the cue 'which imaging modality'"),
+    ("  task: Modality Recognition\n", "", "modality_recognition: needs a 'task'"),
 ])
-def test_phrase_pool_checker_rejects_missing_or_ambiguous_granularity(tmp_path: Path, old: str, new: str,
+def test_phrase_pool_checker_rejects_bad_phrasings(tmp_path: Path, old: str, new: str,
                                                                       where: str) -> None:
     from medvl.curate.benchquestions import PhrasePoolError, _pool_path
 

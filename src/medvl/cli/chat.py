@@ -32,6 +32,8 @@ def command(model: Path, question: str, images: tuple[Path, ...], max_new_tokens
         answer = adapter.generate([Request(id="chat", prompt=question, images=refs, max_new_tokens=max_new_tokens)])[0]
     except (AdapterError, ValueError) as e:
         raise click.ClickException(str(e)) from None
+    if not answer:
+        click.echo("(the model gave an empty answer)", err=True)
     click.echo(answer)
 
 

@@ -39,6 +39,7 @@ def init(out: Path, vision: str, lm: str, feature_layer: int, select: str, image
 
     from medvl.cli._ui import console
     from medvl.model.assemble import AssemblyError, ModelSpec, init_model
+    from medvl.model.pretrained import ConversionError
 
     if out.exists() and any(out.iterdir()):
         if not overwrite:
@@ -48,7 +49,7 @@ def init(out: Path, vision: str, lm: str, feature_layer: int, select: str, image
                      seed=seed)
     try:
         folder = init_model(spec, out)
-    except (AssemblyError, FileNotFoundError, ImportError) as e:
+    except (AssemblyError, ConversionError, FileNotFoundError, ImportError) as e:
         raise click.ClickException(str(e)) from None
     import json
 

@@ -34,8 +34,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from medvl.core.hashing import stable_int
 from medvl.core.records import Reject
+from medvl.model import IMAGE_TOKEN
 
-IMAGE_TOKEN = "<image>"
 ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "model": "assistant",
          "system": "system"}
 FORMATS = ("llava-json", "llava-jsonl", "parquet", "messages-jsonl", "mixture-json")

@@ -105,6 +105,7 @@ def prepare_data(cfg: TrainConfig, stage: StageConfig, processor: Any, log: Log,
                  global_batch: int = 1) -> tuple[Any, dict, list]:
     """(dataset, stats, rejects): read, tokenize (loss on answers), pack (the pack count made a multiple of
     ``global_batch``, see :func:`fill_global_batches`)."""
+    from medvl.model import IMAGE_TOKEN
     from medvl.model.assemble import image_tokens_per_image
     from medvl.train.data import load_training_data
     from medvl.train.packing import PackedDataset
@@ -113,7 +114,7 @@ def prepare_data(cfg: TrainConfig, stage: StageConfig, processor: Any, log: Log,
     conversations, rejects = load_training_data(cfg.data_for(stage), seed=cfg.seed)
     tok = processor.tokenizer
     samples, tok_rejects, stats = tokenize_all(
-        conversations, tok, chat_template=processor.chat_template, image_token_id=tok.convert_tokens_to_ids("<image>"),
+        conversations, tok, chat_template=processor.chat_template, image_token_id=tok.convert_tokens_to_ids(IMAGE_TOKEN),
         n_image_tokens=image_tokens_per_image(processor), max_length=cfg.max_length)
     rejects = list(rejects) + list(tok_rejects)
     if not samples:
@@ -336,14 +337,13 @@ def run(cfg: TrainConfig, only: list[str] | None = None, resume: bool = False, o
     results = []
     for stage in cfg.stages:
         if only and stage.name not in only:
-            final = Path(cfg.output_dir) / stage.name / "final"
-            if (final / "config.json").is_file():
-                init = final  # a later stage starts from this one's output
+            init = Path(cfg.output_dir) / stage.name / "final"  # a later stage starts from this one's output
             continue
         if not (init / "config.json").is_file():
             prev = names[names.index(stage.name) - 1] if names.index(stage.name) else None
             raise TrainConfigError(f"stage {stage.name} starts from {init}, which is not a model folder"
-                                   + (f" (run stage {prev} first)" if prev else ""))
+                                   + (f" (run stage {prev} first, or leave it out of `stages:` to start "
+                                      f"{stage.name} from the stage before it)" if prev else ""))
         result = run_stage(cfg, stage, init, resume=resume, overwrite=overwrite, log=log)
         results.append(result)
         init = result.final

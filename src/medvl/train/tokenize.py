@@ -57,13 +57,6 @@ class TokenizeStats:
         return d
 
 
-def default_chat_template() -> str:
-    """medvl's ChatML template as shipped with the model package."""
-    from importlib import resources
-
-    return (resources.files("medvl.model") / "chat_template.jinja").read_text(encoding="utf-8")
-
-
 def check_image_token(tokenizer: Any, image_token_id: int) -> None:
     """Raise if ``<image>`` does not encode to exactly ``[image_token_id]`` (the tokenizer lacks the token)."""
     ids = tokenizer.encode(IMAGE_TOKEN, add_special_tokens=False)
