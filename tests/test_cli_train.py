@@ -132,3 +132,61 @@ def test_a_stage_never_starts_from_the_wrong_model(tiny_model: Path, tmp_path: P
     _ok(CliRunner().invoke(cli, ["train", str(path), "--stage", "stage1"]))
     res = CliRunner().invoke(cli, ["train", str(path), "--stage", "stage3"])
     assert res.exit_code != 0 and "run stage stage2 first" in res.output
+
+
+def test_transformers_serve_loads_the_folder_and_answers_like_medvl_chat(tiny_model: Path, tmp_path: Path):
+    """The saved folder is plain transformers: `transformers serve` (OpenAI-compatible) loads it without medvl,
+    renders the same prompt (same token count, image tokens included) and gives medvl's greedy answer."""
+    import base64
+    import shutil
+    import socket
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    pytest.importorskip("fastapi")
+    exe = shutil.which("transformers", path=str(Path(sys.executable).parent))
+    if exe is None:
+        pytest.skip("the transformers CLI is not installed")
+    from medvl.eval.adapters.hf import HFAdapter
+    from medvl.eval.types import Request
+
+    data = _llava_json(tmp_path, n=2)
+    image = (data.parent / "ct.png").read_bytes()
+    question = "Which imaging modality is this?"
+    adapter = HFAdapter(str(tiny_model))
+    text = adapter.build_text(Request(id="q", prompt=question, images=[image]))
+    n_prompt = len(adapter.processor(text=[text], images=[adapter_image(image)], return_tensors="pt")["input_ids"][0])
+    expected = adapter.generate([Request(id="q", prompt=question, images=[image], max_new_tokens=6)])[0]
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = subprocess.Popen([exe, "serve", "--host", "127.0.0.1", "--port", str(port), "--device", "cpu",
+                               str(tiny_model)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        body = {"model": str(tiny_model), "max_tokens": 6, "messages": [{"role": "user", "content": [
+            {"type": "image_url", "image_url": {"url": "data:image/png;base64," + base64.b64encode(image).decode()}},
+            {"type": "text", "text": question}]}]}
+        req = urllib.request.Request(f"http://127.0.0.1:{port}/v1/chat/completions", data=json.dumps(body).encode(),
+                                     headers={"Content-Type": "application/json"})
+        reply = None
+        for _ in range(120):
+            try:
+                reply = json.loads(urllib.request.urlopen(req, timeout=60).read())
+                break
+            except OSError:
+                time.sleep(0.5)
+        assert reply is not None, "transformers serve did not answer"
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    assert reply["usage"]["prompt_tokens"] == n_prompt
+    assert reply["choices"][0]["message"]["content"].strip() == expected
+
+
+def adapter_image(data: bytes):
+    from medvl.eval.adapters._images import load_pil
+
+    return load_pil(data)
