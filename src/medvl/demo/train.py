@@ -190,7 +190,11 @@ def run_training_demo(out: Path, plan: DemoPlan, log: Log = print) -> dict[str, 
     cfg = parse_config(cfg_raw, out, where=str(out / "train.yaml"))
 
     maj, maj_kinds = majority(questions)
-    rows = [{"model": "random choice", "accuracy": chance(questions)},
+    kinds: dict[str, dict[str, dict[str, str]]] = {}
+    for qid, row in questions.items():
+        kinds.setdefault(question_kind(row), {})[qid] = row
+    rows = [{"model": "random choice", "accuracy": chance(questions),
+             "chance_by_kind": {k: round(chance(q), 4) for k, q in sorted(kinds.items())}},
             {"model": "most frequent answer per kind", "accuracy": maj, "by_kind": maj_kinds}]
     log("evaluating the untrained model ...")
     rows.append({"model": "untrained (stage 0)", **evaluate(init, bench_dir, out / "eval" / "untrained", questions)})
@@ -222,7 +226,7 @@ SPLIT_NOTE = ("Held-out images, not held-out subjects: the demo corpus has few s
 
 def report_markdown(report: dict[str, Any]) -> str:
     kinds = sorted({k for r in report["rows"] for k in (r.get("by_kind") or {})})
-    head = ["model", "accuracy %", "95% CI", *[f"{k} %" for k in kinds], "train loss", "eval s"]
+    head = ["model", "accuracy %", "95% CI", *[f"{k} %" for k in kinds], "no letter", "train loss", "eval s"]
     lines = [f"# medvl training demo: {report['questions']} held-out multiple-choice questions", "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in report["rows"]:
@@ -231,8 +235,10 @@ def report_markdown(report: dict[str, Any]) -> str:
                  f"{100 * ci[0]:.1f}–{100 * ci[1]:.1f}" if ci else ""]
         for k in kinds:
             c, n = (r.get("by_kind") or {}).get(k, (0, 0))
-            cells.append(f"{100 * c / n:.1f} ({n})" if n else "")
+            p = (r.get("chance_by_kind") or {}).get(k)
+            cells.append(f"{100 * c / n:.1f} ({n})" if n else f"{100 * p:.1f}" if p is not None else "")
         loss = r.get("train_loss")
+        cells.append(str(r["parse_failures"]) if r.get("parse_failures") is not None else "")
         cells += [f"{loss:.3f}" if isinstance(loss, float) else "", str(r.get("seconds", ""))]
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", report["split_note"], "", f"Timings (s): {report['timings_s']}", ""]

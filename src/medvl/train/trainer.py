@@ -250,9 +250,9 @@ class MetricsLog(TrainerCallback):
             return
         dt = max(now - t0, 1e-9)
         world = max(1, args.world_size)
-        record = {"step": state.global_step, "epoch": round(state.epoch or 0.0, 4), **logs,
-                  "lr_groups": self.step_lrs,
-                  "tokens_per_s": round((tokens - tok0) * world / dt, 1),
-                  "samples_per_s": round((samples - smp0) * world / dt, 2)}
+        record = {"step": state.global_step, "epoch": round(state.epoch or 0.0, 4), **logs, "lr_groups": self.step_lrs}
+        if "train_runtime" not in logs:  # the end-of-training summary line has its own rates
+            record |= {"tokens_per_s": round((tokens - tok0) * world / dt, 1),
+                       "samples_per_s": round((samples - smp0) * world / dt, 2)}
         with open(self.path, "a", encoding="utf-8") as f:
             f.write(json.dumps(record, sort_keys=True) + "\n")
