@@ -168,13 +168,19 @@ def _ct_series(folder, n: int) -> list:
     return dss
 
 
-def test_overlapping_segments_of_one_seg_on_a_series(tmp_path):
-    dss = _ct_series(tmp_path / "ct", 4)
+def _series_with_overlapping_seg(tmp_path, n_slices):
+    """A CT series of ``n_slices`` and one SEG whose overlapping tumour and necrosis cover slices 1 and 2."""
+    dss = _ct_series(tmp_path / "ct", n_slices)
     tumour, necrosis = _overlap_masks()
-    px = np.zeros((4, 128, 128, 2), dtype=np.uint8)
+    px = np.zeros((n_slices, 128, 128, 2), dtype=np.uint8)
     px[1:3, ..., 0] = tumour
     px[1:3, ..., 1] = necrosis
     _write_seg(dss, px, ["tumour", "necrosis"], tmp_path / "seg.dcm")
+    return tumour, necrosis
+
+
+def test_overlapping_segments_of_one_seg_on_a_series(tmp_path):
+    tumour, necrosis = _series_with_overlapping_seg(tmp_path, 4)
     src = _source(tmp_path, slicing={"axes": ["axial"], "per_label": 2, "min_area": 1, "min_gap": 1})
     _, items, rejects = run_source(src)
     assert rejects == [] and sorted(it.slice["index"] for it in items) == [1, 2]
@@ -185,12 +191,7 @@ def test_overlapping_segments_of_one_seg_on_a_series(tmp_path):
 def test_seg_on_a_series_that_cannot_be_stacked_still_reaches_its_slices(tmp_path):
     """A slice of the series turns out unreadable, so the rest (now with a gap) are read one by one. Before,
     the series' SEG was then dropped without a word; now each slice gets the SEGs that reference it."""
-    dss = _ct_series(tmp_path / "ct", 5)
-    tumour, necrosis = _overlap_masks()
-    px = np.zeros((5, 128, 128, 2), dtype=np.uint8)
-    px[1:3, ..., 0] = tumour
-    px[1:3, ..., 1] = necrosis
-    _write_seg(dss, px, ["tumour", "necrosis"], tmp_path / "seg.dcm")
+    tumour, necrosis = _series_with_overlapping_seg(tmp_path, 5)
     victim = tmp_path / "ct" / "3.dcm"  # truncated pixel data: found as part of the series, unreadable at load,
     victim.write_bytes(victim.read_bytes()[:-5000])  # so slices at 0, 2, 4, 8 mm remain: not a volume
     _, items, rejects = run_source(_source(tmp_path))

@@ -18,7 +18,6 @@ folder without reading the source again."""
 
 from __future__ import annotations
 
-import hashlib
 import importlib
 import importlib.util
 import json
@@ -28,6 +27,8 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from medvl.core.hashing import file_digest
 
 REPORT = "medvl_conversion.json"
 MARKER = ".medvl_cache.json"
@@ -113,12 +114,8 @@ def source_file(source: Source) -> Path:
 
 
 def sha256_file(path: Path) -> str:
-    """Hex sha256 of a file's bytes."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+    """Hex sha256 of a file's bytes (a seam the cache tests replace to prove a cached call reads nothing)."""
+    return file_digest(path)
 
 
 def _stat_key(path: Path) -> dict[str, Any]:

@@ -19,7 +19,6 @@ reason, never an exception, and never disappears silently."""
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import math
@@ -32,7 +31,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from medvl.core.hashing import stable_int
+from medvl.core.hashing import content_hash, file_digest, stable_int
 from medvl.core.records import Reject
 from medvl.model import IMAGE_TOKEN
 
@@ -48,11 +47,8 @@ class DataError(ValueError):
 
 @lru_cache(maxsize=1 << 16)
 def _file_sha256(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 20):
-            h.update(block)
-    return h.hexdigest()
+    """The image file's content hash, once per path in a run (the same file is named by many samples)."""
+    return file_digest(path)
 
 
 @dataclass(frozen=True)
@@ -83,7 +79,7 @@ class ImageRef:
     def key(self) -> str:
         """Hex SHA-256 of the encoded bytes (computed once)."""
         if self._key is None:
-            object.__setattr__(self, "_key", hashlib.sha256(self.data).hexdigest() if self.data is not None
+            object.__setattr__(self, "_key", content_hash(self.data) if self.data is not None
                                else _file_sha256(str(self.path)))
         return self._key  # type: ignore[return-value]
 
