@@ -66,10 +66,22 @@ class ImageRecord:
 
     @property
     def id(self) -> str:
-        """Provenance id ``dimension#task#modality#dataset#dirs...#label#file[@slice]`` (GMAI-VL style)."""
-        from medvl.core.ids import record_id
+        """Provenance id ``dimension#task#modality#dataset#dirs...#label#file[@slice]`` (GMAI-VL style).
 
-        return record_id(self)
+        Computed once and kept; assigning any field the id is made of (labels, regions, source file, ...)
+        forgets it, so the next access recomputes it. Lists changed in place must be re-assigned
+        (``rec.regions = rec.regions + [r]``)."""
+        cached = self.__dict__.get("_id")
+        if cached is None:
+            from medvl.core.ids import record_id
+
+            cached = self.__dict__["_id"] = record_id(self)
+        return cached
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in _ID_FIELDS:
+            self.__dict__.pop("_id", None)
+        object.__setattr__(self, name, value)
 
     def mask_values_for(self, label: str) -> list[int]:
         """Every label-map value whose pixels show ``label`` (its own value and the overlaps it is part of)."""
@@ -87,13 +99,21 @@ class ImageRecord:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "ImageRecord":
+        """A record from :meth:`to_dict` output; a stored ``id`` is kept (ids are assigned once and stored)."""
         d = dict(d)
-        d.pop("id", None)
+        rid = d.pop("id", None)
         d["regions"] = [Region.from_dict(r) for r in d.get("regions", [])]
-        return cls(**d)
+        rec = cls(**d)
+        if rid is not None:
+            rec.__dict__["_id"] = rid
+        return rec
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), ensure_ascii=False, sort_keys=True)
+
+
+# the fields :func:`medvl.core.ids.record_id` reads: assigning one forgets the cached id
+_ID_FIELDS = frozenset({"source_file", "labels", "regions", "dimension", "task", "modality", "dataset", "slice"})
 
 
 @dataclass

@@ -67,7 +67,7 @@ def _merge_into(base: ImageRecord, other: ImageRecord) -> Merge:
     for r in other.regions:
         k = (r.label, tuple(round(v, 2) for v in r.box))
         if k not in have:
-            base.regions.append(r)
+            base.regions = [*base.regions, r]  # re-assigned, not appended: the cached id is forgotten
             have.add(k)
             m.added_regions += 1
     if base.view is None and other.view is not None:

@@ -3,11 +3,12 @@
 An export is a callable registered in ``EXPORTS`` by name::
 
     @EXPORTS.register("llava")
-    def export_llava(records, samples, out_dir, recipe, *, rejects=None, options=None, entries=None)
-        -> list[ManifestEntry]
+    def export_llava(corpus, out_dir, recipe=None, *, options=None, entries=None) -> list[ManifestEntry]
 
-``options`` is that export's own option dict; ``entries`` the manifest entries written so far (the card
-uses them). Adding an output format is one new module in ``medvl/export/``.
+``corpus`` is a :class:`Corpus`: the build's splits and, per split, its samples as :class:`View` objects
+streamed in sample-id order (a build streams them from its shards on disk, so an export never holds a
+split in memory); ``options`` is that export's own option dict; ``entries`` the manifest entries written
+so far (the card uses them). Adding an output format is one new module in ``medvl/export/``.
 
 Image placeholders: sample turns hold plain text. Exports put one ``<image>`` per image at the start of the
 first user turn (``"<image>\\n<image>\\n..."``); any ``<image>`` already in the text is removed first, so the
@@ -20,7 +21,7 @@ import re
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Iterator
 
 from medvl.core.records import ImageRecord, Reject, Sample
 from medvl.core.registry import Registry
@@ -141,6 +142,35 @@ def write_text(path: Path, text: str) -> None:
     tmp.replace(path)
 
 
+class TextWriter:
+    """A UTF-8 text file written piece by piece through a temporary name and renamed into place on a clean
+    exit (a crash or an error never leaves half a file under the real name). ``enabled=False`` writes nothing."""
+
+    def __init__(self, path: Path, enabled: bool = True) -> None:
+        self.path, self.enabled = Path(path), enabled
+        self._f: Any = None
+
+    def __enter__(self) -> "TextWriter":
+        if self.enabled:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._tmp = self.path.with_name(self.path.name + ".tmp")
+            self._f = open(self._tmp, "w", encoding="utf-8", newline="\n")
+        return self
+
+    def write(self, text: str) -> None:
+        if self._f is not None:
+            self._f.write(text)
+
+    def __exit__(self, exc_type: Any, *_: Any) -> None:
+        if self._f is None:
+            return
+        self._f.close()
+        if exc_type is None:
+            self._tmp.replace(self.path)
+        else:
+            self._tmp.unlink(missing_ok=True)
+
+
 def write_bytes(path: Path, data: bytes) -> None:
     """Write bytes through a temporary file."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -183,23 +213,91 @@ def skipped_extra(skipped: list[str]) -> dict[str, Any]:
     return {"skipped": len(skipped), "skipped_examples": skipped[:5]} if skipped else {}
 
 
-def run_exports(names: Iterable[str], records: Iterable[ImageRecord], samples: Iterable[Sample], out_dir: str | Path,
-                recipe: Any = None, rejects: Iterable[Reject] | None = None,
+class Corpus:
+    """What exports read: the splits, each split's views in sample-id order, counts, and the build's
+    records, samples and rejects as iterators. Every method may be called any number of times."""
+
+    skipped: list[str]  # samples that could not be exported, each named by id with the reason
+
+    def splits(self) -> list[str]:
+        """Split names that have samples, in :func:`split_sort_key` order."""
+        raise NotImplementedError
+
+    def views(self, split: str) -> Iterator[View]:
+        raise NotImplementedError
+
+    def count(self, split: str) -> int:
+        raise NotImplementedError
+
+    def images(self, split: str) -> int:
+        """Distinct images the split's samples reference."""
+        raise NotImplementedError
+
+    def n_images(self) -> int:
+        """Distinct images over records and samples."""
+        raise NotImplementedError
+
+    def records(self) -> Iterator[ImageRecord]:
+        raise NotImplementedError
+
+    def samples(self) -> Iterator[Sample]:
+        raise NotImplementedError
+
+    def rejects(self) -> Iterator[Reject] | None:
+        """The build's rejects, or None when unknown (the card then reads ``rejects.jsonl``)."""
+        return None
+
+
+class MemoryCorpus(Corpus):
+    """A corpus from lists in memory (tests, ``medvl bench-build``, small tools)."""
+
+    def __init__(self, records: Iterable[ImageRecord], samples: Iterable[Sample], out_dir: Path,
+                 rejects: Iterable[Reject] | None = None) -> None:
+        self._records, self._samples = list(records), list(samples)
+        self._rejects = list(rejects) if rejects is not None else None
+        self._views, self.skipped = build_views(self._records, self._samples, Path(out_dir))
+
+    def splits(self) -> list[str]:
+        return list(self._views)
+
+    def views(self, split: str) -> Iterator[View]:
+        return iter(self._views.get(split, []))
+
+    def count(self, split: str) -> int:
+        return len(self._views.get(split, []))
+
+    def images(self, split: str) -> int:
+        return distinct_images(self._views.get(split, []))
+
+    def n_images(self) -> int:
+        return len({r.image for r in self._records} | {p for s in self._samples for p in s.images})
+
+    def records(self) -> Iterator[ImageRecord]:
+        return iter(self._records)
+
+    def samples(self) -> Iterator[Sample]:
+        return iter(self._samples)
+
+    def rejects(self) -> Iterator[Reject] | None:
+        return None if self._rejects is None else iter(self._rejects)
+
+
+def run_exports(names: Iterable[str], records: Iterable[ImageRecord] | Corpus, samples: Iterable[Sample] = (),
+                out_dir: str | Path = ".", recipe: Any = None, rejects: Iterable[Reject] | None = None,
                 options: dict[str, dict[str, Any]] | None = None) -> list[ManifestEntry]:
     """Run the named exports (the card last, so it can describe the others) and return all manifest entries.
 
-    ``options`` maps export name -> option dict; when absent, ``recipe.export_options`` is used if the recipe
-    has it."""
+    ``records`` is a :class:`Corpus`, or a list of records with ``samples`` (and optionally ``rejects``)
+    beside it. ``options`` maps export name -> option dict; when absent, ``recipe.export_options`` is used if
+    the recipe has it."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    records, samples = list(records), list(samples)
-    rejects = list(rejects) if rejects is not None else None
+    corpus = records if isinstance(records, Corpus) else MemoryCorpus(records, samples, out_dir, rejects)
     if options is None:
         options = dict(getattr(recipe, "export_options", None) or {})
     ordered = sorted(dict.fromkeys(names), key=lambda n: (n == "card", 0))
     entries: list[ManifestEntry] = []
     for name in ordered:
         fn = EXPORTS.get(name)
-        entries += fn(records, samples, out_dir, recipe, rejects=rejects, options=dict(options.get(name) or {}),
-                      entries=list(entries))
+        entries += fn(corpus, out_dir, recipe, options=dict(options.get(name) or {}), entries=list(entries))
     return entries

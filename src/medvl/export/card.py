@@ -14,9 +14,10 @@ import io
 import json
 import re
 from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
 from string import Template
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 import yaml
 
@@ -36,8 +37,10 @@ DEFAULTS: dict[str, Any] = {"plots": True, "top": 25}
 Table = tuple[str, str, list[str], list[list[Any]]]  # key, title, header, rows
 
 
-def _counts(key: str, title: str, col: str, values: Iterable[Any], top: int) -> Table:
-    c = Counter(NONE if v is None or v == "" else str(v) for v in values)
+def _counts(key: str, title: str, col: str, values: Counter, top: int) -> Table:
+    c: Counter = Counter()
+    for v, n in values.items():
+        c[NONE if v is None or v == "" else str(v)] += n
     total = sum(c.values()) or 1
     items = sorted(c.items(), key=lambda kv: (-kv[1], kv[0]))
     rows = [[k, n, f"{100 * n / total:.1f}%"] for k, n in items[:top]]
@@ -62,34 +65,78 @@ def reason_class(r: Reject) -> str:
     return text[:120]
 
 
-def collect_tables(records: list[ImageRecord], samples: list[Sample], rejects: list[Reject],
-                   top: int) -> list[Table]:
-    """All count tables of the card, in display order."""
-    rec_split = {r.id: r.split for r in records}
-    splits = sorted({r.split or NONE for r in records}, key=split_sort_key)
-    by_ds: dict[str, Counter] = {}
+@dataclass
+class Tally:
+    """Everything the card counts, gathered in one pass over records, samples and rejects."""
+
+    by_ds: dict[str, Counter] = field(default_factory=dict)  # dataset -> split -> records
+    modality: Counter = field(default_factory=Counter)
+    department: Counter = field(default_factory=Counter)
+    clinical_task: Counter = field(default_factory=Counter)
+    task: Counter = field(default_factory=Counter)
+    licences: set = field(default_factory=set)
+    kinds: Counter = field(default_factory=Counter)
+    langs: Counter = field(default_factory=Counter)
+    sample_splits: Counter = field(default_factory=Counter)
+    kind_lang: Counter = field(default_factory=Counter)
+    reject_stages: Counter = field(default_factory=Counter)
+    reasons: Counter = field(default_factory=Counter)
+    records: int = 0
+    samples: int = 0
+    rejects: int = 0
+
+
+def tally(records: Iterable[ImageRecord], samples: Iterable[Sample], rejects: Iterable[Reject]) -> Tally:
+    t = Tally()
+    unsplit: Counter = Counter()  # record id -> samples without a split of their own (they take the record's)
+    for s in samples:
+        t.samples += 1
+        t.kinds[s.kind] += 1
+        t.langs[s.lang] += 1
+        if s.split is None:
+            unsplit[s.record_id or ""] += 1
+        else:
+            t.sample_splits[s.split] += 1
+        t.kind_lang[(s.kind, s.lang)] += 1
     for r in records:
-        by_ds.setdefault(r.dataset, Counter())[r.split or NONE] += 1
-    ds_rows = [[ds, *[by_ds[ds][s] for s in splits], sum(by_ds[ds].values())] for ds in sorted(by_ds)]
-    kind_lang = Counter((s.kind, s.lang) for s in samples)
+        t.records += 1
+        t.by_ds.setdefault(r.dataset, Counter())[r.split or NONE] += 1
+        t.modality[r.modality] += 1
+        t.department[r.department] += 1
+        t.clinical_task[r.clinical_task] += 1
+        t.task[r.task] += 1
+        if r.licence:
+            t.licences.add(r.licence)
+        if unsplit and r.id in unsplit:
+            t.sample_splits[r.split] += unsplit.pop(r.id)
+    if unsplit:
+        t.sample_splits[None] += sum(unsplit.values())
+    for r in rejects:
+        t.rejects += 1
+        t.reject_stages[r.stage] += 1
+        t.reasons[(r.stage, reason_class(r))] += 1
+    return t
+
+
+def collect_tables(t: Tally, top: int) -> list[Table]:
+    """All count tables of the card, in display order."""
+    splits = sorted({s for c in t.by_ds.values() for s in c}, key=split_sort_key)
+    ds_rows = [[ds, *[t.by_ds[ds][s] for s in splits], sum(t.by_ds[ds].values())] for ds in sorted(t.by_ds)]
     tables: list[Table] = [
         ("records_by_dataset_split", "Records by source dataset and split", ["dataset", *splits, "total"], ds_rows),
-        _counts("records_by_modality", "Records by modality", "records", (r.modality for r in records), top),
-        _counts("records_by_department", "Records by department", "records", (r.department for r in records), top),
-        _counts("records_by_clinical_task", "Records by clinical task", "records",
-                (r.clinical_task for r in records), top),
-        _counts("records_by_source_task", "Records by source task", "records", (r.task for r in records), top),
-        _counts("samples_by_kind", "Samples by kind", "samples", (s.kind for s in samples), top),
-        _counts("samples_by_language", "Samples by language", "samples", (s.lang for s in samples), top),
-        _counts("samples_by_split", "Samples by split", "samples",
-                (s.split or rec_split.get(s.record_id or "") for s in samples), top),
+        _counts("records_by_modality", "Records by modality", "records", t.modality, top),
+        _counts("records_by_department", "Records by department", "records", t.department, top),
+        _counts("records_by_clinical_task", "Records by clinical task", "records", t.clinical_task, top),
+        _counts("records_by_source_task", "Records by source task", "records", t.task, top),
+        _counts("samples_by_kind", "Samples by kind", "samples", t.kinds, top),
+        _counts("samples_by_language", "Samples by language", "samples", t.langs, top),
+        _counts("samples_by_split", "Samples by split", "samples", t.sample_splits, top),
         ("samples_by_kind_language", "Samples by kind and language", ["kind", "language", "samples"],
-         [[k, lang, n] for (k, lang), n in sorted(kind_lang.items())]),
-        _counts("rejects_by_stage", "Rejected items by stage", "rejects", (r.stage for r in rejects), top),
+         [[k, lang, n] for (k, lang), n in sorted(t.kind_lang.items())]),
+        _counts("rejects_by_stage", "Rejected items by stage", "rejects", t.reject_stages, top),
     ]
-    reasons = Counter((r.stage, reason_class(r)) for r in rejects)
     tables.append(("rejects_by_reason", "Rejected items by reason", ["stage", "reason", "rejects"],
-                   [[st, why, n] for (st, why), n in sorted(reasons.items(), key=lambda kv: (-kv[1], kv[0]))[:top]]))
+                   [[st, why, n] for (st, why), n in sorted(t.reasons.items(), key=lambda kv: (-kv[1], kv[0]))[:top]]))
     return tables
 
 
@@ -125,18 +172,17 @@ def bar_png(title: str, rows: list[list[Any]]) -> bytes:
     return buf.getvalue()
 
 
-def front_matter(records: list[ImageRecord], samples: list[Sample], recipe: Any,
-                 entries: list[ManifestEntry]) -> str:
+def front_matter(t: Tally, recipe: Any, entries: list[ManifestEntry]) -> str:
     """The YAML block of a Hugging Face dataset card."""
-    lic = sorted({re.sub(r"[\s_]+", "-", r.licence.strip().lower()) for r in records if r.licence})
-    n = len(samples)
+    lic = sorted({re.sub(r"[\s_]+", "-", x.strip().lower()) for x in t.licences})
+    n = t.samples
     meta: dict[str, Any] = {
         "pretty_name": getattr(recipe, "name", None) or "medvl corpus",
         "license": lic[0] if len(lic) == 1 else ("other" if lic else "unknown"),
-        "language": sorted({s.lang for s in samples}) or ["en"],
-        "task_categories": sorted({KIND_TASKS.get(s.kind, "visual-question-answering") for s in samples}),
+        "language": sorted(t.langs) or ["en"],
+        "task_categories": sorted({KIND_TASKS.get(k, "visual-question-answering") for k in t.kinds}),
         "size_categories": [next((c for lim, c in SIZE_CATEGORIES if n < lim), "n>100M")],
-        "tags": ["medical", *sorted({r.modality.lower() for r in records if r.modality})],
+        "tags": ["medical", *sorted({m.lower() for m in t.modality if m})],
     }
     shards: dict[str, list[str]] = {}
     for e in entries:
@@ -221,32 +267,31 @@ def build_notes(out_dir: Path) -> list[Table]:
     return tables
 
 
-def _read_rejects(out_dir: Path) -> list[Reject]:
+def _read_rejects(out_dir: Path) -> Iterator[Reject]:
     p = out_dir / "rejects.jsonl"
     if not p.is_file():
-        return []
-    out = []
-    for line in p.read_text(encoding="utf-8").splitlines():
-        if line.strip():
-            d = json.loads(line)
-            out.append(Reject(**{k: d.get(k, "") for k in ("source", "item", "reason", "stage")}))
-    return out
+        return
+    with open(p, encoding="utf-8") as f:
+        for line in f:
+            if line.strip():
+                d = json.loads(line)
+                yield Reject(**{k: d.get(k, "") for k in ("source", "item", "reason", "stage")})
 
 
 @EXPORTS.register("card")
-def export_card(records, samples, out_dir: Path, recipe=None, *, rejects=None, options=None,
-                entries=None) -> list[ManifestEntry]:
-    """Write ``dataset_card.md``, ``dataset_card.html`` and ``card/*.png``; ``rejects`` default to
-    ``<out_dir>/rejects.jsonl`` when not given."""
+def export_card(corpus, out_dir: Path, recipe=None, *, options=None, entries=None) -> list[ManifestEntry]:
+    """Write ``dataset_card.md``, ``dataset_card.html`` and ``card/*.png``; the corpus's rejects, or
+    ``<out_dir>/rejects.jsonl`` when it has none. One streamed pass over records, samples and rejects."""
     opts = check_options("card", options, DEFAULTS)
     out_dir = Path(out_dir)
-    records, samples, entries = list(records), list(samples), list(entries or [])
-    rejects = list(rejects) if rejects is not None else _read_rejects(out_dir)
+    entries = list(entries or [])
+    rejects = corpus.rejects()
+    t = tally(corpus.records(), corpus.samples(), rejects if rejects is not None else _read_rejects(out_dir))
     clear_outputs(out_dir / "card", ["*.png"])
-    tables = collect_tables(records, samples, rejects, int(opts["top"])) + build_notes(out_dir)
-    n_images = len({r.image for r in records} | {p for s in samples for p in s.images})
-    summary_rows = [["records", len(records)], ["samples", len(samples)], ["images", n_images],
-                    ["source datasets", len({r.dataset for r in records})], ["rejected items", len(rejects)]]
+    tables = collect_tables(t, int(opts["top"])) + build_notes(out_dir)
+    n_images = corpus.n_images()
+    summary_rows = [["records", t.records], ["samples", t.samples], ["images", n_images],
+                    ["source datasets", len(t.by_ds)], ["rejected items", t.rejects]]
     out: list[ManifestEntry] = []
     md_sections, html_sections = [], []
     for key, title, header, rows in tables:
@@ -269,11 +314,11 @@ def export_card(records, samples, out_dir: Path, recipe=None, *, rejects=None, o
     file_rows = [[e.path, e.format, e.split, e.samples] for e in sorted(entries, key=lambda e: e.path)]
     file_header = ["path", "format", "split", "samples"]
     loading_md, loading_html = loading_lines(entries)
-    langs = ", ".join(sorted({s.lang for s in samples})) or "no language"
+    langs = ", ".join(sorted(t.langs)) or "no language"
     common = {"title": getattr(recipe, "name", None) or "medvl corpus",
-              "n_datasets": str(len({r.dataset for r in records})), "languages": langs}
+              "n_datasets": str(len(t.by_ds)), "languages": langs}
     md_parts = {
-        "front_matter": front_matter(records, samples, recipe, entries),
+        "front_matter": front_matter(t, recipe, entries),
         "summary": _md_table(["", "count"], summary_rows), "loading": loading_md, "sections": "".join(md_sections),
         "files": _md_table(file_header, file_rows) if file_rows else "(this card only)\n",
         "recipe": _md_table(["setting", "value"], settings) + ("\n" + _md_table(src_header, sources) if sources else ""),
@@ -288,7 +333,7 @@ def export_card(records, samples, out_dir: Path, recipe=None, *, rejects=None, o
         {k: html.escape(v) for k, v in common.items()}, **html_parts)
     write_text(out_dir / "dataset_card.md", md_text)
     write_text(out_dir / "dataset_card.html", html_text)
-    out += [ManifestEntry("dataset_card.md", "dataset-card-md", None, len(samples), n_images),
-            ManifestEntry("dataset_card.html", "dataset-card-html", None, len(samples), n_images)]
+    out += [ManifestEntry("dataset_card.md", "dataset-card-md", None, t.samples, n_images),
+            ManifestEntry("dataset_card.html", "dataset-card-html", None, t.samples, n_images)]
     return out
 

@@ -12,8 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from medvl.export.base import (EXPORTS, View, build_views, check_options, clear_outputs, distinct_images, dumps,
-                               skipped_extra, write_text)
+from medvl.export.base import EXPORTS, TextWriter, View, check_options, clear_outputs, dumps, skipped_extra
 from medvl.export.manifest import ManifestEntry
 
 FROM = {"user": "human", "assistant": "gpt", "system": "system"}
@@ -36,21 +35,26 @@ def llava_item(v: View) -> dict[str, Any]:
 
 
 @EXPORTS.register("llava")
-def export_llava(records, samples, out_dir: Path, recipe=None, *, rejects=None, options=None,
-                 entries=None) -> list[ManifestEntry]:
-    """Write ``llava/<split>.json`` (and ``.jsonl``) for every split; return their manifest entries."""
+def export_llava(corpus, out_dir: Path, recipe=None, *, options=None, entries=None) -> list[ManifestEntry]:
+    """Write ``llava/<split>.json`` (and ``.jsonl``) for every split, streamed row by row (the JSON list is
+    written item by item, never built as one string); return their manifest entries."""
     opts = check_options("llava", options, DEFAULTS)
     folder = Path(out_dir) / "llava"
     clear_outputs(folder, ["*.json", "*.jsonl"])
-    views, skipped = build_views(records, samples, Path(out_dir))
     out: list[ManifestEntry] = []
-    for split, vs in views.items():
-        rows = [dumps(llava_item(v)) for v in vs]
-        extra = skipped_extra(skipped)
-        write_text(folder / f"{split}.json", "[\n" + ",\n".join(rows) + ("\n]\n" if rows else "]\n"))
-        out.append(ManifestEntry(f"llava/{split}.json", "llava-json", split, len(rows), distinct_images(vs), extra))
+    for split in corpus.splits():
+        extra = skipped_extra(corpus.skipped)
+        n = 0
+        with TextWriter(folder / f"{split}.json") as js, TextWriter(folder / f"{split}.jsonl", opts["jsonl"]) as jl:
+            js.write("[\n")
+            for v in corpus.views(split):
+                row = dumps(llava_item(v))
+                js.write((",\n" if n else "") + row)
+                jl.write(row + "\n")
+                n += 1
+            js.write("\n]\n" if n else "]\n")
+        images = corpus.images(split)
+        out.append(ManifestEntry(f"llava/{split}.json", "llava-json", split, n, images, extra))
         if opts["jsonl"]:
-            write_text(folder / f"{split}.jsonl", "".join(r + "\n" for r in rows))
-            out.append(ManifestEntry(f"llava/{split}.jsonl", "llava-jsonl", split, len(rows), distinct_images(vs),
-                                     dict(extra)))
+            out.append(ManifestEntry(f"llava/{split}.jsonl", "llava-jsonl", split, n, images, dict(extra)))
     return out

@@ -17,8 +17,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from medvl.export.base import (EXPORTS, View, build_views, check_options, clear_outputs, distinct_images, dumps,
-                               skipped_extra, write_text)
+from medvl.export.base import EXPORTS, TextWriter, View, check_options, clear_outputs, dumps, skipped_extra, write_text
 from medvl.export.manifest import ManifestEntry
 
 DEFAULTS: dict[str, Any] = {"dataset_info": True}
@@ -40,22 +39,24 @@ def dataset_info(name: str, splits: list[str]) -> dict[str, Any]:
 
 
 @EXPORTS.register("messages")
-def export_messages(records, samples, out_dir: Path, recipe=None, *, rejects=None, options=None,
-                    entries=None) -> list[ManifestEntry]:
-    """Write ``messages/<split>.jsonl`` and ``dataset_info.json``; return their manifest entries."""
+def export_messages(corpus, out_dir: Path, recipe=None, *, options=None, entries=None) -> list[ManifestEntry]:
+    """Write ``messages/<split>.jsonl`` (streamed) and ``dataset_info.json``; return their manifest entries."""
     opts = check_options("messages", options, DEFAULTS)
     out_dir = Path(out_dir)
     folder = out_dir / "messages"
     clear_outputs(folder, ["*.jsonl"])
-    views, skipped = build_views(records, samples, out_dir)
     out: list[ManifestEntry] = []
-    for split, vs in views.items():
-        rows = [dumps(messages_item(v)) + "\n" for v in vs]
-        write_text(folder / f"{split}.jsonl", "".join(rows))
-        out.append(ManifestEntry(f"messages/{split}.jsonl", "messages-jsonl", split, len(rows), distinct_images(vs),
-                                 skipped_extra(skipped)))
+    splits = corpus.splits()
+    for split in splits:
+        n = 0
+        with TextWriter(folder / f"{split}.jsonl") as f:
+            for v in corpus.views(split):
+                f.write(dumps(messages_item(v)) + "\n")
+                n += 1
+        out.append(ManifestEntry(f"messages/{split}.jsonl", "messages-jsonl", split, n, corpus.images(split),
+                                 skipped_extra(corpus.skipped)))
     if opts["dataset_info"]:
-        info = dataset_info(getattr(recipe, "name", None) or "medvl", list(views))
+        info = dataset_info(getattr(recipe, "name", None) or "medvl", splits)
         write_text(out_dir / "dataset_info.json", json.dumps(info, ensure_ascii=False, indent=2) + "\n")
         out.append(ManifestEntry("dataset_info.json", "llamafactory-dataset-info", None, None, None,
                                  {"datasets": sorted(info)}))

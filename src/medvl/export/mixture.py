@@ -12,10 +12,11 @@ from __future__ import annotations
 import json
 import re
 from collections import defaultdict
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
-from medvl.export.base import EXPORTS, build_views, check_options, clear_outputs, distinct_images, dumps, write_text
+from medvl.export.base import EXPORTS, TextWriter, check_options, clear_outputs, dumps, write_text
 from medvl.export.llava import llava_item
 from medvl.export.manifest import ManifestEntry
 
@@ -27,9 +28,9 @@ def _file_name(dataset: str) -> str:
 
 
 @EXPORTS.register("mixture")
-def export_mixture(records, samples, out_dir: Path, recipe=None, *, rejects=None, options=None,
-                   entries=None) -> list[ManifestEntry]:
-    """Write per-dataset annotation files, ``mixture/<split>.json`` and ``mixture.json``."""
+def export_mixture(corpus, out_dir: Path, recipe=None, *, options=None, entries=None) -> list[ManifestEntry]:
+    """Write per-dataset annotation files (streamed, one open file per dataset of a split),
+    ``mixture/<split>.json`` and ``mixture.json``."""
     opts = check_options("mixture", options, DEFAULTS)
     ratios = {str(k): float(v) for k, v in dict(opts["ratios"] or {}).items()}
     for k, v in [*ratios.items(), ("default_ratio", float(opts["default_ratio"]))]:
@@ -39,23 +40,29 @@ def export_mixture(records, samples, out_dir: Path, recipe=None, *, rejects=None
     folder = out_dir / "mixture"
     clear_outputs(folder, ["*.json", "*/*.jsonl"])
     (out_dir / "mixture.json").unlink(missing_ok=True)
-    views, _ = build_views(records, samples, out_dir)
     out: list[ManifestEntry] = []
     lists: dict[str, dict[str, Any]] = {}
     used: set[str] = set()
-    for split, vs in views.items():
-        by_ds: dict[str, list] = defaultdict(list)
-        for v in vs:
-            by_ds[str(v.meta.get("dataset") or ("text" if not v.images else "unknown"))].append(v)
+    for split in corpus.splits():
+        files: dict[str, TextWriter] = {}
+        counts: dict[str, int] = defaultdict(int)
+        images: dict[str, set[int]] = defaultdict(set)  # hashes of image paths: distinct counts in bounded memory
+        with ExitStack() as stack:
+            for v in corpus.views(split):
+                ds = str(v.meta.get("dataset") or ("text" if not v.images else "unknown"))
+                f = files.get(ds)
+                if f is None:
+                    f = files[ds] = stack.enter_context(TextWriter(out_dir / f"mixture/{split}/{_file_name(ds)}.jsonl"))
+                f.write(dumps(llava_item(v)) + "\n")
+                counts[ds] += 1
+                images[ds].update(hash(p) for p in v.images)
         mapping: dict[str, Any] = {}
-        for ds in sorted(by_ds):
+        for ds in sorted(files):
             rel = f"mixture/{split}/{_file_name(ds)}.jsonl"
-            rows = by_ds[ds]
-            write_text(out_dir / rel, "".join(dumps(llava_item(v)) + "\n" for v in rows))
             used.add(ds)
             mapping[ds] = {"image_dir": opts["image_dir"], "annotations": rel,
-                           "sample_ratio": ratios.get(ds, float(opts["default_ratio"])), "length": len(rows)}
-            out.append(ManifestEntry(rel, "llava-jsonl", split, len(rows), distinct_images(rows), {"dataset": ds}))
+                           "sample_ratio": ratios.get(ds, float(opts["default_ratio"])), "length": counts[ds]}
+            out.append(ManifestEntry(rel, "llava-jsonl", split, counts[ds], len(images[ds]), {"dataset": ds}))
         lists[split] = mapping
         text = json.dumps(mapping, ensure_ascii=False, indent=2) + "\n"
         write_text(folder / f"{split}.json", text)

@@ -12,12 +12,13 @@ to a PIL image. Shards hold ``rows_per_shard`` rows (default 5,000), written in 
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
-from medvl.export.base import EXPORTS, View, build_views, check_options, clear_outputs, skipped_extra
+from medvl.export.base import EXPORTS, View, check_options, clear_outputs, skipped_extra
 from medvl.export.manifest import ManifestEntry
 
 DEFAULTS: dict[str, Any] = {"rows_per_shard": 5000, "row_group_rows": 256, "embed_images": True,
@@ -70,9 +71,8 @@ def _row(v: View, out_dir: Path, embed: bool, cache: dict[str, bytes]) -> dict[s
 
 
 @EXPORTS.register("parquet")
-def export_parquet(records, samples, out_dir: Path, recipe=None, *, rejects=None, options=None,
-                   entries=None) -> list[ManifestEntry]:
-    """Write the Parquet shards of every split; return one manifest entry per shard."""
+def export_parquet(corpus, out_dir: Path, recipe=None, *, options=None, entries=None) -> list[ManifestEntry]:
+    """Write the Parquet shards of every split, streamed in row groups; return one manifest entry per shard."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -85,31 +85,36 @@ def export_parquet(records, samples, out_dir: Path, recipe=None, *, rejects=None
     clear_outputs(folder, ["*.parquet"])
     folder.mkdir(parents=True, exist_ok=True)
     schema = arrow_schema()
-    views, skipped = build_views(records, samples, out_dir)
     out: list[ManifestEntry] = []
     cache: dict[str, bytes] = {}
-    for split, vs in views.items():
-        n_shards = max(1, math.ceil(len(vs) / per_shard))
+    embed = bool(opts["embed_images"])
+    for split in corpus.splits():
+        n_shards = max(1, math.ceil(corpus.count(split) / per_shard))
+        views = corpus.views(split)
         for k in range(n_shards):
-            chunk = vs[k * per_shard:(k + 1) * per_shard]
             name = f"{split}-{k:05d}-of-{n_shards:05d}.parquet"
             tmp = folder / (name + ".tmp")
             bad: list[str] = []
-            written = 0
+            written, images = 0, set()
             with pq.ParquetWriter(tmp, schema, compression=opts["compression"]) as writer:
-                for g in range(0, len(chunk), per_group):
+                for chunk in _chunks(itertools.islice(views, per_shard), per_group):
                     rows = []
-                    for v in chunk[g:g + per_group]:
+                    for v in chunk:
+                        images.update(v.images)
                         try:
-                            rows.append(_row(v, out_dir, bool(opts["embed_images"]), cache))
+                            rows.append(_row(v, out_dir, embed, cache))
                         except OSError as e:
                             bad.append(f"sample {v.sample.id}: cannot read image ({e})")
                     if rows:
                         writer.write_table(pa.Table.from_pylist(rows, schema=schema))
                         written += len(rows)
             tmp.replace(folder / name)
-            extra = skipped_extra(skipped + bad)
+            extra = skipped_extra(corpus.skipped + bad)
             extra["shard"], extra["shards"] = k, n_shards
-            out.append(ManifestEntry(f"parquet/{name}", "parquet", split, written,
-                                     len({p for v in chunk for p in v.images}), extra))
+            out.append(ManifestEntry(f"parquet/{name}", "parquet", split, written, len(images), extra))
     return out
+
+
+def _chunks(items: Iterator[View], size: int) -> Iterator[list[View]]:
+    while chunk := list(itertools.islice(items, size)):
+        yield chunk
