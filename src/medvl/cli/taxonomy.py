@@ -80,7 +80,7 @@ def model_rows(scope: str, model: type) -> list[OptionRow]:
 
 def option_rows() -> list[OptionRow]:
     """Every option of every registered source format (formats sorted by name), then ``image.*``."""
-    from medvl.pipeline.recipe import ImageConfig
+    from medvl.sources.config import ImageConfig
     from medvl.sources import SOURCES
 
     rows = []

@@ -16,7 +16,7 @@ from medvl.curate.dedup import Merge, dedup_records, exclude_by_md5, file_md5, r
 from medvl.curate.split import SplitReport, assign_sample_splits, assign_splits, assign_splits_with_report
 
 if TYPE_CHECKING:
-    from medvl.pipeline.recipe import CurationConfig
+    from medvl.curate.config import CurationConfig
 
 MAX_LISTED = 100  # straddling near-duplicate pairs listed by id in the report (all are counted)
 

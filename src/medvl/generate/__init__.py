@@ -13,7 +13,8 @@ from typing import TYPE_CHECKING
 from medvl.generate.base import GENERATORS, Generator, SourceRules, missing_zh_labels
 
 if TYPE_CHECKING:
-    from medvl.pipeline.recipe import GenerationConfig, SourceConfig
+    from medvl.generate.config import GenerationConfig
+    from medvl.sources.config import SourceConfig
 
 
 def make_generator(config: "GenerationConfig", seed: int, label_spaces: dict[str, list[str]],

@@ -32,7 +32,7 @@ from medvl.taxonomy import (body_region_name, department_name, has_chinese_name,
                             normalize_view, view_name)
 
 if TYPE_CHECKING:
-    from medvl.pipeline.recipe import GenerationConfig
+    from medvl.generate.config import GenerationConfig
 
 GENERATORS: Registry[type["Generator"]] = Registry("generator", "medvl.generate")
 

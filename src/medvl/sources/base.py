@@ -7,13 +7,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Iterator
+from typing import TYPE_CHECKING, Any, ClassVar, Iterator
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
 from medvl.core.records import Region, Reject
 from medvl.core.registry import Registry
+
+if TYPE_CHECKING:
+    from medvl.sources.config import SourceConfig
 
 
 @dataclass
@@ -61,7 +64,7 @@ class Source:
     task: ClassVar[str] = "cls"
     Options: ClassVar[type[SourceOptions]] = SourceOptions
 
-    def __init__(self, cfg: "SourceConfig", root: Path | None = None):  # noqa: F821 (pipeline.recipe)
+    def __init__(self, cfg: SourceConfig, root: Path | None = None):
         self.cfg = cfg
         self.root = Path(root) if root is not None else Path(cfg.path)
         self.opts = self.Options.model_validate(cfg.options or {})
