@@ -13,13 +13,15 @@ both (it dispatches on the last extension). Text-only samples have only the JSON
 
 Shards hold at most ``max_samples`` samples and at most ``max_bytes`` bytes of tar file (headers, padding
 and the end-of-archive record counted; a single sample larger than ``max_bytes`` gets a shard of its own).
-Members are written with ``webdataset.TarWriter`` (USTAR, its member order) with mtime 0, uid/gid 0,
-empty user/group names and mode 0444, so equal inputs give byte-identical shards; each shard is written to
+Members are written with ``webdataset.TarWriter`` (its member order and naming) with mtime 0, uid/gid 0,
+empty user/group names and mode 0444: equal inputs give byte-identical shards, and every header is one plain
+ustar block (no PAX records), so shard sizes are known before writing. Each shard is written to
 ``<name>.tmp`` and renamed. A sample whose image cannot be read, or is not a PNG/JPEG file, is skipped and
 listed in the manifest entries' ``skipped`` reasons."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 from pathlib import Path
@@ -131,8 +133,9 @@ class _Shards:
         from webdataset import TarWriter
 
         self.name = f"{self.split}-{len(self.done):06d}.tar"
-        self.file = open(self.folder / (self.name + ".tmp"), "wb")
-        # fixed metadata: TarWriter stamps members with time.time() and user "bigdata" unless told otherwise
+        self.writer, self.file = None, open(self.folder / (self.name + ".tmp"), "wb")
+        # fixed metadata: TarWriter stamps members with time.time() (a float, so tarfile adds a PAX header
+        # per member) and user "bigdata" unless told otherwise
         self.writer = TarWriter(self.file, user="", group="", mode=0o444, mtime=0, encoder=False)
         self.count, self.used, self.images = 0, 0, set()
 
@@ -150,6 +153,9 @@ class _Shards:
     def abort(self) -> None:
         """Drop the open shard's temporary file (a failed run never leaves a half shard under a final name)."""
         if self.file is not None:
+            if self.writer is not None:
+                with contextlib.suppress(Exception):  # the error being raised is the one to report
+                    self.writer.close()
             self.file.close()
             (self.folder / (self.name + ".tmp")).unlink(missing_ok=True)
         self.writer = self.file = None
