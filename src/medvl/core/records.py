@@ -91,10 +91,11 @@ class ImageRecord:
                 out.append(int(k))
         return sorted(out)
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self, with_id: bool = True) -> dict[str, Any]:
         d = asdict(self)
         d["regions"] = [r.to_dict() for r in self.regions]
-        d["id"] = self.id
+        if with_id:
+            d["id"] = self.id
         return d
 
     @classmethod

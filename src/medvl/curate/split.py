@@ -25,7 +25,7 @@ from __future__ import annotations
 import dataclasses
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
-from typing import Iterable, Mapping
+from typing import Iterable, Mapping, Sequence
 
 from medvl.core.groups import Groups
 from medvl.core.hashing import stable_int
@@ -60,11 +60,6 @@ def _check_fractions(fractions: Mapping[str, float]) -> dict[str, float]:
     return {str(k): float(v) / total for k, v in fractions.items()}
 
 
-def _source_split(rec: ImageRecord) -> str | None:
-    raw = rec.extra.get("source_split") if rec.extra else None
-    return SOURCE_SPLIT_ALIASES.get(str(raw).strip().lower()) if raw is not None else None
-
-
 def assign_splits(records: Iterable[ImageRecord], fractions: Mapping[str, float], seed: int,
                   respect_source_split: bool = True, links: Iterable[tuple[str, str]] = ()) -> list[ImageRecord]:
     """Copies of ``records`` (input order) with ``.split`` set; see the module docstring for the rules."""
@@ -76,37 +71,59 @@ def assign_splits_with_report(records: Iterable[ImageRecord], fractions: Mapping
                               ) -> tuple[list[ImageRecord], SplitReport]:
     """Like :func:`assign_splits`, plus a :class:`SplitReport` (counts and warnings). ``links``: pairs of
     patient keys that must share a split (merged duplicates, near-duplicate images)."""
+    records = list(records)
+    keys = [SplitKey(r.patient_key, r.dataset, r.extra.get("source_split") if r.extra else None) for r in records]
+    splits, report = split_keys(keys, fractions, seed, respect_source_split, links)
+    return [dataclasses.replace(rec, split=s) for rec, s in zip(records, splits)], report
+
+
+@dataclass(frozen=True, slots=True)
+class SplitKey:
+    """What the split needs of a record: its patient key, dataset and official split (raw, as the source gave it)."""
+
+    patient_key: str
+    dataset: str
+    source_split: object = None
+
+
+def split_keys(keys: Sequence[SplitKey], fractions: Mapping[str, float], seed: int,
+               respect_source_split: bool = True, links: Iterable[tuple[str, str]] = ()
+               ) -> tuple[list[str], SplitReport]:
+    """The split of every key (records reduced to what the split reads, so a build holds only these in
+    memory), with the report; see the module docstring for the rules."""
     fr = _check_fractions(fractions)
     active = [s for s in fr if fr[s] > 0]
     # order used for ties: larger fraction first, then name ("test" before "val")
     rank = {s: i for i, s in enumerate(sorted(active, key=lambda s: (-fr[s], s)))}
-    records = list(records)
     links = sorted({tuple(sorted(pair)) for pair in links if pair[0] != pair[1]})
     report = SplitReport()
     groups = Groups()
-    for rec in records:
-        groups.find(rec.patient_key)
+    for k in keys:
+        groups.find(k.patient_key)
     for a, b in links:
         groups.union(a, b)
-    group_of = [groups.find(rec.patient_key) for rec in records]
+    group_of = [groups.find(k.patient_key) for k in keys]
     members_of: dict[str, set[str]] = defaultdict(set)
-    for rec, g in zip(records, group_of):
-        members_of[g].add(rec.patient_key)
+    for k, g in zip(keys, group_of):
+        members_of[g].add(k.patient_key)
     report.linked_groups = sum(1 for m in members_of.values() if len(m) > 1)
     seen_in: dict[str, set[str]] = defaultdict(set)
-    for rec in records:
-        seen_in[rec.patient_key].add(rec.dataset)
+    for k in keys:
+        seen_in[k.patient_key].add(k.dataset)
     report.cross_dataset_patients = sum(1 for ds in seen_in.values() if len(ds) > 1)
+    del seen_in
 
     # 1. official splits over every dataset: the most protected one wins for the whole group
     placed: dict[str, str] = {}
     official: dict[str, Counter] = defaultdict(Counter)
     if respect_source_split:
-        for rec, g in zip(records, group_of):
-            src = _source_split(rec)
+        for k, g in zip(keys, group_of):
+            if k.source_split is None:
+                continue
+            src = SOURCE_SPLIT_ALIASES.get(str(k.source_split).strip().lower())
             if src in rank:
                 official[g][src] += 1
-            elif rec.extra and rec.extra.get("source_split") is not None:
+            else:
                 report.source_split_ignored += 1
     for g, tally in sorted(official.items()):
         placed[g] = min(tally, key=lambda s: (PROTECTION.get(s, 9), rank[s]))
@@ -116,10 +133,10 @@ def assign_splits_with_report(records: Iterable[ImageRecord], fractions: Mapping
         report.source_split_overridden += sum(n for s, n in tally.items() if s != placed[g])
 
     # 2. per dataset, balance the free groups
-    out_split: list[str | None] = [None] * len(records)
+    out_split: list[str | None] = [None] * len(keys)
     by_dataset: dict[str, list[int]] = defaultdict(list)
-    for i, rec in enumerate(records):
-        by_dataset[rec.dataset].append(i)
+    for i, k in enumerate(keys):
+        by_dataset[k.dataset].append(i)
     for ds in sorted(by_dataset):
         members: dict[str, list[int]] = defaultdict(list)
         for i in by_dataset[ds]:
@@ -147,21 +164,21 @@ def assign_splits_with_report(records: Iterable[ImageRecord], fractions: Mapping
             best = max(active, key=lambda s: (targets[s] - counts[s], -rank[s]))
             _place(g, best, members, out_split, counts, placed)
 
-    out = [dataclasses.replace(rec, split=s) for rec, s in zip(records, out_split)]
-    _check(out, links, report)
+    splits = [str(s) for s in out_split]
+    _check(keys, splits, links, report)
     for g in members_of:
         report.patients[placed[g]] = report.patients.get(placed[g], 0) + len(members_of[g])
     report.patients = dict(sorted(report.patients.items()))
-    report.records = dict(sorted(Counter(r.split for r in out).items()))  # type: ignore[arg-type]
+    report.records = dict(sorted(Counter(splits).items()))
     _warn(report, active)
-    return out, report
+    return splits, report
 
 
-def _check(out: list[ImageRecord], links: list[tuple[str, ...]], report: SplitReport) -> None:
+def _check(keys: Sequence[SplitKey], splits: Sequence[str], links: list[tuple[str, ...]], report: SplitReport) -> None:
     """Independent of how splits were assigned: patient keys in several splits, linked pairs apart."""
     where: dict[str, set[str | None]] = defaultdict(set)
-    for r in out:
-        where[r.patient_key].add(r.split)
+    for k, s in zip(keys, splits):
+        where[k.patient_key].add(s)
     report.leaked_patients = sum(1 for s in where.values() if len(s) > 1)
     report.straddling_links = sum(1 for a, b in links if a in where and b in where and where[a] != where[b])
 

@@ -75,6 +75,17 @@ class Generator:
         """All samples for one record (an empty list when no kind applies)."""
         raise NotImplementedError
 
+    def generate_batch(self, records: list[ImageRecord]) -> list[list[Sample]]:
+        """Samples for a batch of records (one build chunk), in record order. The default calls
+        :meth:`generate` per record; a generator that calls slow endpoints overrides this to send the
+        batch's requests concurrently (e.g. ``asyncio.run`` over the batch with a concurrency limit)."""
+        return [self.generate(r) for r in records]
+
+    def open_cache(self, folder: str | None) -> None:
+        """Called once per chunk before :meth:`generate_batch` with a folder the generator may keep an
+        on-disk cache in (shared by all chunks and kept across a resumed build, so a chunk redone after a
+        kill pays for no request twice), or None. The template engine needs none."""
+
     # shared conventions ------------------------------------------------------------------------
     def choose_lang(self, record_id: str, kind: str, n: int) -> str:
         """Language of one sample: Chinese with probability ``zh_share`` when both languages are on,

@@ -1,0 +1,147 @@
+"""Shards on disk: how build stages hand work to each other without holding a corpus in memory.
+
+A shard is a UTF-8 JSON-lines file written through a temporary name and renamed into place, so a file under
+its real name is always complete (a killed writer leaves only ``*.tmp-*`` files, which are never read).
+The :class:`Journal` records finished units of work (one JSON line each, flushed and fsynced); a resumed
+build trusts a unit only when the journal lists it *and* its shard still has the recorded checksum.
+:func:`merge_sorted` streams several individually sorted shards as one sorted stream (k-way merge), and
+:func:`external_sort` sorts any stream of lines in runs of bounded size."""
+
+from __future__ import annotations
+
+import hashlib
+import heapq
+import json
+import os
+import uuid
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator
+
+
+class ShardWriter:
+    """Write lines to ``path`` through a unique temporary file; on a clean exit the file is renamed into
+    place and ``count`` / ``sha256`` describe it. On an error the temporary file is removed."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.count = 0
+        self.sha256 = ""
+        self._hash = hashlib.sha256()
+
+    def __enter__(self) -> "ShardWriter":
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._tmp = self.path.with_name(f"{self.path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+        self._f = open(self._tmp, "wb")
+        return self
+
+    def write(self, line: str) -> None:
+        """One line (without its newline)."""
+        data = (line + "\n").encode("utf-8")
+        self._hash.update(data)
+        self._f.write(data)
+        self.count += 1
+
+    def __exit__(self, exc_type: Any, *_: Any) -> None:
+        self._f.close()
+        if exc_type is not None:
+            self._tmp.unlink(missing_ok=True)
+            return
+        os.replace(self._tmp, self.path)
+        self.sha256 = self._hash.hexdigest()
+
+
+def write_shard(path: str | Path, lines: Iterable[str]) -> tuple[int, str]:
+    """Write ``lines`` as a shard; returns (line count, sha256 of the file)."""
+    with ShardWriter(path) as w:
+        for line in lines:
+            w.write(line)
+    return w.count, w.sha256
+
+
+def read_lines(path: str | Path) -> Iterator[str]:
+    """The lines of a shard, without newlines."""
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            yield line.rstrip("\n")
+
+
+def shard_ok(path: str | Path, sha256: str) -> bool:
+    """True when the file exists and has exactly the recorded checksum (a half-written or changed file is
+    never trusted)."""
+    from medvl.core.hashing import file_digest
+
+    try:
+        return file_digest(path) == sha256
+    except OSError:
+        return False
+
+
+def merge_sorted(paths: Iterable[str | Path], key: Callable[[str], Any]) -> Iterator[str]:
+    """One sorted stream of the lines of several shards, each sorted by ``key`` (ties keep shard order)."""
+    return heapq.merge(*(read_lines(p) for p in paths), key=key)
+
+
+def external_sort(lines: Iterable[str], key: Callable[[str], Any], tmp_dir: str | Path,
+                  run_lines: int = 100_000) -> Iterator[str]:
+    """``lines`` sorted by ``key`` in memory bounded by ``run_lines``: sorted runs written to ``tmp_dir``,
+    then merged (the run files are removed when the stream is exhausted)."""
+    tmp_dir = Path(tmp_dir)
+    runs: list[Path] = []
+    buf: list[str] = []
+
+    def flush() -> None:
+        buf.sort(key=key)
+        p = tmp_dir / f"run-{len(runs):05d}.jsonl"
+        write_shard(p, buf)
+        runs.append(p)
+        buf.clear()
+
+    for line in lines:
+        buf.append(line)
+        if len(buf) >= run_lines:
+            flush()
+    if not runs:  # fits in one run: no files needed
+        buf.sort(key=key)
+        yield from buf
+        return
+    if buf:
+        flush()
+    try:
+        yield from merge_sorted(runs, key)
+    finally:
+        for p in runs:
+            p.unlink(missing_ok=True)
+
+
+class Journal:
+    """Finished units of work, one JSON object per line: ``{"unit": name, ...facts}``. Appends are flushed
+    and fsynced; a torn last line (the writer was killed mid-line) is ignored when reading."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.done: dict[str, dict[str, Any]] = {}
+        if self.path.is_file():
+            with open(self.path, encoding="utf-8") as f:
+                for line in f:
+                    try:
+                        entry = json.loads(line)
+                    except json.JSONDecodeError:
+                        continue
+                    if isinstance(entry, dict) and "unit" in entry:
+                        self.done[entry["unit"]] = entry
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._f = open(self.path, "a", encoding="utf-8")
+
+    def get(self, unit: str) -> dict[str, Any] | None:
+        return self.done.get(unit)
+
+    def add(self, unit: str, **facts: Any) -> dict[str, Any]:
+        entry = {"unit": unit, **facts}
+        self._f.write(json.dumps(entry, sort_keys=True, ensure_ascii=False) + "\n")
+        self._f.flush()
+        os.fsync(self._f.fileno())
+        self.done[unit] = entry
+        return entry
+
+    def close(self) -> None:
+        self._f.close()
