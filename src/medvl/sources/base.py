@@ -1,13 +1,19 @@
 """What a source is: a registered class that enumerates cheap work units (files, volumes, rows) and turns
 one unit into 2D items or rejects. Units are picklable so a process pool can load them in parallel.
 
+A source whose enumeration must read every file (DICOM: headers decide which files form a series) can split
+it into an index phase that runs in workers: ``index_tasks`` (cheap, lazy, picklable batches),
+``index_task`` (one batch -> picklable summaries, run by :func:`run_index_task` in a worker that has only the
+source config) and ``units_from_index`` (summaries in task order -> the units). ``units()`` of such a source
+is ``units_from_index(map(index_task, index_tasks()))``: the same units and rejects in the same order.
+
 Adding a dataset format = one new file in ``medvl/sources/`` with ``@SOURCES.register("name")``."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Iterator
+from typing import TYPE_CHECKING, Any, ClassVar, Iterable, Iterator
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict
@@ -88,6 +94,22 @@ class Source:
         """Decode one unit into 2D items; a problem with the unit yields a Reject, never raises."""
         raise NotImplementedError
 
+    # optional index phase (see the module docstring) -------------------------------------------------
+    def index_tasks(self) -> Iterator[Any] | None:
+        """Lazy, picklable tasks of the index phase (e.g. batches of file paths from a sorted walk), or None:
+        the source has no index phase and ``units()`` is cheap enough to run where the build runs."""
+        return None
+
+    def index_task(self, task: Any) -> Any:
+        """Run one index task (in a worker, on a source rebuilt from its config alone): a picklable result.
+        A problem with one file becomes part of the result (a reject), never an exception."""
+        raise NotImplementedError
+
+    def units_from_index(self, results: Iterable[Any]) -> Iterator[Unit | Reject]:
+        """The units and rejects from every index result, given in task order (as ``units()`` gives them);
+        identifying values the results carry are added to ``self.sensitive``."""
+        raise NotImplementedError
+
     def protected_terms(self) -> list[str]:
         """The recipe's label vocabulary for this source (``label_map`` and ``label_synonyms`` keys and values, a
         fixed ``options.label``): words the privacy scrubber must never treat as identifying."""
@@ -114,3 +136,21 @@ class Source:
 
 
 SOURCES: Registry[type[Source]] = Registry("source format", "medvl.sources")
+
+_INDEX_SOURCES: dict[str, Source] = {}  # per worker process: one source per config, reused across tasks
+
+
+def run_index_task(job: tuple[dict[str, Any], Any]) -> Any:
+    """Top-level (picklable) worker entry of the index phase: ``job`` = (source config as
+    ``SourceConfig.model_dump(mode="json")``, one task from ``index_tasks()``) -> ``index_task(task)``."""
+    import json
+
+    from medvl.sources.config import SourceConfig
+
+    cfg_dict, task = job
+    key = json.dumps(cfg_dict, sort_keys=True)
+    src = _INDEX_SOURCES.get(key)
+    if src is None:
+        cfg = SourceConfig.model_validate(cfg_dict)
+        src = _INDEX_SOURCES[key] = SOURCES.get(cfg.format)(cfg)
+    return src.index_task(task)

@@ -27,9 +27,11 @@ and dropped when they contain an identifying value. Volume units are keyed by th
 
 from __future__ import annotations
 
+import os
 from collections import defaultdict
-from pathlib import PurePosixPath
-from typing import Any, Iterator, Literal
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any, Iterable, Iterator, Literal
 
 import numpy as np
 from pydantic import Field
@@ -90,6 +92,48 @@ def _contains_sensitive(text: str, scrub: Scrubber) -> bool:
     return scrub.contains(text, strict=True)
 
 
+@dataclass
+class SegRefs:
+    """A DICOM SEG found by the index phase: its path and the SOPInstanceUIDs it references."""
+
+    rel: str
+    refs: list[str]
+
+
+@dataclass
+class DicomIndex:
+    """The result of one index task: per file in walk order a ``SliceGeometry`` (an image), a ``SegRefs`` or
+    a ``Reject``; and the identifying values of every header read (picklable: it travels back from a worker)."""
+
+    entries: list[SliceGeometry | SegRefs | Reject] = field(default_factory=list)
+    sensitive: set[str] = field(default_factory=set)
+
+
+def _walk(folder: Path, prefix: str) -> Iterator[tuple[str, str | None]]:
+    """Files under ``folder`` as (path relative to the root as listed, None), in the order of
+    ``sorted(root.rglob("*"))`` (each folder's entries sorted by name, a folder's files right after its
+    name), without listing more than the folder being walked. Hidden entries are skipped and symlinked
+    folders not followed; a folder that cannot be listed is (its path, the problem)."""
+    try:
+        with os.scandir(folder) as it:
+            entries = sorted(it, key=lambda e: e.name)
+    except OSError as e:
+        if prefix:  # the root itself: no folder, no files (enumerate checks that it exists)
+            yield prefix.rstrip("/"), f"folder cannot be listed ({e.strerror or type(e).__name__})"
+        return
+    for e in entries:
+        if e.name.startswith("."):
+            continue
+        try:
+            is_file, is_dir = e.is_file(), e.is_dir() and not e.is_symlink()
+        except OSError:
+            continue
+        if is_file:
+            yield prefix + e.name, None
+        elif is_dir:
+            yield from _walk(Path(e.path), prefix + e.name + "/")
+
+
 @SOURCES.register("dicom")
 class DicomSource(Source):
     """DICOM folder: images, multi-frame files, series volumes and matched SEG masks."""
@@ -98,34 +142,78 @@ class DicomSource(Source):
     Options = DicomOptions
     opts: DicomOptions
 
-    # enumeration ------------------------------------------------------------------------------------------
+    # enumeration: an index phase (headers read in workers), then grouping ---------------------------------
+    index_batch: int = 64  # candidate files per index task
+
     def units(self) -> Iterator[Unit | Reject]:
-        images: list[SliceGeometry] = []
-        segs: list[tuple[str, list[str]]] = []
-        for p in sorted(self.root.rglob("*")):
-            if not p.is_file() or any(part.startswith(".") for part in p.relative_to(self.root).parts):
+        yield from self.units_from_index(map(self.index_task, self.index_tasks()))
+
+    def index_tasks(self) -> Iterator[list[tuple[str, str | None]]]:
+        """Batches of ``index_batch`` candidate files, as (path relative to the root as listed, None), from a
+        lazy walk in sorted path order (hidden files and folders skipped, symlinked folders not followed); a
+        folder that cannot be listed is an entry (its path, the problem)."""
+        batch: list[tuple[str, str | None]] = []
+        for entry in _walk(self.root, ""):
+            batch.append(entry)
+            if len(batch) >= self.index_batch:
+                yield batch
+                batch = []
+        if batch:
+            yield batch
+
+    def index_task(self, task: list[tuple[str, str | None]]) -> DicomIndex:
+        """Read the headers of one batch (no pixel data): per file a ``SliceGeometry``, a ``SegRefs`` or a
+        reject, and the identifying values of every header read."""
+        out = DicomIndex()
+        for listed, problem in task:
+            if problem is not None:
+                out.entries.append(self.reject(listed, f"{listed}: {problem}"))
                 continue
-            rel = self.rel(p)
+            path = self.root / listed
+            if not self.inside_root(path):
+                out.entries.append(self.reject(listed, f"{listed}: path escapes the dataset folder (symlink)"))
+                continue
+            rel = self.rel(path)
             try:
-                ds = read_dataset(p, header_only=True)
+                ds = read_dataset(path, header_only=True)
             except DicomReadError as e:
-                yield self.reject(rel, f"{rel}: {e.problem}")
+                out.entries.append(self.reject(rel, f"{rel}: {e.problem}"))
                 continue
-            self.sensitive |= identifying_values(ds)
-            if str(ds.get("SOPClassUID", "")) == DICOMDIR_SOP_CLASS:
-                yield self.reject(rel, f"{rel}: DICOMDIR index file, not an image")
-                continue
-            geom = slice_geometry(ds, rel)
-            if geom.is_seg:
-                segs.append((rel, seg_references(ds)))
-            elif geom.rows < 1 or geom.cols < 1:
-                yield self.reject(rel, f"{rel}: DICOM file without an image (no Rows/Columns)")
-            else:
-                images.append(geom)
+            try:
+                out.sensitive |= identifying_values(ds)
+                if str(ds.get("SOPClassUID", "")) == DICOMDIR_SOP_CLASS:
+                    out.entries.append(self.reject(rel, f"{rel}: DICOMDIR index file, not an image"))
+                    continue
+                geom = slice_geometry(ds, rel)
+                if geom.is_seg:
+                    out.entries.append(SegRefs(rel, seg_references(ds)))
+                elif geom.rows < 1 or geom.cols < 1:
+                    out.entries.append(self.reject(rel, f"{rel}: DICOM file without an image (no Rows/Columns)"))
+                else:
+                    out.entries.append(geom)
+            except Exception as e:  # noqa: BLE001 - pydicom parses values lazily: a malformed one raises here
+                out.entries.append(self.reject(rel, f"{rel}: unreadable DICOM header ({type(e).__name__}: {e})"))
+        return out
+
+    def units_from_index(self, results: Iterable[DicomIndex]) -> Iterator[Unit | Reject]:
+        """Rejects of unreadable files as they come, then the grouping rejects, SEG rejects and the units
+        sorted by key; every header's identifying values go to ``self.sensitive``."""
+        images: list[SliceGeometry] = []
+        segs: list[SegRefs] = []
+        for res in results:
+            self.sensitive |= res.sensitive
+            for e in res.entries:
+                if isinstance(e, Reject):
+                    yield e
+                elif isinstance(e, SegRefs):
+                    segs.append(e)
+                else:
+                    images.append(e)
         units, rejects = self._group(images)
         yield from rejects
         by_sop = {g.sop_uid: n for n, u in enumerate(units) for g in u.payload["geoms"] if g.sop_uid}
-        for rel, refs in segs:
+        for seg in segs:
+            rel, refs = seg.rel, seg.refs
             if not self.opts.seg:
                 yield self.reject(rel, f"{rel}: DICOM SEG ignored (options.seg is false)")
                 continue
