@@ -143,7 +143,7 @@ def draw(i: int, attempt: int) -> tuple[np.ndarray, str, list, tuple[str | None,
     k, gamma = int(rng.integers(8)), float(np.exp(rng.uniform(-0.25, 0.25)))
     if kind == FUNDUS:
         img = _G["retina"]
-        s = int(round(side * np.exp(rng.uniform(0, np.log(4)))))
+        s = min(round(side * np.exp(rng.uniform(0, np.log(4)))), img.shape[0] - 1)
         y, x = (int(v) for v in rng.integers(0, img.shape[0] - s, size=2))
         if _G["fov"][y:y + s, x:x + s].mean() < 0.95:
             return None
@@ -153,7 +153,7 @@ def draw(i: int, attempt: int) -> tuple[np.ndarray, str, list, tuple[str | None,
         labels, boxes = "retinal vessels" + ("|optic disc" if disc.mean() >= 0.02 else ""), []
     else:
         img = _G["ihc"]
-        s = int(round(side * np.exp(rng.uniform(np.log(0.75), np.log(3)))))
+        s = min(round(side * np.exp(rng.uniform(np.log(0.75), np.log(3)))), img.shape[0] - 1)
         y, x = (int(v) for v in rng.integers(0, img.shape[0] - s, size=2))
         arr, (dab,) = _crop(img, [_G["dab"]], s, y, x, side, k)
         labels = "FHL2 high expression" if dab.mean() >= 0.5 else "FHL2 low expression"
@@ -208,13 +208,15 @@ def write_images(out: Path, n: int, side: int, seed: int, box_fraction: float, j
     chunk = max(50, min(1000, n // (8 * max(jobs, 1)) or 50))
     ctx = mp.get_context("fork")
     pool = ctx.Pool(jobs) if jobs > 1 else None
-    redrawn = 0
+    redrawn, rounds, check_s = 0, 0, 0.0
     try:
         todo = [(i, 0) for i in range(n)]
-        for rnd in range(MAX_ROUNDS):
+        for rounds in range(1, MAX_ROUNDS + 1):
             for i, a, lab, bx, h in _run(pool, todo, chunk):
                 attempts[i], labels[i], boxes[i], hashes[i] = a, lab, bx, h
+            t = time.perf_counter()
             pairs = near_duplicate_pairs(hashes)
+            check_s += time.perf_counter() - t
             again = sorted({j for _, j in pairs})  # the later image of each near pair is drawn again
             if not again:
                 break
@@ -242,6 +244,7 @@ def write_images(out: Path, n: int, side: int, seed: int, box_fraction: float, j
                 for x, y, w, h in boxes[i]:
                     f.write(f"{name},DAB-positive region,{x:g},{y:g},{w:g},{h:g}\n")
     return {"images": n, "patients": int(pat[-1]) if n else 0, "boxed_images": boxed, "redrawn": redrawn,
+            "rounds": rounds, "near_check_seconds": round(check_s, 2),
             "fundus": int((kind == FUNDUS).sum()), "pathology": int((kind == PATHOLOGY).sum())}
 
 
@@ -356,8 +359,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1), help="writer processes (default 2)")
     a = ap.parse_args(argv)
-    if a.images < 0 or a.volumes < 0 or a.side < 16 or a.volume_side < 16:
-        ap.error("--images/--volumes must be >= 0, --side/--volume-side >= 16")
+    if a.images < 0 or a.volumes < 0 or not 16 <= a.side <= 256 or not 16 <= a.volume_side <= 96:
+        ap.error("--images/--volumes must be >= 0, --side 16..256, --volume-side 16..96")
     if a.out.exists() and any(a.out.iterdir()):
         ap.error(f"{a.out}: folder exists and is not empty")
     info = make_corpus(a.out, a.images, a.volumes, a.side, a.seed, a.jobs, a.box_fraction, a.volume_side)
