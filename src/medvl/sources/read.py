@@ -26,7 +26,7 @@ from medvl.core.ids import slice_suffix
 from medvl.core.records import ImageRecord, Region, Reject
 from medvl.imaging.boxes import box_inside, clip_box, normalize_box, scale_regions
 from medvl.core.privacy import Scrubber
-from medvl.pipeline.recipe import ImageConfig, SourceConfig
+from medvl.sources.config import ImageConfig, SourceConfig
 from medvl.sources.base import SOURCES, Item, Source, Unit
 
 _SOURCE_CACHE: dict[str, Source] = {}
