@@ -137,3 +137,19 @@ def test_a_malformed_header_or_an_escaping_link_is_a_reject_not_a_crash(tmp_path
     assert [r.item for r in rejects] == ["badrows.dcm", "link.dcm"]
     assert "badrows.dcm: unreadable DICOM header (TypeError" in rejects[0].reason
     assert rejects[1].reason == "link.dcm: path escapes the dataset folder (symlink)"
+
+
+def test_a_folder_that_cannot_be_listed_is_a_reject(tmp_path):
+    """A folder that disappears (or cannot be read) between the listing of its parent and its own is named in a
+    reject; the walk goes on with the next folder."""
+    _copy("CT_small.dcm", tmp_path / "a" / "ct.dcm")
+    _copy("MR_small.dcm", tmp_path / "b" / "mr.dcm")
+    _copy("MR_small.dcm", tmp_path / "c" / "mr.dcm")
+    src = _source(tmp_path, mode="files")
+    src.index_batch = 1
+    tasks = src.index_tasks()
+    first = next(tasks)  # the root was listed: a, b, c
+    shutil.rmtree(tmp_path / "b")
+    units, rejects = _split(list(src.units_from_index(map(src.index_task, [first, *tasks]))))
+    assert [u.key for u in units] == ["a/ct.dcm", "c/mr.dcm"]
+    assert [(r.item, r.reason) for r in rejects] == [("b", "b: folder cannot be listed (No such file or directory)")]
