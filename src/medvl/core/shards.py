@@ -115,7 +115,11 @@ def external_sort(lines: Iterable[str], key: Callable[[str], Any], tmp_dir: str 
 
 class Journal:
     """Finished units of work, one JSON object per line: ``{"unit": name, ...facts}``. Appends are flushed
-    and fsynced; a torn last line (the writer was killed mid-line) is ignored when reading."""
+    and fsynced; a torn last line (the writer was killed mid-line) is ignored when reading.
+
+    Fault injection for tests: with ``MEDVL_FAILPOINT=<unit prefix>@<n>`` in the environment the process
+    kills itself (SIGKILL, like ``kill -9``) right after journaling the n-th unit whose name starts with
+    the prefix, so a test can stop a real build at an exact point."""
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
@@ -131,6 +135,9 @@ class Journal:
                         self.done[entry["unit"]] = entry
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._f = open(self.path, "a", encoding="utf-8")
+        fail = os.environ.get("MEDVL_FAILPOINT", "")
+        self._fail_prefix, _, n = fail.rpartition("@")
+        self._fail_left = int(n) if fail and n.isdigit() else 0
 
     def get(self, unit: str) -> dict[str, Any] | None:
         return self.done.get(unit)
@@ -141,6 +148,12 @@ class Journal:
         self._f.flush()
         os.fsync(self._f.fileno())
         self.done[unit] = entry
+        if self._fail_left and unit.startswith(self._fail_prefix):
+            self._fail_left -= 1
+            if not self._fail_left:
+                import signal
+
+                os.kill(os.getpid(), signal.SIGKILL)
         return entry
 
     def close(self) -> None:

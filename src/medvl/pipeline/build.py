@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
 from medvl.core.records import ImageRecord, Reject, Sample
-from medvl.core.shards import Journal, ShardWriter, external_sort, read_lines
+from medvl.core.shards import Journal, ShardWriter, external_sort, read_lines, shard_ok
 from medvl.pipeline.checks import PathScrubber, lonely_labels
 from medvl.pipeline.recipe import Recipe
 from medvl.pipeline.steps import (CurateFacts, GenerateFacts, ReadOutcome, RunOptions, SourceStats, curate_step,
@@ -115,10 +115,39 @@ def run_build(recipe: Recipe, out_dir: Path, workers: int | None = None, overwri
 
 def finish(recipe: Recipe, out_dir: Path, work: Path, journal: Journal, read: ReadOutcome, facts: CurateFacts,
            gen: GenerateFacts) -> dict[str, Any]:
-    """Write the tables, the summary, every export and the manifest (each export is a journal unit)."""
-    from medvl.export import run_exports
-    from medvl.export.corpus import DuplicateSampleId, ShardCorpus
+    """Write the tables and the summary, every export (each a journal unit, so a resumed build redoes only
+    the exports that did not finish) and the manifest."""
+    from medvl.export.corpus import ShardCorpus
     from medvl.export.manifest import ManifestEntry, write_manifest
+
+    tables = journal.get("finish/tables")
+    if not (tables and all(shard_ok(out_dir / p, h) for p, h in tables["shas"].items())):
+        tables = _write_tables(recipe, out_dir, work, journal, read, facts, gen)
+    summary = tables["summary"]
+    corpus = ShardCorpus(out_dir / "records.jsonl", [Path(p) for p in gen.shards], work / "views",
+                         out_dir / "rejects.jsonl", gen.skipped, work / "curate" / "images.txt")
+    entries = _run_exports(recipe, corpus, out_dir, journal)
+    n_images = corpus.n_images()
+    n_masks = sum(1 for _ in read_lines(work / "curate" / "masks.txt"))
+    base = [
+        ManifestEntry(path="records.jsonl", format="medvl-records", split=None, samples=facts.records, images=n_images),
+        ManifestEntry(path="samples.jsonl", format="medvl-samples", split=None, samples=gen.samples, images=n_images),
+        ManifestEntry(path="rejects.jsonl", format="medvl-rejects", split=None, samples=summary["rejects"], images=0),
+        ManifestEntry(path="summary.json", format="medvl-summary", split=None, samples=0, images=0),
+        ManifestEntry(path="recipe.yaml", format="medvl-recipe", split=None, samples=0, images=0),
+        ManifestEntry(path="images/", format="png", split=None, samples=0, images=n_images),
+    ]
+    if n_masks:
+        base.append(ManifestEntry(path="masks/", format="png-label-map", split=None, samples=0, images=n_masks))
+    write_manifest(out_dir, base + entries, {"recipe": recipe.name, "seed": recipe.seed})
+    return summary
+
+
+def _write_tables(recipe: Recipe, out_dir: Path, work: Path, journal: Journal, read: ReadOutcome,
+                  facts: CurateFacts, gen: GenerateFacts) -> dict[str, Any]:
+    """``rejects.jsonl``, ``records.jsonl``, ``samples.jsonl``, ``recipe.yaml`` and ``summary.json``; unused
+    images removed. Journaled with the summary and the files' checksums."""
+    from medvl.core.hashing import file_digest
 
     paths = PathScrubber(recipe, out_dir)
     remove_unused(out_dir, {"images": work / "curate" / "images.txt", "masks": work / "curate" / "masks.txt"})
@@ -137,26 +166,35 @@ def finish(recipe: Recipe, out_dir: Path, work: Path, journal: Journal, read: Re
                            + lonely_warnings(lonely)]
     # written before the exports: the dataset card reports its curation notes and warnings
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    corpus = ShardCorpus(out_dir / "records.jsonl", [Path(p) for p in gen.shards], work / "views",
-                         out_dir / "rejects.jsonl", gen.skipped, work / "curate" / "images.txt")
-    try:
-        entries = run_exports(recipe.exports, corpus, out_dir=out_dir, recipe=recipe)
-    except DuplicateSampleId as e:
-        raise BuildError(str(e)) from None
-    n_images = corpus.n_images()
-    n_masks = sum(1 for _ in read_lines(work / "curate" / "masks.txt"))
-    base = [
-        ManifestEntry(path="records.jsonl", format="medvl-records", split=None, samples=facts.records, images=n_images),
-        ManifestEntry(path="samples.jsonl", format="medvl-samples", split=None, samples=gen.samples, images=n_images),
-        ManifestEntry(path="rejects.jsonl", format="medvl-rejects", split=None, samples=n_rejects, images=0),
-        ManifestEntry(path="summary.json", format="medvl-summary", split=None, samples=0, images=0),
-        ManifestEntry(path="recipe.yaml", format="medvl-recipe", split=None, samples=0, images=0),
-        ManifestEntry(path="images/", format="png", split=None, samples=0, images=n_images),
-    ]
-    if n_masks:
-        base.append(ManifestEntry(path="masks/", format="png-label-map", split=None, samples=0, images=n_masks))
-    write_manifest(out_dir, base + entries, {"recipe": recipe.name, "seed": recipe.seed})
-    return summary
+    names = ("records.jsonl", "samples.jsonl", "rejects.jsonl", "recipe.yaml", "summary.json")
+    return journal.add("finish/tables", summary=summary, shas={n: file_digest(out_dir / n) for n in names})
+
+
+def _run_exports(recipe: Recipe, corpus: Any, out_dir: Path, journal: Journal) -> list[Any]:
+    """The recipe's exports in order (the card last, it describes the others); an export the journal has,
+    with every file it wrote unchanged, is not run again."""
+    from medvl.core.hashing import file_digest
+    from medvl.export import EXPORTS
+    from medvl.export.corpus import DuplicateSampleId
+    from medvl.export.manifest import ManifestEntry
+
+    options = dict(getattr(recipe, "export_options", None) or {})
+    entries: list[ManifestEntry] = []
+    for name in sorted(dict.fromkeys(recipe.exports), key=lambda n: (n == "card", 0)):
+        done = journal.get(f"export/{name}")
+        if done and all(shard_ok(out_dir / p, h) for p, h in done["shas"].items()):
+            entries += [ManifestEntry(**{k: e[k] for k in ("path", "format", "split", "samples", "images", "extra")})
+                        for e in done["entries"]]
+            continue
+        try:
+            new = EXPORTS.get(name)(corpus, out_dir, recipe, options=dict(options.get(name) or {}),
+                                    entries=list(entries))
+        except DuplicateSampleId as e:
+            raise BuildError(str(e)) from None
+        shas = {e.path: file_digest(out_dir / e.path) for e in new if (out_dir / e.path).is_file()}
+        journal.add(f"export/{name}", entries=[e.to_dict() for e in new], shas=shas)
+        entries += new
+    return entries
 
 
 def _move(src: Path, dst: Path) -> None:

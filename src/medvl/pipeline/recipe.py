@@ -22,7 +22,9 @@ from medvl.sources.config import ImageConfig, SlicingPolicy, SourceConfig, Windo
 __all__ = ["EXPORT_NAMES", "KIND_NAMES", "CurationConfig", "GenerationConfig", "ImageConfig", "Recipe",
            "RecipeError", "SlicingPolicy", "SourceConfig", "WindowSpec", "load_recipe", "parse_recipe"]
 
-EXPORT_NAMES = ("llava", "messages", "parquet", "mixture", "card")
+EXPORT_NAMES = ("llava", "messages", "parquet", "mixture", "webdataset", "card")
+# written when a recipe names no exports: WebDataset tars copy every image again, so they are asked for by name
+DEFAULT_EXPORTS = ("llava", "messages", "parquet", "mixture", "card")
 
 
 class RecipeError(ValueError):
@@ -41,7 +43,7 @@ class Recipe(StrictModel):
     generation: GenerationConfig = GenerationConfig()
     curation: CurationConfig = CurationConfig()
     image: ImageConfig = ImageConfig()
-    exports: list[str] = list(EXPORT_NAMES)
+    exports: list[str] = list(DEFAULT_EXPORTS)
     export_options: dict[str, dict[str, Any]] = {}  # per export, e.g. {parquet: {rows_per_shard: 5000},
     #                                                 mixture: {ratios: {kvasir: 0.5}}}
     _root: Path | None = PrivateAttr(default=None)  # resolved `root` (or the recipe's folder)

@@ -208,6 +208,7 @@ class CurateFacts:
     label_spaces: dict[str, list[str]]
     owners: dict[str, list[str]]  # dataset -> labels its own records carried before merging
     every_label: list[str]
+    records_path: str = ""  # the id-sorted records file (in the work folder until the build moves it out)
 
 
 def curate_step(recipe: Recipe, read: ReadOutcome, out_dir: Path, work: Path, executor: Any, journal: Journal,
@@ -217,10 +218,12 @@ def curate_step(recipe: Recipe, read: ReadOutcome, out_dir: Path, work: Path, ex
     from medvl.curate import stage
 
     done = journal.get("curate/final")
-    if done and shard_ok(work / "records.jsonl", done["sha256"]):
-        for name, n in done["redacted"].items():
-            read.stats[name].redacted_strings += n
-        return CurateFacts(**done["facts"])
+    if done:
+        for path in (work / "records.jsonl", out_dir / "records.jsonl"):  # moved out once the tables are written
+            if shard_ok(path, done["sha256"]):
+                for name, n in done["redacted"].items():
+                    read.stats[name].redacted_strings += n
+                return CurateFacts(**{**done["facts"], "records_path": str(path)})
     scrubbers = source_scrubbers(recipe)
     owners: dict[str, set[str]] = defaultdict(set)
     part = journal.get("curate/partition")
@@ -273,6 +276,7 @@ def curate_step(recipe: Recipe, read: ReadOutcome, out_dir: Path, work: Path, ex
 
     journal.add("curate/final", sha256=file_digest(work / "records.jsonl"), facts=asdict(facts),
                 redacted=part["redacted"])
+    facts.records_path = str(work / "records.jsonl")
     return facts
 
 
@@ -309,7 +313,7 @@ def generate_step(recipe: Recipe, facts: CurateFacts, out_dir: Path, work: Path,
         if done and all(shard_ok(p, h) for p, h in done["result"]["shas"].items()):
             results[c] = GenerateResult(**done["result"])
             continue
-        pending.append(GenerateTask(name=name, chunk=c, records=str(work / "records.jsonl"), start=start, end=end,
+        pending.append(GenerateTask(name=name, chunk=c, records=facts.records_path, start=start, end=end,
                                     work=str(work), out_dir=str(out_dir), generation=gen_dump, sources=sources,
                                     seed=recipe.seed, label_spaces=facts.label_spaces))
     for task, res in zip(pending, executor.map(run_generate_task, pending)):
