@@ -407,3 +407,53 @@ def test_parse_storage_options():
             parse_storage_options([bad])
     with pytest.raises(ValueError, match="already set"):
         parse_storage_options(["a=1", "a.b=2"])
+
+
+# ---------------------------------------------------------------- `medvl build -o URL` ----------------------------------
+
+def _cli_build(recipe: Path, url: str, *extra: str) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-c", "from medvl.cli.main import main; main()", "build", str(recipe), "-o", url, *extra]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+
+
+def test_cli_builds_to_s3_and_resumes_a_failed_publish(corpus, build, s3, bucket, tmp_path):
+    """`medvl build RECIPE -o s3://...`: the build runs in --staging and is published; a publish that failed
+    (wrong endpoint) is finished by `--resume` without building again; the objects equal a local build's."""
+    import yaml
+
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(yaml.safe_dump(_recipe(corpus, seed=0)), encoding="utf-8")
+    staging = tmp_path / "staging"
+    url = f"s3://{bucket}/cli/v1"
+    dead = _cli_build(recipe, url, "--staging", str(staging), "--storage-option", "endpoint_url=http://127.0.0.1:9",
+                      "--storage-option", f"secret={SECRET}")
+    assert dead.returncode != 0 and "--resume" in dead.stderr, dead.stderr[-2000:]
+    assert SECRET not in dead.stdout + dead.stderr
+    assert (staging / "manifest.json").is_file()  # the build itself finished
+
+    ok = _cli_build(recipe, url, "--staging", str(staging), "--resume",
+                    "--storage-option", f"endpoint_url={s3['endpoint']}")
+    assert ok.returncode == 0, ok.stderr[-3000:]
+    assert "is finished; publishing it" in " ".join((ok.stdout + ok.stderr).split())  # rich wraps lines
+    fs = _s3fs(s3)
+    local = _local_files(staging)
+    assert _remote_files(fs, f"{bucket}/cli/v1") == {k: len(v) for k, v in local.items()}
+    assert _same_bytes(fs, f"{bucket}/cli/v1", local)
+    # the data itself is the in-process build's (recipe.yaml, the manifest and the card name the recipe's folder)
+    assert {k: v for k, v in local.items() if k.endswith(".jsonl") or k.startswith(("images/", "parquet/"))} == \
+        {k: v for k, v in _local_files(build).items() if k.endswith(".jsonl") or k.startswith(("images/", "parquet/"))}
+
+    other = tmp_path / "other.yaml"
+    other.write_text(yaml.safe_dump(_recipe(corpus, seed=1)), encoding="utf-8")
+    refused = _cli_build(other, url, "--staging", str(staging), "--resume",
+                         "--storage-option", f"endpoint_url={s3['endpoint']}")
+    assert refused.returncode != 0 and "different recipe" in refused.stderr
+
+
+def test_cli_staging_options_need_a_url(corpus, tmp_path):
+    import yaml
+
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(yaml.safe_dump(_recipe(corpus, seed=0)), encoding="utf-8")
+    p = _cli_build(recipe, str(tmp_path / "out"), "--storage-option", "anon=true")
+    assert p.returncode == 2 and "only when -o/--out is a URL" in p.stderr

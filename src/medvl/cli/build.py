@@ -38,8 +38,9 @@ def run_and_report(recipe, out: Path, workers: int | None, overwrite: bool, run=
 
 @click.command(name="build")
 @click.argument("recipe_path", metavar="RECIPE", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("-o", "--out", "out", required=True, type=click.Path(file_okay=False, path_type=Path),
-              help="Output folder.")
+@click.option("-o", "--out", "out", required=True,
+              help="Output folder, or a URL (s3://bucket/prefix, gs://..., any fsspec or pyarrow filesystem): the "
+                   "build then runs in a local staging folder and is published to the URL when it is finished.")
 @click.option("--workers", type=click.IntRange(1), default=None, help="Processes (default: recipe `workers`).")
 @click.option("--seed", type=int, default=None, help="Override the recipe seed.")
 @click.option("--exclude", "exclude_file", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
@@ -57,12 +58,21 @@ def run_and_report(recipe, out: Path, workers: int | None, overwrite: bool, run=
               help="Records per curation bucket (dedup runs per bucket in memory).")
 @click.option("--timings", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write per-stage wall times (JSON) here.")
-def command(recipe_path: Path, out: Path, workers: int | None, seed: int | None, exclude_file: Path | None,
+@click.option("--staging", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="With a URL output: the local folder the build runs in (default: one per URL under "
+                   "$MEDVL_CACHE/staging or ~/.cache/medvl/staging, so --resume finds it).")
+@click.option("--storage-option", "storage_options", multiple=True, metavar="KEY=VALUE",
+              help="With a URL output: an fsspec storage option, repeatable (e.g. endpoint_url=http://..., "
+                   "client_kwargs.region_name=eu-west-1). Credentials are better left to the environment.")
+def command(recipe_path: Path, out: str, workers: int | None, seed: int | None, exclude_file: Path | None,
             overwrite: bool, resume: bool, executor: str, ray_address: str | None, shard_units: int,
-            chunk_records: int, bucket_records: int, timings: Path | None) -> None:
+            chunk_records: int, bucket_records: int, timings: Path | None, staging: Path | None,
+            storage_options: tuple[str, ...]) -> None:
     """Build multimodal instruction data from a YAML recipe.
 
     Example: medvl build recipe.yaml -o out/ --workers 2
+
+    To object storage: medvl build recipe.yaml -o s3://bucket/builds/v1 --storage-option endpoint_url=http://minio:9000
 
     Shard sizes change speed and memory, never outputs; --resume needs the same recipe and shard sizes."""
     from medvl.pipeline.steps import RunOptions
@@ -81,4 +91,56 @@ def command(recipe_path: Path, out: Path, workers: int | None, seed: int | None,
         raise click.UsageError("--ray-address needs --executor ray")
     run = RunOptions(executor=executor, ray_address=ray_address, resume=resume, shard_units=shard_units,
                      chunk_records=chunk_records, bucket_records=bucket_records)
-    run_and_report(recipe, out, workers, overwrite, run, timings)
+    from medvl.io.storage import is_url
+
+    if not is_url(out):
+        if staging is not None or storage_options:
+            raise click.UsageError("--staging and --storage-option apply only when -o/--out is a URL")
+        run_and_report(recipe, Path(out), workers, overwrite, run, timings)
+        return
+    _build_and_publish(recipe, out, staging, storage_options, workers, overwrite, run, timings)
+
+
+def _finished(local: Path, recipe) -> bool:
+    """True when ``local`` holds a finished build of this very recipe (its manifest's ``recipe_sha256``), so a
+    publish that stopped is resumed; a finished build of another recipe is an error: a resume never publishes
+    the wrong data."""
+    import json
+
+    from medvl.pipeline.workdir import WORK, recipe_sha256
+
+    manifest = local / "manifest.json"
+    if not manifest.is_file() or (local / WORK).exists():
+        return False
+    if json.loads(manifest.read_text(encoding="utf-8")).get("info", {}).get("recipe_sha256") != recipe_sha256(recipe):
+        raise click.ClickException(f"{local}: holds a finished build of a different recipe (or seed); pass "
+                                   "--overwrite to rebuild it")
+    return True
+
+
+def _build_and_publish(recipe, url: str, staging: Path | None, pairs: tuple[str, ...], workers: int | None,
+                       overwrite: bool, run, timings: Path | None) -> None:
+    """Build in a local staging folder, then publish the finished build to ``url`` (io.storage.publish).
+    A build or a publish that stopped is continued by running the same command with --resume."""
+    from medvl.cli._ui import console, progress_bar
+    from medvl.io.storage import PublishError, display_url, parse_storage_options, publish, staging_dir
+
+    try:
+        options = parse_storage_options(list(pairs))
+    except ValueError as e:
+        raise click.UsageError(str(e)) from None
+    local = (staging or staging_dir(url)).resolve()
+    if run.resume and not overwrite and _finished(local, recipe):
+        console.print(f"the build in {local} is finished; publishing it")
+    else:
+        run_and_report(recipe, local, workers, overwrite, run, timings)
+    try:
+        with progress_bar(f"publishing to {display_url(url)}") as update:
+            report = publish(local, url, storage_options=options, workers=8,
+                             progress=lambda done, total: update(done, total))
+    except PublishError as e:
+        raise click.ClickException(f"{e}\nthe build is complete in {local}; run the same command with --resume "
+                                   "to publish it again (only missing files are sent)") from None
+    console.print(f"[bold green]published[/]: {report.files} files to {report.url} ({report.uploaded} uploaded, "
+                  f"{report.skipped} already there; {report.bytes_uploaded / 1e6:.1f} MB in {report.seconds:.1f} s);"
+                  f" the local build stays in {local}")

@@ -30,7 +30,8 @@ from medvl.pipeline.checks import PathScrubber, lonely_labels
 from medvl.pipeline.recipe import Recipe
 from medvl.pipeline.steps import (CurateFacts, GenerateFacts, ReadOutcome, RunOptions, SourceStats, curate_step,
                                   generate_step, read_step, source_scrubbers)
-from medvl.pipeline.workdir import OWNED, WORK, WorkdirError, plan_of, prepare, remove_unused  # noqa: F401
+from medvl.pipeline.workdir import (OWNED, WORK, WorkdirError, plan_of, prepare, recipe_sha256,  # noqa: F401
+                                    remove_unused)
 from medvl.sources.read import get_source
 
 __all__ = ["BuildError", "BuildResult", "RunOptions", "SourceStats", "run_build", "load_all", "generate"]
@@ -139,7 +140,10 @@ def finish(recipe: Recipe, out_dir: Path, work: Path, journal: Journal, read: Re
     ]
     if n_masks:
         base.append(ManifestEntry(path="masks/", format="png-label-map", split=None, samples=0, images=n_masks))
-    write_manifest(out_dir, base + entries, {"recipe": recipe.name, "seed": recipe.seed})
+    # recipe_sha256: the recipe as resumption compares it (salt and workers left out), so a finished build
+    # can be matched with the recipe that made it (`medvl build -o URL --resume` publishes only then)
+    write_manifest(out_dir, base + entries, {"recipe": recipe.name, "seed": recipe.seed,
+                                             "recipe_sha256": recipe_sha256(recipe)})
     return summary
 
 
@@ -154,7 +158,7 @@ def _write_tables(recipe: Recipe, out_dir: Path, work: Path, journal: Journal, r
     rejects_by_stage, rejects_by_source, n_rejects = _write_rejects(recipe, out_dir, work, read, paths)
     _move(work / "records.jsonl", out_dir / "records.jsonl")
     _concat(gen.shards, out_dir / "samples.jsonl")
-    (out_dir / "recipe.yaml").write_text(_recipe_yaml(recipe), encoding="utf-8")
+    (out_dir / "recipe.yaml").write_text(recipe_yaml(recipe), encoding="utf-8")
     report = facts.report
     lonely = lonely_labels(recipe, {k: set(v) for k, v in facts.owners.items()},
                            [tuple(p) for p in report["merged_source_pairs"]])
@@ -312,7 +316,7 @@ def lonely_warnings(lonely: list[dict[str, Any]]) -> list[str]:
     return out
 
 
-def _recipe_yaml(recipe: Recipe) -> str:
+def recipe_yaml(recipe: Recipe) -> str:
     """The resolved recipe as run: salt withheld (it is a secret); ``workers`` left out (it changes speed,
     never outputs, so builds with different pools stay byte-identical); local paths written relative to the
     recipe's root (see ``Recipe.portable_path``) and scrubbed of identifying values the sources saw."""

@@ -28,13 +28,19 @@ class WorkdirError(RuntimeError):
     pass
 
 
+def recipe_sha256(recipe: "Recipe") -> str:
+    """SHA-256 of the recipe without its salt and ``workers`` (which change nothing in the outputs)."""
+    data = recipe.model_dump(mode="json")
+    data.pop("workers", None)
+    data.pop("salt", None)
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode("utf-8")).hexdigest()
+
+
 def plan_of(recipe: "Recipe", shard_units: int, chunk_records: int, bucket_records: int) -> dict[str, Any]:
     """What must not change between a build and its resumption: the recipe (its salt only as an HMAC
     check value, never in clear) and the shard settings."""
-    data = recipe.model_dump(mode="json")
-    data.pop("workers", None)
-    salt = data.pop("salt", "") or ""
-    recipe_hash = hashlib.sha256(json.dumps(data, sort_keys=True).encode("utf-8")).hexdigest()
+    recipe_hash = recipe_sha256(recipe)
+    salt = recipe.salt or ""
     salt_check = hmac.new(salt.encode("utf-8"), b"medvl-resume-check", hashlib.sha256).hexdigest()[:16]
     return {"version": PLAN_VERSION, "recipe_sha256": recipe_hash, "salt_check": salt_check,
             "shard_units": shard_units, "chunk_records": chunk_records, "bucket_records": bucket_records}
