@@ -56,3 +56,26 @@ def test_ray_and_local_builds_are_byte_identical(recipe_path, local_ray, tmp_pat
     assert any(p.endswith(".tar") for p in a), "the WebDataset export wrote shards"
     assert sorted(a) == sorted(b)
     assert [p for p in a if a[p] != b[p]] == []
+    _card_webdataset_line_loads(tmp_path / "ray")
+
+
+def _card_webdataset_line_loads(out: Path) -> None:
+    """The card's WebDataset line, run as written from the build folder, reads every train sample."""
+    import json
+    import os
+    import re
+
+    import webdataset as wds
+
+    card = (out / "dataset_card.md").read_text(encoding="utf-8")
+    pattern = re.search(r'wds\.WebDataset\("([^"]+)"\)\.decode\("pil"\)', card).group(1)
+    manifest = json.loads((out / "manifest.json").read_text(encoding="utf-8"))
+    want = manifest["samples_by_format_and_split"]["webdataset-tar"]["train"]
+    here = os.getcwd()
+    os.chdir(out)
+    try:
+        got = list(wds.WebDataset(pattern, shardshuffle=False).decode("pil"))
+    finally:
+        os.chdir(here)
+    assert len(got) == want > 0
+    assert got[0]["png"].size[0] > 0 and json.loads(json.dumps(got[0]["json"]))["conversations"]

@@ -230,7 +230,10 @@ def loading_lines(entries: list[ManifestEntry]) -> tuple[str, str]:
     """The "How to load" list (markdown, HTML) for the formats that were written."""
     lines = yaml.safe_load((HERE / "card_loading.yaml").read_text(encoding="utf-8"))
     have = {e.format for e in entries}
-    chosen = [text for fmt, text in lines.items() if fmt in have]
+    # {pattern}: the WebDataset brace pattern of the first split written (train when there is one)
+    patterns = {e.split: e.extra["pattern"] for e in entries if e.format == "webdataset-tar" and "pattern" in e.extra}
+    first = next((patterns[s] for s in ("train", "val", "test", *sorted(patterns)) if s in patterns), "")
+    chosen = [text.replace("{pattern}", first) for fmt, text in lines.items() if fmt in have]
     if not chosen:
         return "Only the JSONL tables (`records.jsonl`, `samples.jsonl`) were written.\n", "<p>Only the JSONL tables.</p>"
     code = lambda t: re.sub(r"`([^`]*)`", lambda m: f"<code>{m.group(1)}</code>", html.escape(t, quote=False))  # noqa: E731
