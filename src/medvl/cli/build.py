@@ -52,7 +52,7 @@ def run_and_report(recipe, out: Path, workers: int | None, overwrite: bool, run=
 @click.option("--ray-address", default=None, help="Join this Ray cluster (e.g. `auto`); default: start a local Ray.")
 @click.option("--shard-units", type=click.IntRange(1), default=64, show_default=True,
               help="Source units per read task.")
-@click.option("--chunk-records", type=click.IntRange(1), default=2000, show_default=True,
+@click.option("--chunk-records", type=click.IntRange(1), default=500, show_default=True,
               help="Records per generation task.")
 @click.option("--bucket-records", type=click.IntRange(1), default=20000, show_default=True,
               help="Records per curation bucket (dedup runs per bucket in memory).")
@@ -101,18 +101,22 @@ def command(recipe_path: Path, out: str, workers: int | None, seed: int | None, 
     _build_and_publish(recipe, out, staging, storage_options, workers, overwrite, run, timings)
 
 
+STAGED = ".medvl-staged.json"  # in a staging folder: which recipe its finished build is of (hidden: not published)
+
+
 def _finished(local: Path, recipe) -> bool:
-    """True when ``local`` holds a finished build of this very recipe (its manifest's ``recipe_sha256``), so a
-    publish that stopped is resumed; a finished build of another recipe is an error: a resume never publishes
-    the wrong data."""
+    """True when ``local`` holds a finished build of this very recipe (recorded in ``STAGED`` when the build
+    finished), so a publish that stopped is resumed; a finished build of another recipe is an error: a resume
+    never publishes the wrong data."""
     import json
 
     from medvl.pipeline.workdir import WORK, recipe_sha256
 
-    manifest = local / "manifest.json"
-    if not manifest.is_file() or (local / WORK).exists():
+    if not (local / "manifest.json").is_file() or (local / WORK).exists():
         return False
-    if json.loads(manifest.read_text(encoding="utf-8")).get("info", {}).get("recipe_sha256") != recipe_sha256(recipe):
+    staged = local / STAGED
+    made_by = json.loads(staged.read_text(encoding="utf-8")).get("recipe_sha256") if staged.is_file() else None
+    if made_by != recipe_sha256(recipe):
         raise click.ClickException(f"{local}: holds a finished build of a different recipe (or seed); pass "
                                    "--overwrite to rebuild it")
     return True
@@ -122,6 +126,8 @@ def _build_and_publish(recipe, url: str, staging: Path | None, pairs: tuple[str,
                        overwrite: bool, run, timings: Path | None) -> None:
     """Build in a local staging folder, then publish the finished build to ``url`` (io.storage.publish).
     A build or a publish that stopped is continued by running the same command with --resume."""
+    import json
+
     from medvl.cli._ui import console, progress_bar
     from medvl.io.storage import PublishError, display_url, parse_storage_options, publish, staging_dir
 
@@ -133,7 +139,12 @@ def _build_and_publish(recipe, url: str, staging: Path | None, pairs: tuple[str,
     if run.resume and not overwrite and _finished(local, recipe):
         console.print(f"the build in {local} is finished; publishing it")
     else:
+        from medvl.pipeline.workdir import recipe_sha256
+
+        (local / STAGED).unlink(missing_ok=True)
         run_and_report(recipe, local, workers, overwrite, run, timings)
+
+        (local / STAGED).write_text(json.dumps({"recipe_sha256": recipe_sha256(recipe)}) + "\n", encoding="utf-8")
     try:
         with progress_bar(f"publishing to {display_url(url)}") as update:
             report = publish(local, url, storage_options=options, workers=8,

@@ -4,11 +4,32 @@ and training datasets are views of these. Plus ``Reject``: an input item that wa
 
 from __future__ import annotations
 
+import copy
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from typing import Any
 
 Box = tuple[float, float, float, float]  # pixel x1, y1, x2, y2 in the record image (x2/y2 exclusive)
+
+
+_SCALARS = (str, int, float, bool, type(None))
+
+
+def _plain(v: Any) -> Any:
+    """What ``dataclasses.asdict`` makes of a field value (dicts, lists and tuples copied, nested dataclasses
+    turned into dicts), without its generic recursion: records are turned into dicts millions of times."""
+    t = type(v)
+    if t in _SCALARS:
+        return v
+    if t is dict:
+        return {k: _plain(x) for k, x in v.items()}
+    if t is list:
+        return [_plain(x) for x in v]
+    if t is tuple:
+        return tuple(_plain(x) for x in v)
+    if is_dataclass(v) and not isinstance(v, type):
+        return asdict(v)
+    return copy.deepcopy(v)
 
 
 @dataclass
@@ -92,7 +113,7 @@ class ImageRecord:
         return sorted(out)
 
     def to_dict(self, with_id: bool = True) -> dict[str, Any]:
-        d = asdict(self)
+        d = {name: _plain(getattr(self, name)) for name in _RECORD_FIELDS}  # asdict's keys, in its order
         d["regions"] = [r.to_dict() for r in self.regions]
         if with_id:
             d["id"] = self.id
@@ -113,6 +134,7 @@ class ImageRecord:
         return json.dumps(self.to_dict(), ensure_ascii=False, sort_keys=True)
 
 
+_RECORD_FIELDS = tuple(f.name for f in fields(ImageRecord))
 # the fields :func:`medvl.core.ids.record_id` reads: assigning one forgets the cached id
 _ID_FIELDS = frozenset({"source_file", "labels", "regions", "dimension", "task", "modality", "dataset", "slice"})
 
@@ -145,7 +167,7 @@ class Sample:
     meta: dict[str, Any] = field(default_factory=dict)  # modality, department, dataset, ... copied for views
 
     def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
+        d = {name: _plain(getattr(self, name)) for name in _SAMPLE_FIELDS}  # asdict's keys, in its order
         d["turns"] = [t.to_dict() for t in self.turns]
         return d
 
@@ -154,6 +176,9 @@ class Sample:
         d = dict(d)
         d["turns"] = [Turn(**t) for t in d["turns"]]
         return cls(**d)
+
+
+_SAMPLE_FIELDS = tuple(f.name for f in fields(Sample))
 
 
 @dataclass

@@ -30,8 +30,7 @@ from medvl.pipeline.checks import PathScrubber, lonely_labels
 from medvl.pipeline.recipe import Recipe
 from medvl.pipeline.steps import (CurateFacts, GenerateFacts, ReadOutcome, RunOptions, SourceStats, curate_step,
                                   generate_step, read_step, source_scrubbers)
-from medvl.pipeline.workdir import (OWNED, WORK, WorkdirError, plan_of, prepare, recipe_sha256,  # noqa: F401
-                                    remove_unused)
+from medvl.pipeline.workdir import OWNED, WORK, WorkdirError, plan_of, prepare, remove_unused  # noqa: F401
 from medvl.sources.read import get_source
 
 __all__ = ["BuildError", "BuildResult", "RunOptions", "SourceStats", "run_build", "load_all", "generate"]
@@ -104,9 +103,9 @@ def run_build(recipe: Recipe, out_dir: Path, workers: int | None = None, overwri
             t = time.perf_counter()
             gen = generate_step(recipe, facts, out_dir, work, ex, journal)
             timings["generate"] = time.perf_counter() - t
-        t = time.perf_counter()
-        summary = finish(recipe, out_dir, work, journal, read, facts, gen)
-        timings["export"] = time.perf_counter() - t
+            t = time.perf_counter()
+            summary = finish(recipe, out_dir, work, journal, read, facts, gen, ex)
+            timings["export"] = time.perf_counter() - t
     finally:
         journal.close()
     shutil.rmtree(work, ignore_errors=True)
@@ -115,7 +114,7 @@ def run_build(recipe: Recipe, out_dir: Path, workers: int | None = None, overwri
 
 
 def finish(recipe: Recipe, out_dir: Path, work: Path, journal: Journal, read: ReadOutcome, facts: CurateFacts,
-           gen: GenerateFacts) -> dict[str, Any]:
+           gen: GenerateFacts, executor: Any) -> dict[str, Any]:
     """Write the tables and the summary, every export (each a journal unit, so a resumed build redoes only
     the exports that did not finish) and the manifest."""
     from medvl.export.corpus import ShardCorpus
@@ -127,7 +126,7 @@ def finish(recipe: Recipe, out_dir: Path, work: Path, journal: Journal, read: Re
     summary = tables["summary"]
     corpus = ShardCorpus(out_dir / "records.jsonl", [Path(p) for p in gen.shards], work / "views",
                          out_dir / "rejects.jsonl", gen.skipped, work / "curate" / "images.txt")
-    entries = _run_exports(recipe, corpus, out_dir, journal)
+    entries = _run_exports(recipe, corpus, out_dir, journal, executor)
     n_images = corpus.n_images()
     n_masks = sum(1 for _ in read_lines(work / "curate" / "masks.txt"))
     base = [
@@ -140,10 +139,7 @@ def finish(recipe: Recipe, out_dir: Path, work: Path, journal: Journal, read: Re
     ]
     if n_masks:
         base.append(ManifestEntry(path="masks/", format="png-label-map", split=None, samples=0, images=n_masks))
-    # recipe_sha256: the recipe as resumption compares it (salt and workers left out), so a finished build
-    # can be matched with the recipe that made it (`medvl build -o URL --resume` publishes only then)
-    write_manifest(out_dir, base + entries, {"recipe": recipe.name, "seed": recipe.seed,
-                                             "recipe_sha256": recipe_sha256(recipe)})
+    write_manifest(out_dir, base + entries, {"recipe": recipe.name, "seed": recipe.seed})
     return summary
 
 
@@ -174,30 +170,45 @@ def _write_tables(recipe: Recipe, out_dir: Path, work: Path, journal: Journal, r
     return journal.add("finish/tables", summary=summary, shas={n: file_digest(out_dir / n) for n in names})
 
 
-def _run_exports(recipe: Recipe, corpus: Any, out_dir: Path, journal: Journal) -> list[Any]:
-    """The recipe's exports in order (the card last, it describes the others); an export the journal has,
-    with every file it wrote unchanged, is not run again."""
+def _run_exports(recipe: Recipe, corpus: Any, out_dir: Path, journal: Journal, executor: Any) -> list[Any]:
+    """The recipe's exports, side by side on the executor (export.stage), then the card, which describes the
+    others; entries in recipe order. An export the journal has, with every file it wrote unchanged, is not
+    run again."""
     from medvl.core.hashing import file_digest
     from medvl.export import EXPORTS
     from medvl.export.corpus import DuplicateSampleId
-    from medvl.export.manifest import ManifestEntry
+    from medvl.export.stage import COST_ORDER, ExportTask, entry_from_dict, run_export_task
 
     options = dict(getattr(recipe, "export_options", None) or {})
-    entries: list[ManifestEntry] = []
-    for name in sorted(dict.fromkeys(recipe.exports), key=lambda n: (n == "card", 0)):
+    names = list(dict.fromkeys(recipe.exports))
+    found: dict[str, list[Any]] = {}
+    for name in names:
         done = journal.get(f"export/{name}")
         if done and all(shard_ok(out_dir / p, h) for p, h in done["shas"].items()):
-            entries += [ManifestEntry(**{k: e[k] for k in ("path", "format", "split", "samples", "images", "extra")})
-                        for e in done["entries"]]
-            continue
-        try:
-            new = EXPORTS.get(name)(corpus, out_dir, recipe, options=dict(options.get(name) or {}),
-                                    entries=list(entries))
-        except DuplicateSampleId as e:
-            raise BuildError(str(e)) from None
-        shas = {e.path: file_digest(out_dir / e.path) for e in new if (out_dir / e.path).is_file()}
-        journal.add(f"export/{name}", entries=[e.to_dict() for e in new], shas=shas)
-        entries += new
+            found[name] = [entry_from_dict(e) for e in done["entries"]]
+    todo = sorted((n for n in names if n not in found and n != "card"),
+                  key=lambda n: (COST_ORDER.index(n) if n in COST_ORDER else len(COST_ORDER), names.index(n)))
+    for name in todo:
+        EXPORTS.get(name)  # an unknown name fails here, before any task runs
+    tasks = [ExportTask(name=n, corpus=corpus, out_dir=str(out_dir), recipe=recipe,
+                        options=dict(options.get(n) or {})) for n in todo]
+    for res in executor.map(run_export_task, tasks):
+        if res.error:
+            raise BuildError(res.error)
+        journal.add(f"export/{res.name}", entries=res.entries, shas=res.shas)
+        found[res.name] = [entry_from_dict(e) for e in res.entries]
+    entries = [e for n in names if n != "card" for e in found[n]]
+    if "card" in names:
+        if "card" not in found:
+            try:
+                new = EXPORTS.get("card")(corpus, out_dir, recipe, options=dict(options.get("card") or {}),
+                                          entries=list(entries))
+            except DuplicateSampleId as e:
+                raise BuildError(str(e)) from None
+            shas = {e.path: file_digest(out_dir / e.path) for e in new if (out_dir / e.path).is_file()}
+            journal.add("export/card", entries=[e.to_dict() for e in new], shas=shas)
+            found["card"] = new
+        entries += found["card"]
     return entries
 
 

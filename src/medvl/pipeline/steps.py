@@ -50,7 +50,7 @@ class RunOptions:
     resume: bool = False
     shard_units: int = 64  # source units per read task (one record shard)
     bucket_records: int = 20_000  # records per curate bucket (the unit of in-memory dedup)
-    chunk_records: int = 2_000  # records per generation task
+    chunk_records: int = 500  # records per generation task (small enough to keep every worker busy)
     max_in_flight: int | None = None  # tasks submitted and not yet collected (default: 2 x workers + 2)
 
 

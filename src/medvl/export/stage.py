@@ -1,0 +1,53 @@
+"""The export stage as executor tasks: each export (LLaVA JSON, messages, Parquet, mixture, WebDataset) reads
+the build's shards through a :class:`~medvl.export.corpus.ShardCorpus` and writes its own files, so the
+exports of one build run side by side in the executor's workers. The card describes the others' files and
+runs after them (in the orchestrator). A task returns its manifest entries and the SHA-256 of every file it
+wrote (computed in the worker: hashing gigabytes of shards is work too), which the orchestrator journals."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+# expensive exports first, so that the long ones do not start last (results are still taken in recipe order)
+COST_ORDER = ("webdataset", "parquet", "llava", "messages", "mixture")
+
+
+@dataclass
+class ExportTask:
+    name: str  # registered export name
+    corpus: Any  # a picklable Corpus (ShardCorpus: paths only)
+    out_dir: str
+    recipe: Any
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class ExportResult:
+    name: str
+    entries: list[dict[str, Any]]  # ManifestEntry.to_dict() of each
+    shas: dict[str, str]  # path relative to out_dir -> sha256, for every file entry
+    error: str | None = None  # a data error (two samples with one id) to report as a build error
+
+
+def run_export_task(task: ExportTask) -> ExportResult:
+    """Run one export (in a worker); errors other than a duplicate sample id propagate as task errors."""
+    from medvl.core.hashing import file_digest
+    from medvl.export.base import EXPORTS
+    from medvl.export.corpus import DuplicateSampleId
+
+    out_dir = Path(task.out_dir)
+    try:
+        new = EXPORTS.get(task.name)(task.corpus, out_dir, task.recipe, options=dict(task.options), entries=[])
+    except DuplicateSampleId as e:
+        return ExportResult(task.name, [], {}, error=str(e))
+    shas = {e.path: file_digest(out_dir / e.path) for e in new if (out_dir / e.path).is_file()}
+    return ExportResult(task.name, [e.to_dict() for e in new], shas)
+
+
+def entry_from_dict(d: dict[str, Any]) -> Any:
+    """A :class:`ManifestEntry` from its ``to_dict`` form (bytes/sha256 are added by the manifest writer)."""
+    from medvl.export.manifest import ManifestEntry
+
+    return ManifestEntry(**{k: d[k] for k in ("path", "format", "split", "samples", "images", "extra")})
