@@ -6,8 +6,9 @@ imports it.
 2. **curate** (:mod:`medvl.curate.stage`): source-wide scrubbing, dedup with annotation merging and exclusions
    per image-hash bucket, near-duplicates and patient-level splits on keys, one id-sorted records file;
 3. **generate** (:mod:`medvl.generate.stage`): one task per chunk of records -> sample and view shards;
-4. **export** (:mod:`medvl.export`): ``records.jsonl``, ``samples.jsonl``, ``rejects.jsonl``, ``summary.json``,
-   every export streamed from the shards, then ``manifest.json``.
+4. **export** (:mod:`medvl.export.stage`): ``records.jsonl``, ``samples.jsonl``, ``rejects.jsonl``,
+   ``summary.json``; the exports side by side on the executor, each streamed from the shards; the card; then
+   ``manifest.json``.
 
 Finished units go to a journal in ``<out>/.medvl-work/``; ``resume=True`` after a crash or ``kill -9``
 redoes only what the journal does not vouch for and gives byte-identical outputs. The executor (local
