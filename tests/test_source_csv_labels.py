@@ -200,3 +200,49 @@ def test_modality_column_errors(mixed_table):
     with pytest.raises(RecipeError, match=r"`modality` \('CT'\) and options\.modality_column are both set"):
         parse_recipe({"salt": "s", "sources": [{"name": "m", "format": "csv_labels", "path": str(mixed_table),
                                                 "modality": "CT", "options": {**opts, "modality_column": "Modality"}}]})
+
+
+def test_table_is_streamed_like_the_whole_text_is_split(tmp_path):
+    """read_table streams the file (block by block) and gives exactly the rows the whole-text split gave:
+    BOM, CRLF, a lone CR, a quoted cell spanning lines and a blank row, with a block boundary anywhere."""
+    import csv
+
+    from medvl.sources.csv_labels import _lines, read_table
+
+    text = "\ufeffImage Index,Finding Labels\r\na.png,\"Mass\r\nNodule\"\r\n\r\nb.png,Effusion\rc.png,Hernia\n"
+    p = tmp_path / "t.csv"
+    p.write_bytes(text.encode("utf-8"))
+    want = p.read_text(encoding="utf-8-sig").splitlines()
+    for block in (1, 2, 3, 5, 1 << 20):
+        assert list(_lines(p, block)) == want, block
+    header, rows = read_table(p)
+    expect = [(i + 1, r) for i, r in enumerate(csv.reader(want)) if any(c.strip() for c in r)][1:]
+    assert header == ["Image Index", "Finding Labels"] and list(rows) == expect
+    assert [r[0] for _, r in expect] == ["a.png", "b.png", "c.png"]
+
+
+def test_bad_table_is_refused_before_any_row(tmp_path):
+    """Encoding is checked over the whole file first: a bad byte near the end rejects the table, no unit."""
+    root = tmp_path / "nih"
+    root.mkdir()
+    rows = "".join(f"{i:08d}_000.png,Mass,0,{i},50,M,PA,1,1,\n" for i in range(2000))
+    (root / "Data_Entry_2017.csv").write_bytes((NIH_HEADER + "\n" + rows).encode() + b"\xff\xfe,Mass\n")
+    config = SourceConfig(name="nih", format="csv_labels", path=str(root), modality="X-ray")
+    out = list(SOURCES.get("csv_labels")(config).units())
+    assert len(out) == 1 and isinstance(out[0], Reject) and "not UTF-8 text" in out[0].reason
+
+
+def test_search_subdirs_index_finds_nested_and_reports_ambiguous(tmp_path, gray_images):
+    root = tmp_path / "nih"
+    for folder, name in [("images_001/images", "00000001_000.png"), ("images_002/images", "00000002_000.png"),
+                         ("images_001/images", "00000003_000.png"), ("images_002/images", "00000003_000.png")]:
+        (root / folder).mkdir(parents=True, exist_ok=True)
+        Image.fromarray(gray_images[0]).save(root / folder / name)
+    body = "".join(f"0000000{i}_000.png,Mass,0,{i},50,M,PA,1,1,\n" for i in (1, 2, 3))
+    (root / "Data_Entry_2017.csv").write_text(NIH_HEADER + "\n" + body)
+    items, rejects = run(root, modality="X-ray", options={"search_subdirs": True})
+    assert sorted(i.source_file for i in items) == ["images_001/images/00000001_000.png",
+                                                    "images_002/images/00000002_000.png"]
+    (amb,) = rejects
+    assert "ambiguous, found in 2 places (images_001/images/00000003_000.png, images_002/images/00000003_000.png)" \
+        in amb.reason

@@ -16,6 +16,7 @@ with a reason naming the row and the value). The two are exclusive."""
 from __future__ import annotations
 
 import csv
+import os
 import re
 from pathlib import Path
 from typing import ClassVar, Iterator
@@ -37,27 +38,54 @@ class TableError(ValueError):
     """A CSV/TSV table that cannot be read; the message names the file and the problem."""
 
 
-def read_table(path: Path, delimiter: str | None = None) -> tuple[list[str], list[tuple[int, list[str]]]]:
-    """Read a delimited text table -> (header, [(line number, cells)]). ``delimiter`` None = tab for
-    .tsv/.tab files, else comma. Header cells are stripped; blank lines are skipped."""
+def _lines(path: Path, block: int = 1 << 20) -> Iterator[str]:
+    """The lines of a UTF-8 text file (BOM dropped), split exactly as ``str.splitlines()`` splits the whole
+    text, read a block at a time."""
+    with open(path, encoding="utf-8-sig", newline="") as f:
+        carry = ""
+        while True:
+            chunk = f.read(block)
+            if not chunk:
+                break
+            parts = (carry + chunk).splitlines(keepends=True)
+            # the last part may go on in the next block (no line break yet, or a "\r" a "\n" may follow)
+            carry = parts.pop() if parts and (parts[-1].splitlines()[0] == parts[-1] or parts[-1].endswith("\r")) else ""
+            for line in parts:
+                yield line.splitlines()[0]
+        if carry:
+            yield from carry.splitlines()
+
+
+def read_table(path: Path, delimiter: str | None = None) -> tuple[list[str], Iterator[tuple[int, list[str]]]]:
+    """Read a delimited text table -> (header, iterator of (row number, cells)). ``delimiter`` None = tab for
+    .tsv/.tab files, else comma. Header cells are stripped; blank rows are skipped. The file is checked
+    whole first (encoding and quoting: a TableError before any row), then streamed, so a table of millions
+    of rows is never held in memory."""
     if delimiter is None:
         delimiter = "\t" if path.suffix.lower() in (".tsv", ".tab") else ","
+
+    def rows() -> Iterator[tuple[int, list[str]]]:
+        for i, r in enumerate(csv.reader(_lines(path), delimiter=delimiter)):
+            if any(c.strip() for c in r):
+                yield i + 1, r
+
+    header: list[str] | None = None
     try:
-        text = path.read_text(encoding="utf-8-sig")
+        for _, r in rows():  # the checking pass: reads every row, keeps none
+            if header is None:
+                header = r
     except FileNotFoundError:
         raise TableError(f"{path.name}: table file not found") from None
     except UnicodeDecodeError as e:
         raise TableError(f"{path.name}: not UTF-8 text ({e.reason} at byte {e.start})") from None
-    except OSError as e:
-        raise TableError(f"{path.name}: cannot read ({e.strerror})") from None
-    try:
-        rows = list(csv.reader(text.splitlines(), delimiter=delimiter))
     except csv.Error as e:
         raise TableError(f"{path.name}: not a valid delimited table ({e})") from None
-    numbered = [(i + 1, r) for i, r in enumerate(rows) if any(c.strip() for c in r)]
-    if not numbered:
+    except OSError as e:
+        raise TableError(f"{path.name}: cannot read ({e.strerror})") from None
+    if header is None:
         raise TableError(f"{path.name}: empty table (no header)")
-    (_, header), body = numbered[0], numbered[1:]
+    body = rows()
+    next(body)  # the header
     return [h.strip() for h in header], body
 
 
@@ -77,12 +105,21 @@ class ImageResolver:
     def __init__(self, source: Source, images_dir: str, search_subdirs: bool):
         self.source = source
         self.base = source.root / images_dir
-        self.index: dict[str, list[str]] | None = None
+        # file name -> its path relative to the root, or the sorted list of its paths when found in several
+        # places; plain strings, walked with os.walk (Path.rglob keeps every path it yielded in a set)
+        self.index: dict[str, str | list[str]] | None = None
         if search_subdirs and self.base.is_dir() and source.inside_root(self.base):
             self.index = {}
-            for p in sorted(self.base.rglob("*")):
-                if p.is_file() and is_probably_image(p):
-                    self.index.setdefault(p.name, []).append(p.relative_to(source.root).as_posix())
+            root = str(source.root)
+            for folder, dirs, files in os.walk(self.base):  # symlinked folders are not entered, as rglob
+                dirs.sort()
+                rel = os.path.relpath(folder, root).replace(os.sep, "/")
+                for name in sorted(files):
+                    if is_probably_image(name) and os.path.isfile(os.path.join(folder, name)):
+                        path = name if rel == "." else f"{rel}/{name}"
+                        had = self.index.get(name)
+                        self.index[name] = path if had is None else sorted(
+                            [*(had if isinstance(had, list) else [had]), path], key=lambda x: x.split("/"))
 
     def resolve(self, cell: str) -> tuple[str | None, str | None]:
         """-> (path relative to root, None) or (None, problem)."""
@@ -95,7 +132,8 @@ class ImageResolver:
         if direct.is_file():
             return direct.resolve().relative_to(self.source.root.resolve()).as_posix(), None
         if self.index is not None and "/" not in cell and "\\" not in cell:
-            hits = self.index.get(cell, [])
+            found = self.index.get(cell)
+            hits = [] if found is None else [found] if isinstance(found, str) else found
             if len(hits) == 1:
                 return hits[0], None
             if len(hits) > 1:
