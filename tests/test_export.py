@@ -295,3 +295,22 @@ def test_bad_samples_are_skipped_and_named(corpus):
     assert "bad#missing-image" in msgs and "nothere.png" in msgs and "'doctor'" in msgs
     with pytest.raises(ValueError, match="export 'parquet': unknown option 'rows'"):
         run_exports(["parquet"], recs, samples, out, options={"parquet": {"rows": 1}})
+
+
+def test_images_listing_is_streamed_in_sorted_string_order(tmp_path):
+    """The manifest's images/ entry hashes the sorted listing without holding it: the folder walk gives the
+    order sorted() gives the path strings, also where a file name sorts between a folder and its files."""
+    import hashlib
+
+    from medvl.export.manifest import standard_entries
+
+    names = ["images/ab/cd/1.png", "images/ab.png", "images/ab-x.png", "images/a/z.png", "images/ab/c.png",
+             "images/b/0/0.png", "images/ab/cd.png"]
+    for i, n in enumerate(names):
+        (tmp_path / n).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / n).write_bytes(b"x" * (i + 1))
+    (e,) = [e for e in standard_entries(tmp_path) if e.path == "images/"]
+    listing = "\n".join(sorted(names))
+    assert e.images == len(names)
+    assert e.extra == {"bytes": sum(range(1, len(names) + 1)),
+                       "listing_sha256": hashlib.sha256(listing.encode()).hexdigest()}

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
@@ -58,12 +59,29 @@ def standard_entries(out_dir: str | Path) -> list[ManifestEntry]:
             found.append(e)
     img_dir = out_dir / "images"
     if img_dir.is_dir():
-        files = sorted(p.relative_to(out_dir).as_posix() for p in img_dir.rglob("*") if p.is_file())
-        listing = hashlib.sha256("\n".join(files).encode("utf-8")).hexdigest()
-        total = sum((out_dir / f).stat().st_size for f in files)
-        found.append(ManifestEntry(path="images/", format="png-dir", images=len(files),
-                                   extra={"bytes": total, "listing_sha256": listing}))
+        # the SHA-256 of the sorted listing joined by newlines, streamed: a build of millions of images never
+        # holds its listing
+        h, n, total = hashlib.sha256(), 0, 0
+        for rel, size in _files_in_string_order(img_dir, "images/"):
+            h.update(("\n" if n else "").encode("utf-8") + rel.encode("utf-8"))
+            n += 1
+            total += size
+        found.append(ManifestEntry(path="images/", format="png-dir", images=n,
+                                   extra={"bytes": total, "listing_sha256": h.hexdigest()}))
     return found
+
+
+def _files_in_string_order(folder: Path, prefix: str):
+    """``(prefix + relative path, size)`` of every file under ``folder`` (symlinked folders not entered), in
+    the order ``sorted()`` gives the path strings: a folder's entries sorted by name, a sub-folder's name
+    with its "/" (so "ab.png" comes before the files of folder "ab"). Holds one folder's entries at a time."""
+    with os.scandir(folder) as it:
+        entries = [(e.name + "/" if e.is_dir(follow_symlinks=False) else e.name, e) for e in it]
+    for key, e in sorted(entries, key=lambda x: x[0]):
+        if key.endswith("/"):
+            yield from _files_in_string_order(Path(e.path), prefix + key)
+        elif e.is_file():
+            yield prefix + e.name, e.stat().st_size
 
 
 def write_manifest(out_dir: str | Path, entries: Iterable[ManifestEntry],
