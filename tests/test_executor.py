@@ -158,6 +158,41 @@ def test_dead_worker_is_an_error_with_the_index_and_the_next_map_gets_a_new_pool
         assert list(ex.map(T.die_on_one, [0, 2, 3])) == [0, 2, 3]
 
 
+def test_pool_workers_end_when_the_build_process_is_killed(tmp_path):
+    """kill -9 of the process that owns the pool (a build being stopped) does not leave its workers behind."""
+    import signal
+    import subprocess
+
+    script = (f"import sys; sys.path.insert(0, {str(Path(__file__).parent)!r})\n"
+              "import executor_tasks as T, time\n"
+              "from medvl.executor import LocalExecutor\n"
+              "if __name__ == '__main__':\n"
+              "    ex = LocalExecutor(workers=2)\n"
+              "    print(sorted(set(ex.map(T.pid, range(8)))), flush=True)\n"
+              "    time.sleep(60)\n")
+    p = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    try:
+        pids = json.loads(p.stdout.readline())
+        assert len(pids) >= 1 and p.pid not in pids
+    finally:
+        p.send_signal(signal.SIGKILL)
+        p.wait()
+    deadline = time.monotonic() + 10
+    alive = list(pids)
+    while alive and time.monotonic() < deadline:
+        alive = [w for w in alive if _running(w)]
+        time.sleep(0.2)
+    assert alive == [], f"pool workers {alive} outlived their parent"
+
+
+def _running(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"  # a zombie has exited
+    except FileNotFoundError:
+        return False
+
+
 def test_one_worker_runs_in_process_lazily():
     ex = make_executor("local", 1)
     assert isinstance(ex, LocalExecutor) and ex.in_process and ex.name == "local"

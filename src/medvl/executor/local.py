@@ -13,6 +13,9 @@ bounded window of `Executor` (base.py): at most `max_in_flight` submitted and no
 from __future__ import annotations
 
 import multiprocessing
+import os
+import threading
+import time
 import traceback
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -25,6 +28,19 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 START_METHODS = ("spawn", "forkserver", "fork")
+
+
+def watch_parent(parent: int, interval: float = 1.0) -> None:
+    """Pool worker initializer: end this worker when the process that started the pool is gone (killed with
+    SIGKILL, say), instead of leaving it behind as an orphan. A daemon thread checks the parent pid."""
+
+    def watch() -> None:
+        while True:
+            time.sleep(interval)
+            if os.getppid() != parent:
+                os._exit(1)
+
+    threading.Thread(target=watch, name="medvl-watch-parent", daemon=True).start()
 
 
 class LocalExecutor(Executor):
@@ -66,7 +82,8 @@ class LocalExecutor(Executor):
     def _get_pool(self) -> ProcessPoolExecutor:
         if self._pool is None:
             self._pool = ProcessPoolExecutor(max_workers=self.workers,
-                                             mp_context=multiprocessing.get_context(self.start_method))
+                                             mp_context=multiprocessing.get_context(self.start_method),
+                                             initializer=watch_parent, initargs=(os.getpid(),))
         return self._pool
 
     def _submit(self, fn: Callable[[T], R], task: T) -> Future:
