@@ -281,15 +281,22 @@ def _read_rejects(out_dir: Path) -> Iterator[Reject]:
                 yield Reject(**{k: d.get(k, "") for k in ("source", "item", "reason", "stage")})
 
 
+def corpus_tally(corpus, out_dir: Path) -> Tally:
+    """The card's counts: one pass over the corpus's records, samples and rejects."""
+    rejects = corpus.rejects()
+    return tally(corpus.records(), corpus.samples(), rejects if rejects is not None else _read_rejects(Path(out_dir)))
+
+
 @EXPORTS.register("card")
-def export_card(corpus, out_dir: Path, recipe=None, *, options=None, entries=None) -> list[ManifestEntry]:
+def export_card(corpus, out_dir: Path, recipe=None, *, options=None, entries=None, tallied: Tally | None = None
+                ) -> list[ManifestEntry]:
     """Write ``dataset_card.md``, ``dataset_card.html`` and ``card/*.png``; the corpus's rejects, or
-    ``<out_dir>/rejects.jsonl`` when it has none. One streamed pass over records, samples and rejects."""
+    ``<out_dir>/rejects.jsonl`` when it has none. One streamed pass over records, samples and rejects
+    (:func:`corpus_tally`), unless ``tallied`` brings its result (the build tallies beside the other exports)."""
     opts = check_options("card", options, DEFAULTS)
     out_dir = Path(out_dir)
     entries = list(entries or [])
-    rejects = corpus.rejects()
-    t = tally(corpus.records(), corpus.samples(), rejects if rejects is not None else _read_rejects(out_dir))
+    t = tallied if tallied is not None else corpus_tally(corpus, out_dir)
     clear_outputs(out_dir / "card", ["*.png"])
     tables = collect_tables(t, int(opts["top"])) + build_notes(out_dir)
     n_images = corpus.n_images()

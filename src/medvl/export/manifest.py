@@ -87,13 +87,15 @@ def _files_in_string_order(folder: Path, prefix: str):
 def write_manifest(out_dir: str | Path, entries: Iterable[ManifestEntry],
                    extra: Iterable[ManifestEntry] | dict[str, Any] | None = None,
                    info: dict[str, Any] | None = None, checksums: bool = True,
-                   include_standard: bool = True) -> Path:
+                   include_standard: bool = True, known_sha256: dict[str, str] | None = None) -> Path:
     """Write ``<out_dir>/manifest.json`` and return its path.
 
     ``entries`` come from the exports; ``extra`` may be more entries (e.g. the pipeline's files) or a dict
     of top-level facts (merged into ``info``). Later entries for the same path replace earlier ones; the
     standard pipeline files are added when present and not listed. Files get ``bytes`` and (with
-    ``checksums``) ``sha256``. Output is sorted and has no timestamps, so equal inputs give equal bytes."""
+    ``checksums``) ``sha256``; ``known_sha256`` (path -> sha256) gives checksums already computed by whoever
+    wrote the file (the build's export tasks), so they are not read again. Output is sorted and has no
+    timestamps, so equal inputs give equal bytes."""
     out_dir = Path(out_dir)
     info = dict(info or {})
     all_entries = list(entries)
@@ -115,7 +117,7 @@ def write_manifest(out_dir: str | Path, entries: Iterable[ManifestEntry],
         if p.is_file():
             d["bytes"] = p.stat().st_size
             if checksums:
-                d["sha256"] = file_digest(p)
+                d["sha256"] = (known_sha256 or {}).get(path) or file_digest(p)
         elif not path.endswith("/"):
             d["missing"] = True
         files.append(d)

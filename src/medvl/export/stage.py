@@ -10,8 +10,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-# expensive exports first, so that the long ones do not start last (results are still taken in recipe order)
-COST_ORDER = ("webdataset", "parquet", "llava", "messages", "mixture")
+# expensive exports first, so that the long ones do not start last (results are still taken in recipe order);
+# "card-tally" is the card's counting pass, run beside the exports (the card itself is written after them)
+CARD_TALLY = "card-tally"
+COST_ORDER = ("webdataset", CARD_TALLY, "parquet", "llava", "messages", "mixture")
 
 
 @dataclass
@@ -29,6 +31,7 @@ class ExportResult:
     entries: list[dict[str, Any]]  # ManifestEntry.to_dict() of each
     shas: dict[str, str]  # path relative to out_dir -> sha256, for every file entry
     error: str | None = None  # a data error (two samples with one id) to report as a build error
+    tally: Any = None  # the card's counts (CARD_TALLY tasks)
 
 
 def run_export_task(task: ExportTask) -> ExportResult:
@@ -38,6 +41,13 @@ def run_export_task(task: ExportTask) -> ExportResult:
     from medvl.export.corpus import DuplicateSampleId
 
     out_dir = Path(task.out_dir)
+    if task.name == CARD_TALLY:
+        from medvl.export.card import corpus_tally
+
+        try:
+            return ExportResult(task.name, [], {}, tally=corpus_tally(task.corpus, out_dir))
+        except DuplicateSampleId as e:
+            return ExportResult(task.name, [], {}, error=str(e))
     try:
         new = EXPORTS.get(task.name)(task.corpus, out_dir, task.recipe, options=dict(task.options), entries=[])
     except DuplicateSampleId as e:

@@ -140,7 +140,10 @@ def finish(recipe: Recipe, out_dir: Path, work: Path, journal: Journal, read: Re
     ]
     if n_masks:
         base.append(ManifestEntry(path="masks/", format="png-label-map", split=None, samples=0, images=n_masks))
-    write_manifest(out_dir, base + entries, {"recipe": recipe.name, "seed": recipe.seed})
+    known = dict(tables["shas"])  # checksums computed where the files were written, not read again
+    for name in dict.fromkeys(recipe.exports):
+        known.update(journal.get(f"export/{name}")["shas"])
+    write_manifest(out_dir, base + entries, {"recipe": recipe.name, "seed": recipe.seed}, known_sha256=known)
     return summary
 
 
@@ -178,7 +181,7 @@ def _run_exports(recipe: Recipe, corpus: Any, out_dir: Path, journal: Journal, e
     from medvl.core.hashing import file_digest
     from medvl.export import EXPORTS
     from medvl.export.corpus import DuplicateSampleId
-    from medvl.export.stage import COST_ORDER, ExportTask, entry_from_dict, run_export_task
+    from medvl.export.stage import CARD_TALLY, COST_ORDER, ExportTask, entry_from_dict, run_export_task
 
     options = dict(getattr(recipe, "export_options", None) or {})
     names = list(dict.fromkeys(recipe.exports))
@@ -187,15 +190,21 @@ def _run_exports(recipe: Recipe, corpus: Any, out_dir: Path, journal: Journal, e
         done = journal.get(f"export/{name}")
         if done and all(shard_ok(out_dir / p, h) for p, h in done["shas"].items()):
             found[name] = [entry_from_dict(e) for e in done["entries"]]
-    todo = sorted((n for n in names if n not in found and n != "card"),
-                  key=lambda n: (COST_ORDER.index(n) if n in COST_ORDER else len(COST_ORDER), names.index(n)))
+    todo = [n for n in names if n not in found and n != "card"]
     for name in todo:
         EXPORTS.get(name)  # an unknown name fails here, before any task runs
+    if "card" in names and "card" not in found:
+        todo.append(CARD_TALLY)  # the card's counting pass runs beside the exports
+    todo.sort(key=lambda n: COST_ORDER.index(n) if n in COST_ORDER else len(COST_ORDER))  # stable: recipe order
     tasks = [ExportTask(name=n, corpus=corpus, out_dir=str(out_dir), recipe=recipe,
                         options=dict(options.get(n) or {})) for n in todo]
+    tallied = None
     for res in executor.map(run_export_task, tasks):
         if res.error:
             raise BuildError(res.error)
+        if res.name == CARD_TALLY:
+            tallied = res.tally
+            continue
         journal.add(f"export/{res.name}", entries=res.entries, shas=res.shas)
         found[res.name] = [entry_from_dict(e) for e in res.entries]
     entries = [e for n in names if n != "card" for e in found[n]]
@@ -203,7 +212,7 @@ def _run_exports(recipe: Recipe, corpus: Any, out_dir: Path, journal: Journal, e
         if "card" not in found:
             try:
                 new = EXPORTS.get("card")(corpus, out_dir, recipe, options=dict(options.get("card") or {}),
-                                          entries=list(entries))
+                                          entries=list(entries), tallied=tallied)
             except DuplicateSampleId as e:
                 raise BuildError(str(e)) from None
             shas = {e.path: file_digest(out_dir / e.path) for e in new if (out_dir / e.path).is_file()}
