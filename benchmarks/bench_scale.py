@@ -139,6 +139,10 @@ def run_build(cmd: list[str], log: Path, kill_after: float | None = None) -> dic
     """Run one build in its own session and process group; -> wall seconds, CPU seconds of the build and its
     reaped workers, return code, peak RSS (MiB) of the build and of its largest descendant, machine load before.
     ``kill_after``: SIGKILL the whole group after that many seconds."""
+    # write back what earlier runs left in the page cache (GBs after a 100k build, or a removed output
+    # folder) before the clock starts, so one run's disk traffic is not timed in the next
+    os.sync()
+    time.sleep(1)
     load = machine_load()
     cpu0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     with log.open("ab") as lf:

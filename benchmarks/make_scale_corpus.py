@@ -252,21 +252,16 @@ def write_images(out: Path, n: int, side: int, seed: int, box_fraction: float, j
 def write_volumes(out: Path, m: int, side: int, seed: int) -> dict[str, Any]:
     """M crops of the MNI152 T1 template (side^3 voxels, each holding grey and white matter) with their labels."""
     import nibabel as nib
-    from nilearn import datasets
+
+    from medvl.demo.corpus import mni152_tissue
 
     d = out / "decathlon"
     (d / "imagesTr").mkdir(parents=True, exist_ok=True)
     (d / "labelsTr").mkdir(parents=True, exist_ok=True)
     training = []
     if m:
-        t1 = datasets.load_mni152_template(resolution=1)
+        t1, label, brain = mni152_tissue()
         vol = np.asarray(t1.get_fdata(), dtype=np.float32)
-        gm = datasets.load_mni152_gm_template(resolution=1).get_fdata()
-        wm = datasets.load_mni152_wm_template(resolution=1).get_fdata()
-        brain = datasets.load_mni152_brain_mask(resolution=1).get_fdata() > 0
-        label = np.zeros(gm.shape, dtype=np.uint8)
-        label[(gm > 0.5) & (gm >= wm) & brain] = 1
-        label[(wm > 0.5) & (wm > gm) & brain] = 2
         lo = np.argwhere(brain).min(axis=0)
         hi = np.argwhere(brain).max(axis=0) - side
         rng = np.random.default_rng([seed, 3])

@@ -120,3 +120,27 @@ def test_near_duplicate_pairs_or_rule_and_none() -> None:
     assert near_duplicate_pairs([hashes[0], (only_d[0], None)]) == []
     assert near_pairs_between([hashes[1]], hashes) == [(0, 1), (0, 4)]
     assert PHASH_THRESHOLD >= 0 and DHASH_THRESHOLD >= 0
+
+
+def test_hash_columns_give_the_same_pairs_as_hex_pairs():
+    """The compact columns the build's curation holds give exactly the pairs of the hex-pair list, missing
+    hashes included; a malformed hash is an error naming its position."""
+    import random
+
+    from medvl.curate.phash import HashColumns
+
+    rnd = random.Random(1)
+    pairs = []
+    for _ in range(2000):
+        base = rnd.getrandbits(64)
+        pairs.append((None if rnd.random() < 0.05 else f"{base:016x}",
+                      None if rnd.random() < 0.05 else f"{rnd.getrandbits(64):016x}"))
+        if rnd.random() < 0.2:  # a near copy: one pHash bit flipped
+            pairs.append((f"{base ^ (1 << rnd.randrange(64)):016x}", None))
+    cols = HashColumns()
+    for ph, dh in pairs:
+        cols.add(ph, dh)
+    want = near_duplicate_pairs(pairs)
+    assert len(want) > 300 and near_duplicate_pairs(cols) == want
+    with pytest.raises(ValueError, match=rf"hash \[{len(pairs)}\]: expected 16 hex digits, got 'abc'"):
+        cols.add("abc", None)

@@ -81,6 +81,24 @@ def merge_sorted(paths: Iterable[str | Path], key: Callable[[str], Any]) -> Iter
     return heapq.merge(*(read_lines(p) for p in paths), key=key)
 
 
+def key_of_line(line: str) -> Any:
+    """The key a keyed shard line starts with (JSON-encoded, then a tab), decoded."""
+    return json.loads(line[:line.index("\t")])
+
+
+def merge_keyed(paths: Iterable[str | Path], duplicate: Callable[[Any], Exception]) -> Iterator[tuple[Any, str]]:
+    """``(key, body)`` of the ``<JSON key>\t<body>`` lines of shards each sorted by key, merged in key order;
+    a key met twice raises ``duplicate(key)``."""
+    prev = None
+    for line in merge_sorted(paths, key=key_of_line):
+        tab = line.index("\t")
+        key = json.loads(line[:tab])
+        if key == prev:
+            raise duplicate(key)
+        prev = key
+        yield key, line[tab + 1:]
+
+
 def external_sort(lines: Iterable[str], key: Callable[[str], Any], tmp_dir: str | Path,
                   run_lines: int = 100_000) -> Iterator[str]:
     """``lines`` sorted by ``key`` in memory bounded by ``run_lines``: sorted runs written to ``tmp_dir``,

@@ -18,6 +18,7 @@ from medvl.curate.split import (SplitKey, SplitReport, assign_sample_splits, ass
 
 if TYPE_CHECKING:
     from medvl.curate.config import CurationConfig
+    from medvl.curate.phash import HashColumns
 
 MAX_LISTED = 100  # straddling near-duplicate pairs listed by id in the report (all are counted)
 
@@ -109,7 +110,7 @@ def report_merges(merges: list[Merge], exhaustive_datasets: set[str], report: Cu
     return set(flagged)
 
 
-def near_duplicate_links(hashes: list[tuple[str | None, str | None]], patients: list[str], cfg: "CurationConfig",
+def near_duplicate_links(hashes: Sequence[tuple[str | None, str | None]] | HashColumns, patients: list[str], cfg: "CurationConfig",
                          links: list[tuple[str, str]], report: CurationReport) -> list[tuple[int, int]]:
     """Near-identical images of different patient keys (records given in id order, as their hashes and
     patient keys); in mode "group" they are linked (so they share a split) unless the linked group would

@@ -213,11 +213,42 @@ def _index_hashes(hashes: Sequence[str | None]) -> tuple[np.ndarray, np.ndarray]
     return pos, as_hash_array([h for h in hashes if h is not None])
 
 
-def _either(a: Sequence[HashPair], b: Sequence[HashPair] | None, phash_threshold: int,
+class HashColumns:
+    """``(pHash, dHash)`` pairs of many records held compactly (positions and uint64 values per hash: 16 bytes
+    per hash instead of two hex strings and a tuple); accepted wherever a sequence of pairs is."""
+
+    def __init__(self) -> None:
+        from array import array
+
+        self.n = 0
+        self._pos = (array("q"), array("q"))
+        self._vals = (array("Q"), array("Q"))
+
+    def add(self, phash: str | None, dhash: str | None) -> None:
+        for k, h in enumerate((phash, dhash)):
+            if h is not None:
+                self._pos[k].append(self.n)
+                try:
+                    if len(h) != 16:
+                        raise ValueError
+                    self._vals[k].append(int(h, 16))
+                except ValueError:
+                    raise ValueError(f"hash [{self.n}]: expected 16 hex digits, got {h!r}") from None
+        self.n += 1
+
+    def __len__(self) -> int:
+        return self.n
+
+    def column(self, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """(positions of the records that have hash k (0 = pHash, 1 = dHash), their uint64 values)."""
+        return np.frombuffer(self._pos[k], dtype=np.int64), np.frombuffer(self._vals[k], dtype=np.uint64)
+
+
+def _either(a: Sequence[HashPair] | HashColumns, b: Sequence[HashPair] | None, phash_threshold: int,
             dhash_threshold: int) -> list[tuple[int, int]]:
     out: set[tuple[int, int]] = set()
     for k, t in ((0, phash_threshold), (1, dhash_threshold)):
-        apos, avals = _index_hashes([h[k] for h in a])
+        apos, avals = a.column(k) if isinstance(a, HashColumns) else _index_hashes([h[k] for h in a])
         if b is None:
             bpos, bvals = apos, None
         else:
@@ -227,7 +258,7 @@ def _either(a: Sequence[HashPair], b: Sequence[HashPair] | None, phash_threshold
     return sorted(out)
 
 
-def near_duplicate_pairs(hashes: Sequence[HashPair], phash_threshold: int = PHASH_THRESHOLD,
+def near_duplicate_pairs(hashes: Sequence[HashPair] | HashColumns, phash_threshold: int = PHASH_THRESHOLD,
                          dhash_threshold: int = DHASH_THRESHOLD) -> list[tuple[int, int]]:
     """Every pair ``(i, j)``, i < j, of one set of ``(pHash, dHash)`` hex pairs (as :func:`perceptual_hashes`
     returns them) whose pHash distance <= ``phash_threshold`` OR whose dHash distance <= ``dhash_threshold``;

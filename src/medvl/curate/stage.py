@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Iterator
 
 from medvl.core.records import ImageRecord, Reject
-from medvl.core.shards import Journal, ShardWriter, merge_sorted, read_lines, shard_ok
+from medvl.core.shards import Journal, ShardWriter, key_of_line, merge_keyed, merge_sorted, read_lines, shard_ok
 from medvl.curate import (CurationReport, exclusion_md5s, near_duplicate_links, report_merges, report_straddling,
                           straddling_indices)
 from medvl.curate.dedup import Merge, dedup_records, exclude_by_md5
@@ -50,11 +50,6 @@ class BucketResult:
     shas: dict[str, str]  # file -> sha256 of the three shards
     merges: list[dict[str, Any]] = field(default_factory=list)  # Merge fields (for links and the report)
     exhaustive_datasets: list[str] = field(default_factory=list)  # datasets with a record whose labels are exhaustive
-
-
-def _id_of_line(line: str) -> str:
-    """The id a shard line starts with (JSON-encoded, then a tab), decoded: shards are sorted by the id itself."""
-    return json.loads(line[:line.index("\t")])
 
 
 def run_bucket_task(task: BucketTask) -> BucketResult:
@@ -137,19 +132,21 @@ def decide(buckets: list[BucketResult], work: Path, cfg: "CurationConfig", seed:
     exhaustive = {ds for b in buckets for ds in b.exhaustive_datasets}
     flagged = report_merges(merges, exhaustive, report, links)
     del merges
+    from medvl.curate.phash import HashColumns
+
     keys: list[SplitKey] = []
-    hashes: list[tuple[str | None, str | None]] = []
+    hashes = HashColumns()
     interned: dict[str, str] = {}
     spaces: dict[str, set[str]] = {}
     paths = [str(work / "curate" / "out" / f"keys-{b:05d}.jsonl") for b in range(len(buckets))]
     want_hashes = cfg.near_duplicates != "off"
-    for line in merge_sorted(paths, key=_id_of_line):
+    for line in merge_sorted(paths, key=key_of_line):
         patient, dataset, source_split, ph, dh, _, labels, region_labels = json.loads(line[line.index("\t") + 1:])
         patient = interned.setdefault(patient, patient)
         dataset = interned.setdefault(dataset, dataset)
         keys.append(SplitKey(patient, dataset, source_split))
         if want_hashes:
-            hashes.append((ph, dh))
+            hashes.add(ph, dh)
         spaces.setdefault(dataset, set()).update(labels, region_labels)
     near = near_duplicate_links(hashes, [k.patient_key for k in keys], cfg, links, report)
     del hashes
@@ -181,16 +178,11 @@ def final_pass(n_buckets: int, work: Path, patient_split: dict[str, str], flagge
     counts: dict[str, Counter] = {"by_modality": Counter(), "by_split": Counter(), "by_dataset": Counter()}
     chunks: list[list[int]] = []
     start = pos = n = 0
-    prev = None
     images, masks = SortedSet(work / "curate" / "images"), SortedSet(work / "curate" / "masks")
     with ShardWriter(work / "records.jsonl") as w:
-        for line in merge_sorted(paths, key=_id_of_line):
-            tab = line.index("\t")
-            rid = json.loads(line[:tab])
-            if rid == prev:
-                raise ValueError(f"two records have the id {rid!r}: they would be mixed up by every export")
-            prev = rid
-            d = json.loads(line[tab + 1:])
+        for rid, body in merge_keyed(paths, lambda rid: ValueError(
+                f"two records have the id {rid!r}: they would be mixed up by every export")):
+            d = json.loads(body)
             d["split"] = patient_split[d["patient_key"]]
             if d["dataset"] in flagged and d["extra"].get("labels_exhaustive"):
                 d["extra"]["labels_exhaustive"] = False

@@ -136,13 +136,11 @@ def write_xray_csv(root: Path) -> None:
         f.write(",".join(NIH_COLUMNS) + "\n" + ",".join(row) + "\n")
 
 
-def write_mni_decathlon(root: Path) -> None:
-    import nibabel as nib
+def mni152_tissue() -> tuple[Any, np.ndarray, np.ndarray]:
+    """nilearn's MNI152 T1 template (a NIfTI image), its tissue label map (1 grey matter, 2 white matter: the
+    larger of the two probability maps where it is above 0.5, inside the brain mask) and the brain mask."""
     from nilearn import datasets
 
-    d = root / "mni152"
-    (d / "imagesTr").mkdir(parents=True, exist_ok=True)
-    (d / "labelsTr").mkdir(parents=True, exist_ok=True)
     t1 = datasets.load_mni152_template(resolution=1)
     gm = datasets.load_mni152_gm_template(resolution=1).get_fdata()
     wm = datasets.load_mni152_wm_template(resolution=1).get_fdata()
@@ -150,6 +148,16 @@ def write_mni_decathlon(root: Path) -> None:
     label = np.zeros(gm.shape, dtype=np.uint8)
     label[(gm > 0.5) & (gm >= wm) & brain] = 1
     label[(wm > 0.5) & (wm > gm) & brain] = 2
+    return t1, label, brain
+
+
+def write_mni_decathlon(root: Path) -> None:
+    import nibabel as nib
+
+    d = root / "mni152"
+    (d / "imagesTr").mkdir(parents=True, exist_ok=True)
+    (d / "labelsTr").mkdir(parents=True, exist_ok=True)
+    t1, label, _ = mni152_tissue()
     img = nib.Nifti1Image(np.asarray(t1.get_fdata(), dtype=np.float32), t1.affine)
     nib.save(img, d / "imagesTr" / "mni152_001.nii.gz")
     nib.save(nib.Nifti1Image(label, t1.affine), d / "labelsTr" / "mni152_001.nii.gz")

@@ -9,12 +9,8 @@ from pathlib import Path
 from typing import Iterator
 
 from medvl.core.records import ImageRecord, Reject, Sample, Turn
-from medvl.core.shards import merge_sorted, read_lines
+from medvl.core.shards import merge_keyed, merge_sorted, read_lines
 from medvl.export.base import Corpus, View, split_sort_key
-
-
-def _id_key(line: str) -> str:
-    return json.loads(line[:line.index("\t")])
 
 
 def _distinct(paths: list[Path]) -> int:
@@ -50,14 +46,9 @@ class ShardCorpus(Corpus):
         return sorted((self._views / split).glob("chunk-*.jsonl"))
 
     def views(self, split: str) -> Iterator[View]:
-        prev = None
-        for line in merge_sorted(self._chunks(split), key=_id_key):
-            tab = line.index("\t")
-            sid = json.loads(line[:tab])
-            if sid == prev:
-                raise DuplicateSampleId(f"two samples have the id {sid!r}: exports would mix them up")
-            prev = sid
-            d = json.loads(line[tab + 1:])
+        for _, body in merge_keyed(self._chunks(split), lambda sid: DuplicateSampleId(
+                f"two samples have the id {sid!r}: exports would mix them up")):
+            d = json.loads(body)
             s = Sample.from_dict(d["sample"])
             yield View(sample=s, split=split, turns=[(r, t) for r, t in d["turns"]], images=list(s.images),
                        sizes=[(int(w), int(h)) for w, h in d["sizes"]], meta=d["meta"])
