@@ -75,9 +75,9 @@ def command(recipe_path: Path, out: str, workers: int | None, seed: int | None, 
     To object storage: medvl build recipe.yaml -o s3://bucket/builds/v1 --storage-option endpoint_url=http://minio:9000
 
     Shard sizes change speed and memory, never outputs; --resume needs the same recipe and shard sizes."""
-    from medvl.pipeline.steps import RunOptions
-
+    from medvl.io.storage import is_url
     from medvl.pipeline.recipe import RecipeError, load_recipe
+    from medvl.pipeline.steps import RunOptions
 
     try:
         recipe = load_recipe(recipe_path)
@@ -91,11 +91,11 @@ def command(recipe_path: Path, out: str, workers: int | None, seed: int | None, 
         raise click.UsageError("--ray-address needs --executor ray")
     run = RunOptions(executor=executor, ray_address=ray_address, resume=resume, shard_units=shard_units,
                      chunk_records=chunk_records, bucket_records=bucket_records)
-    from medvl.io.storage import is_url
-
     if not is_url(out):
         if staging is not None or storage_options:
             raise click.UsageError("--staging and --storage-option apply only when -o/--out is a URL")
+        if Path(out).exists() and not Path(out).is_dir():
+            raise click.UsageError(f"-o/--out: {out} is a file, not a folder")
         run_and_report(recipe, Path(out), workers, overwrite, run, timings)
         return
     _build_and_publish(recipe, out, staging, storage_options, workers, overwrite, run, timings)
