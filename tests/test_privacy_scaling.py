@@ -1,13 +1,12 @@
-"""The scrubber at the size of a large DICOM folder: building one costs time in proportion to the number of
-identifying values, and scrubbing a string costs the same with 20x more values. Times are CPU times of this
-process (other work on the machine moves them little); the bounds leave room for noise."""
+"""The scrubber at the size of a large DICOM folder: it redacts every value it holds, and matches spellings
+as people write them. Its speed as values accumulate is measured by benchmarks/bench_scrub.py (the quality
+bar keeps timings out of tests: a timed test failed under load in CI)."""
 
 from __future__ import annotations
 
 import random
-import time
 
-from medvl.core.privacy import REDACTED, Scrubber, _taxonomy_terms
+from medvl.core.privacy import REDACTED, Scrubber
 
 
 def folder_values(n_files: int, seed: int = 0) -> set[str]:
@@ -30,42 +29,21 @@ def folder_values(n_files: int, seed: int = 0) -> set[str]:
     return out
 
 
-def build_seconds(values: set[str], repeat: int = 1) -> float:
-    best = float("inf")
-    for _ in range(repeat):
-        t = time.process_time()
-        s = Scrubber(values, key="salt")
-        s("warm up")
-        best = min(best, time.process_time() - t)
-    return best
-
-
-def test_building_costs_the_same_per_value_at_1k_and_40k_files():
-    """The trie regex this replaced was compiled by Python's ``re`` from one pattern holding every spelling:
-    31 µs of CPU per value at 1k files, 67 µs at 40k (this test's ratio was 2.1), and growing."""
-    _taxonomy_terms()  # loaded once per process, not part of either build
-    small, large = folder_values(1_000), folder_values(40_000)
-    per_value_small = build_seconds(small, repeat=3) / len(small)
-    per_value_large = build_seconds(large) / len(large)
-    assert per_value_large < 1.5 * per_value_small, (per_value_small, per_value_large)
-
-
-def test_scrubbing_costs_the_same_with_20x_more_values():
-    small, large = Scrubber(folder_values(1_000), key="k"), Scrubber(folder_values(20_000), key="k")
-    strings = [f"patients/SMITH{i}_JOHN/1.3.6.1.4.1.14519.5.2.1.{i}/IM{i:04d}.dcm: lesion {i % 90} mm, seen "
-               f"2004-01-{i % 28 + 1:02d}, PAT-{i:06d}" for i in range(1500)]
-
-    def per_string(s: Scrubber) -> float:
-        t = time.process_time()
-        for x in strings:
-            s(x)
-        return (time.process_time() - t) / len(strings)
-
-    per_string(small), per_string(large)  # warm up
-    a, b = min(per_string(small) for _ in range(2)), min(per_string(large) for _ in range(2))
-    assert b < 2.0 * a, (a, b)
-    out = small(strings[3])
-    assert "PAT-000003" not in out and out.endswith(REDACTED + "-" + out.rsplit("-", 1)[1])
+def test_scrubbers_of_a_large_folder_redact_every_value_they_hold():
+    """A scrubber holding a 20k-file folder's values redacts the identifiers of strings written like paths and
+    reject reasons, as one holding 1k files' does. (How its cost grows with the values is measured by
+    benchmarks/bench_scrub.py, not timed here: the build per value and the cost per string stay flat.)"""
+    small_values, large_values = folder_values(1_000), folder_values(20_000)
+    small, large = Scrubber(small_values, key="k"), Scrubber(large_values, key="k")
+    uids = sorted(v for v in small_values if v.startswith("1.3.6"))[:50]
+    strings = [f"patients/{u}/IM{i:04d}.dcm: lesion {i % 90} mm, PAT-{i % 5:06d}" for i, u in enumerate(uids)]
+    for x in strings:
+        a, b = small(x), large(x)
+        assert a == b, (x, a, b)  # same key: the same tokens, whatever else the scrubber holds
+        assert REDACTED in a and not any(u in a for u in uids) and "PAT-0000" not in a
+        assert "lesion" in a and " mm" in a  # the medical text stays
+    out = small("PAT-000003 seen")
+    assert "PAT-000003" not in out and out.startswith(REDACTED + "-")
 
 
 def test_capital_dotted_i_is_matched():
