@@ -7,13 +7,14 @@ the build joins that session."""
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import pytest
 import yaml
 
 ray = pytest.importorskip("ray", reason="ray is not installed (pip install 'medvl[ray]')")
+
+from build_helpers import tree  # noqa: E402
 
 from medvl.demo.corpus import layout  # noqa: E402
 from medvl.pipeline.build import RunOptions, run_build  # noqa: E402
@@ -40,10 +41,6 @@ def recipe_path(tmp_path_factory) -> Path:
     return path
 
 
-def tree(root: Path) -> dict[str, str]:
-    return {p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file()}
-
 
 def test_ray_and_local_builds_are_byte_identical(recipe_path, local_ray, tmp_path):
     local = run_build(load_recipe(recipe_path), tmp_path / "local", workers=2,
@@ -51,6 +48,7 @@ def test_ray_and_local_builds_are_byte_identical(recipe_path, local_ray, tmp_pat
     on_ray = run_build(load_recipe(recipe_path), tmp_path / "ray", workers=2,
                        run=RunOptions(executor="ray", **SHARDS))
     assert ray.is_initialized(), "a build that joined a running Ray leaves it running"
+    assert on_ray.summary == local.summary
     a, b = tree(tmp_path / "local"), tree(tmp_path / "ray")
     assert local.summary["samples"] > 100 and local.summary["units"]["input"] > 20
     assert any(p.endswith(".tar") for p in a), "the WebDataset export wrote shards"

@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 import pytest
+from build_helpers import tree
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARDS = ["--shard-units", "8", "--chunk-records", "40", "--bucket-records", "60"]
@@ -46,11 +47,6 @@ def build(recipe: Path, out: Path, *extra: str, env: dict | None = None, check: 
         raise AssertionError(f"build failed ({p.returncode}):\n{p.stdout[-2000:]}\n{p.stderr[-3000:]}")
     return p
 
-
-def tree(root: Path) -> dict[str, str]:
-    """Every file under ``root`` with its SHA-256."""
-    return {p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file()}
 
 
 @pytest.fixture(scope="module")

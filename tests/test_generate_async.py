@@ -17,16 +17,13 @@ from pathlib import Path
 from typing import ClassVar
 
 import pytest
+from build_helpers import tree
 
 from medvl.executor import ExecutorError
 from medvl.generate.base import GENERATORS, Generator
 from medvl.pipeline.build import RunOptions, run_build
 from medvl.pipeline.recipe import parse_recipe
 
-
-def tree(root: Path) -> dict[str, str]:
-    return {p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file()}
 
 
 class EndpointDown(RuntimeError):

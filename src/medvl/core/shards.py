@@ -81,6 +81,15 @@ def merge_sorted(paths: Iterable[str | Path], key: Callable[[str], Any]) -> Iter
     return heapq.merge(*(read_lines(p) for p in paths), key=key)
 
 
+def merge_distinct(paths: Iterable[str | Path], key: Callable[[str], Any]) -> Iterator[str]:
+    """The distinct lines of shards each sorted by ``key``, merged in that order (each line once)."""
+    prev = None
+    for line in merge_sorted(paths, key=key):
+        if line != prev:
+            yield line
+            prev = line
+
+
 def key_of_line(line: str) -> Any:
     """The key a keyed shard line starts with (JSON-encoded, then a tab), decoded."""
     return json.loads(line[:line.index("\t")])

@@ -114,15 +114,18 @@ def as_hash_array(hashes: Sequence[int | str]) -> np.ndarray:
     """Hashes (ints or 16-hex-digit strings) -> a uint64 array for the searches below."""
     out = np.zeros(len(hashes), dtype=np.uint64)
     for i, h in enumerate(hashes):
-        if isinstance(h, str):
-            if len(h) != 16:
-                raise ValueError(f"hash [{i}]: expected 16 hex digits, got {h!r}")
-            try:
-                h = int(h, 16)
-            except ValueError:
-                raise ValueError(f"hash [{i}]: expected 16 hex digits, got {h!r}") from None
-        out[i] = h
+        out[i] = hex64(h, i) if isinstance(h, str) else h
     return out
+
+
+def hex64(h: str, i: int) -> int:
+    """A 16-hex-digit hash as an int; ValueError naming its position ``i`` otherwise."""
+    if len(h) == 16:
+        try:
+            return int(h, 16)
+        except ValueError:
+            pass
+    raise ValueError(f"hash [{i}]: expected 16 hex digits, got {h!r}")
 
 
 # ----------------------------------------------------------------------------------- Hamming search
@@ -228,12 +231,7 @@ class HashColumns:
         for k, h in enumerate((phash, dhash)):
             if h is not None:
                 self._pos[k].append(self.n)
-                try:
-                    if len(h) != 16:
-                        raise ValueError
-                    self._vals[k].append(int(h, 16))
-                except ValueError:
-                    raise ValueError(f"hash [{self.n}]: expected 16 hex digits, got {h!r}") from None
+                self._vals[k].append(hex64(h, self.n))
         self.n += 1
 
     def __len__(self) -> int:

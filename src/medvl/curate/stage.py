@@ -21,7 +21,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Iterator
 
 from medvl.core.records import ImageRecord, Reject
-from medvl.core.shards import Journal, ShardWriter, key_of_line, merge_keyed, merge_sorted, read_lines, shard_ok
+from medvl.core.shards import (Journal, ShardWriter, key_of_line, merge_distinct, merge_keyed, merge_sorted,
+                               read_lines, shard_ok)
 from medvl.curate import (CurationReport, exclusion_md5s, near_duplicate_links, report_merges, report_straddling,
                           straddling_indices)
 from medvl.curate.dedup import Merge, dedup_records, exclude_by_md5
@@ -243,13 +244,11 @@ class SortedSet:
     def close(self, target: Path) -> int:
         """Write the distinct sorted lines to ``target``; returns their number."""
         self._spill()
-        n, prev = 0, None
+        n = 0
         with ShardWriter(target) as w:
-            for x in merge_sorted(self.runs, key=path_order):
-                if x != prev:
-                    w.write(x)
-                    n += 1
-                    prev = x
+            for x in merge_distinct(self.runs, key=path_order):
+                w.write(x)
+                n += 1
         for r in self.runs:
             r.unlink()
         return n

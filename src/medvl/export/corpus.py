@@ -9,17 +9,12 @@ from pathlib import Path
 from typing import Iterator
 
 from medvl.core.records import ImageRecord, Reject, Sample, Turn
-from medvl.core.shards import merge_keyed, merge_sorted, read_lines
+from medvl.core.shards import merge_distinct, merge_keyed, read_lines
 from medvl.export.base import Corpus, View, split_sort_key
 
 
 def _distinct(paths: list[Path]) -> int:
-    n, prev = 0, None
-    for p in merge_sorted(paths, key=lambda x: x):
-        if p != prev:
-            n += 1
-            prev = p
-    return n
+    return sum(1 for _ in merge_distinct(paths, key=lambda x: x))
 
 
 class DuplicateSampleId(ValueError):

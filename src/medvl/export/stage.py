@@ -36,7 +36,6 @@ class ExportResult:
 
 def run_export_task(task: ExportTask) -> ExportResult:
     """Run one export (in a worker); errors other than a duplicate sample id propagate as task errors."""
-    from medvl.core.hashing import file_digest
     from medvl.export.base import EXPORTS
     from medvl.export.corpus import DuplicateSampleId
 
@@ -52,8 +51,14 @@ def run_export_task(task: ExportTask) -> ExportResult:
         new = EXPORTS.get(task.name)(task.corpus, out_dir, task.recipe, options=dict(task.options), entries=[])
     except DuplicateSampleId as e:
         return ExportResult(task.name, [], {}, error=str(e))
-    shas = {e.path: file_digest(out_dir / e.path) for e in new if (out_dir / e.path).is_file()}
-    return ExportResult(task.name, [e.to_dict() for e in new], shas)
+    return ExportResult(task.name, [e.to_dict() for e in new], written_shas(new, out_dir))
+
+
+def written_shas(entries: list[Any], out_dir: Path) -> dict[str, str]:
+    """SHA-256 of every file the manifest entries of one export name (folders have none)."""
+    from medvl.core.hashing import file_digest
+
+    return {e.path: file_digest(out_dir / e.path) for e in entries if (out_dir / e.path).is_file()}
 
 
 def entry_from_dict(d: dict[str, Any]) -> Any:

@@ -178,10 +178,10 @@ def _run_exports(recipe: Recipe, corpus: Any, out_dir: Path, journal: Journal, e
     """The recipe's exports, side by side on the executor (export.stage), then the card, which describes the
     others; entries in recipe order. An export the journal has, with every file it wrote unchanged, is not
     run again."""
-    from medvl.core.hashing import file_digest
     from medvl.export import EXPORTS
     from medvl.export.corpus import DuplicateSampleId
-    from medvl.export.stage import CARD_TALLY, COST_ORDER, ExportTask, entry_from_dict, run_export_task
+    from medvl.export.stage import (CARD_TALLY, COST_ORDER, ExportTask, entry_from_dict, run_export_task,
+                                    written_shas)
 
     options = dict(getattr(recipe, "export_options", None) or {})
     names = list(dict.fromkeys(recipe.exports))
@@ -215,8 +215,7 @@ def _run_exports(recipe: Recipe, corpus: Any, out_dir: Path, journal: Journal, e
                                           entries=list(entries), tallied=tallied)
             except DuplicateSampleId as e:
                 raise BuildError(str(e)) from None
-            shas = {e.path: file_digest(out_dir / e.path) for e in new if (out_dir / e.path).is_file()}
-            journal.add("export/card", entries=[e.to_dict() for e in new], shas=shas)
+            journal.add("export/card", entries=[e.to_dict() for e in new], shas=written_shas(new, out_dir))
             found["card"] = new
         entries += found["card"]
     return entries
