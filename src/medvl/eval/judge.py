@@ -18,7 +18,7 @@ from typing import Any
 import yaml
 
 from medvl.eval.adapters._base import AdapterError
-from medvl.eval.adapters.openai import OpenAIChatClient, parse_target
+from medvl.llm import ChatRequest, LLMClient, LLMConfig, LLMError, parse_target, user_message
 from medvl.eval.types import EvalItem, ScoreResult
 
 log = logging.getLogger("medvl.eval.judge")
@@ -56,8 +56,13 @@ class LLMJudge:
         scheme, _, target = spec.partition(":")
         if scheme != "openai" or not target:
             raise AdapterError(f"judge spec {spec!r} must be openai:NAME@URL (an OpenAI-compatible endpoint)")
-        name, url = parse_target(target)
-        return cls(OpenAIChatClient(name, url, **options), name, cache_path, judge_open)
+        try:
+            name, url = parse_target(target)
+        except ValueError as e:
+            raise AdapterError(f"judge {e}") from e
+        api_key = options.pop("api_key", None)
+        config = LLMConfig(model=name, base_url=url, temperature=0.0, max_reasks=0, **options)
+        return cls(LLMClient(config, api_key=api_key), name, cache_path, judge_open)
 
     def wants(self, item: EvalItem, res: ScoreResult) -> bool:
         """Whether the judge should look at this scored item."""
@@ -73,8 +78,8 @@ class LLMJudge:
                 self.counts["cached"] += 1
                 return self.cache[key]
         try:
-            reply = self.client.chat(prompt, max_tokens=8)
-        except AdapterError as e:
+            reply = self.client.chat(ChatRequest(messages=[user_message(prompt)], max_tokens=8)).text
+        except LLMError as e:
             log.warning("judge %s failed: %s", self.model, e)
             with self._lock:
                 self.counts["failed"] += 1
