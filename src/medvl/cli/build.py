@@ -19,9 +19,13 @@ def run_and_report(recipe, out: Path, workers: int | None, overwrite: bool, run=
             result = run_build(recipe, out, workers=workers, overwrite=overwrite, progress=update, run=run)
     except (BuildError, ExecutorError) as e:
         raise click.ClickException(str(e)) from None
+    if run is not None and run.dry_run:
+        _report_dry_run(result)
+        return result
     if timings is not None:
         t = {**{k: round(v, 3) for k, v in result.timings.items()}, "units": result.summary["units"]["input"],
-             "records": result.summary["records"], "samples": result.summary["samples"]}
+             "records": result.summary["records"], "samples": result.summary["samples"],
+             **({"model_run": result.model_run} if result.model_run else {})}
         timings.write_text(json.dumps(t, indent=1) + "\n", encoding="utf-8")
     s = result.summary
     console.print(build_summary_table(s))
@@ -29,6 +33,12 @@ def run_and_report(recipe, out: Path, workers: int | None, overwrite: bool, run=
                   f"(by stage: {s['rejects_by_stage']})")
     console.print(f"modalities: {s['records_by_modality']}")
     console.print(f"splits: {s['records_by_split']}   kinds: {s['samples_by_kind']}   languages: {s['samples_by_lang']}")
+    if result.model_run:
+        m, mg = result.model_run, s.get("model_generation", {})
+        console.print(f"model {mg.get('model')}: this run sent {m['requests'] + m['reasks']} request(s) "
+                      f"({m['reasks']} re-asks, {m['retries']} retries), {m['cached']} answered from the cache; "
+                      f"the samples' replies: {mg.get('prompt_tokens', 0)} + {mg.get('completion_tokens', 0)} tokens, "
+                      f"cost {mg.get('cost', 0)}")
     for w in s.get("warnings", []):
         console.print(f"[yellow]warning[/]: {w}")
     console.print(f"[bold green]done[/]: outputs in {result.out_dir} (manifest.json lists every file; "
@@ -56,6 +66,9 @@ def run_and_report(recipe, out: Path, workers: int | None, overwrite: bool, run=
               help="Records per generation task.")
 @click.option("--bucket-records", type=click.IntRange(1), default=20000, show_default=True,
               help="Records per curation bucket (dedup runs per bucket in memory).")
+@click.option("--dry-run", is_flag=True,
+              help="Read and curate, then list the model requests generation would send (dry-run/requests.jsonl) "
+                   "with their estimated tokens and cost; nothing is sent and no outputs are written.")
 @click.option("--timings", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write per-stage wall times (JSON) here.")
 @click.option("--staging", type=click.Path(file_okay=False, path_type=Path), default=None,
@@ -67,7 +80,7 @@ def run_and_report(recipe, out: Path, workers: int | None, overwrite: bool, run=
 def command(recipe_path: Path, out: str, workers: int | None, seed: int | None, exclude_file: Path | None,
             overwrite: bool, resume: bool, executor: str, ray_address: str | None, shard_units: int,
             chunk_records: int, bucket_records: int, timings: Path | None, staging: Path | None,
-            storage_options: tuple[str, ...]) -> None:
+            storage_options: tuple[str, ...], dry_run: bool) -> None:
     """Build multimodal instruction data from a YAML recipe.
 
     Example: medvl build recipe.yaml -o out/ --workers 2
@@ -90,7 +103,9 @@ def command(recipe_path: Path, out: str, workers: int | None, seed: int | None, 
     if executor == "local" and ray_address:
         raise click.UsageError("--ray-address needs --executor ray")
     run = RunOptions(executor=executor, ray_address=ray_address, resume=resume, shard_units=shard_units,
-                     chunk_records=chunk_records, bucket_records=bucket_records)
+                     chunk_records=chunk_records, bucket_records=bucket_records, dry_run=dry_run)
+    if dry_run and is_url(out):
+        raise click.UsageError("--dry-run writes its listing to a local folder; pass a local -o/--out")
     if not is_url(out):
         if staging is not None or storage_options:
             raise click.UsageError("--staging and --storage-option apply only when -o/--out is a URL")
@@ -99,6 +114,29 @@ def command(recipe_path: Path, out: str, workers: int | None, seed: int | None, 
         run_and_report(recipe, Path(out), workers, overwrite, run, timings)
         return
     _build_and_publish(recipe, out, staging, storage_options, workers, overwrite, run, timings)
+
+
+def _report_dry_run(result) -> None:
+    import json
+
+    from medvl.cli._ui import console
+
+    s = result.summary
+    folder = result.out_dir / "dry-run"
+    shown = 0
+    for line in (folder / "requests.jsonl").read_text(encoding="utf-8").splitlines()[:3]:
+        r = json.loads(line)
+        text = " | ".join(p.get("text", f"<image {p.get('sha256', '')[:12]}>") if isinstance(p, dict) else str(p)
+                          for m in r["messages"] for p in (m["content"] if isinstance(m["content"], list)
+                                                          else [{"text": m["content"]}]))
+        console.print(f"[bold]{r['tag']}[/] -> {r['model']} ({r['max_tokens']} max tokens): {text[:400]}")
+        shown += 1
+    console.print(f"dry run: {s['requests']} request(s) would be sent"
+                  + (f" to {s['model']} at {s['endpoint']} ({s['cached']} already cached); estimated "
+                     f"{s['estimated_prompt_tokens']} prompt + at most {s['estimated_completion_tokens']} completion "
+                     f"tokens, cost <= {s['estimated_cost']}" if "model" in s else ""))
+    console.print(f"every request: {folder / 'requests.jsonl'}; read and curate are kept: run the same command "
+                  f"without --dry-run and with --resume to build")
 
 
 STAGED = ".medvl-staged.json"  # in a staging folder: which recipe its finished build is of (hidden: not published)

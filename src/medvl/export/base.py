@@ -112,6 +112,10 @@ def _view(s: Sample, rec_by_id: dict[str, ImageRecord], rec_by_image: dict[str, 
         turns.append((t.role, str(t.text)))
     if not any(r == "assistant" for r, _ in turns):
         raise SampleError(f"sample {s.id}: has no assistant turn")
+    rec = rec_by_id.get(s.record_id or "") or (rec_by_image.get(s.images[0]) if s.images else None)
+    if rec is not None and rec.extra.get("image_sizes"):  # a multi-image record lists every image's size
+        for p, (w, h) in zip(rec.extra.get("images") or [], rec.extra["image_sizes"]):
+            sizes.setdefault(p, (int(w), int(h)))
     dims: list[tuple[int, int]] = []
     for p in s.images:
         if p.startswith("/") or ".." in p.split("/"):
@@ -122,7 +126,6 @@ def _view(s: Sample, rec_by_id: dict[str, ImageRecord], rec_by_image: dict[str, 
             except OSError as e:
                 raise SampleError(f"sample {s.id}: cannot read image {p} ({e})") from None
         dims.append(sizes[p])
-    rec = rec_by_id.get(s.record_id or "") or (rec_by_image.get(s.images[0]) if s.images else None)
     meta: dict[str, Any] = {}
     for k in META_KEYS:
         v = getattr(rec, k, None) if rec is not None else None

@@ -86,6 +86,17 @@ class Generator:
         on-disk cache in (shared by all chunks and kept across a resumed build, so a chunk redone after a
         kill pays for no request twice), or None. The template engine needs none."""
 
+    def start_run(self, *, out_dir: str, dry_run: bool = False, ledger_dir: str | None = None) -> None:
+        """Called once per chunk before :meth:`open_cache`: the build's output folder (image paths are relative
+        to it), whether this is a dry run (model requests are listed, not sent) and the folder in which the
+        run's processes share their model usage (budget). The template engine needs none of it."""
+
+    def run_report(self) -> dict[str, Any]:
+        """After :meth:`generate_batch`: ``usage`` (tokens of the replies behind the chunk's samples),
+        ``counts``, ``rejects`` (dicts of :class:`medvl.core.records.Reject` fields: replies that failed their
+        checks) and, in a dry run, ``dry_run_requests``. The template engine reports nothing."""
+        return {}
+
     # shared conventions ------------------------------------------------------------------------
     def choose_lang(self, record_id: str, kind: str, n: int) -> str:
         """Language of one sample: Chinese with probability ``zh_share`` when both languages are on,

@@ -34,6 +34,8 @@ class GenerateTask:
     sources: list[dict[str, Any]]  # SourceConfig.model_dump() of every recipe source
     seed: int
     label_spaces: dict[str, list[str]]
+    dry_run: bool = False  # model requests are listed in work/dry-run/, not sent; nothing is journaled
+    ledger_dir: str | None = None  # where the run's processes share their model usage (budget, summary)
 
 
 @dataclass
@@ -45,6 +47,7 @@ class GenerateResult:
     by_lang: dict[str, int] = field(default_factory=dict)
     by_split: dict[str, int] = field(default_factory=dict)
     skipped: list[str] = field(default_factory=list)  # samples no export can use, with the reason
+    llm: dict[str, Any] = field(default_factory=dict)  # the model's usage and counts behind this chunk
 
 
 def view_line(v: Any) -> str:
@@ -62,10 +65,13 @@ def run_generate_task(task: GenerateTask) -> GenerateResult:
 
     gen = make_generator(GenerationConfig.model_validate(task.generation), task.seed, task.label_spaces,
                          source_rules([SourceConfig.model_validate(d) for d in task.sources]))
+    gen.start_run(out_dir=task.out_dir, dry_run=task.dry_run, ledger_dir=task.ledger_dir)
     gen.open_cache(str(Path(task.work) / "generate" / "cache"))
     records = list(iter_records(task.records, task.start, task.end))
     work, out_dir = Path(task.work), Path(task.out_dir)
     res = GenerateResult(name=task.name, shas={})
+    if task.dry_run:
+        work = work / "dry-run"  # the dry run's shards never mix with a real build's
     rec_by_id = {r.id: r for r in records}
     rec_by_image: dict[str, Any] = {}
     sizes: dict[str, tuple[int, int]] = {}
@@ -75,8 +81,10 @@ def run_generate_task(task: GenerateTask) -> GenerateResult:
     views: dict[str, list[tuple[str, Any]]] = defaultdict(list)
     kinds, langs = Counter(), Counter()
     sample_path = work / "samples" / f"chunk-{task.chunk:05d}.jsonl"
+    batches = gen.generate_batch(records)
+    _write_report(gen.run_report(), task, work, res)
     with ShardWriter(sample_path) as w:
-        for r, samples in zip(records, gen.generate_batch(records)):
+        for r, samples in zip(records, batches):
             for s in samples:
                 s.split = r.split
                 w.write(json.dumps(s.to_dict(), ensure_ascii=False, sort_keys=True))
@@ -105,3 +113,19 @@ def run_generate_task(task: GenerateTask) -> GenerateResult:
         res.by_split[split] = len(rows)
     res.by_kind, res.by_lang = dict(sorted(kinds.items())), dict(sorted(langs.items()))
     return res
+
+
+def _write_report(report: dict[str, Any], task: GenerateTask, work: Path, res: GenerateResult) -> None:
+    """A model-backed generator's rejects (a shard beside the samples) and, in a dry run, its requests."""
+    if not report:
+        return
+    res.llm = {"usage": report.get("usage", {}), "counts": report.get("counts", {})}
+    path = work / "generate" / f"rejects-{task.chunk:05d}.jsonl"
+    with ShardWriter(path) as w:
+        for r in report.get("rejects", []):
+            w.write(json.dumps(r, ensure_ascii=False, sort_keys=True))
+    res.shas[str(path)] = w.sha256
+    if task.dry_run:
+        with ShardWriter(work / f"requests-{task.chunk:05d}.jsonl") as w:
+            for r in report.get("dry_run_requests", []):
+                w.write(json.dumps(r, ensure_ascii=False, sort_keys=True))

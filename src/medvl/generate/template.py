@@ -29,6 +29,7 @@ import yaml
 from medvl.core.hashing import stable_int
 from medvl.core.records import ImageRecord, Region, Sample
 from medvl.generate.base import GENERATORS, Generator
+from medvl.generate.figures import is_figure, template_figure_samples
 from medvl.generate.semantics import WHOLE_IMAGE_FRACTION, is_no_finding, is_whole_image, no_finding_labels
 from medvl.imaging.boxes import box_to_text, ref
 
@@ -177,6 +178,8 @@ class TemplateGenerator(Generator):
 
     # --- entry point ----------------------------------------------------------------------------
     def generate(self, record: ImageRecord) -> list[Sample]:
+        if is_figure(record):  # a paper figure with its caption: PubMedVision's alignment VQA
+            return template_figure_samples(self, record)
         out: list[Sample] = []
         for kind in ("caption", "region_caption", "perception_qa", "instruction_qa", "conversation"):
             count = int(self.config.kinds.get(kind, 0))

@@ -45,7 +45,8 @@ _FENCE = re.compile(r"^```(?:json)?\s*(.*?)\s*```$", re.DOTALL)
 T = TypeVar("T")
 # the HTTP session and concurrency slots of the running ``LLMClient.run_async`` (one per event loop, so one
 # client may be used from several threads at once)
-_OPEN: contextvars.ContextVar[tuple[Any, asyncio.Semaphore] | None] = contextvars.ContextVar("medvl_llm", default=None)
+_OPEN: contextvars.ContextVar[tuple[Any, asyncio.Semaphore, dict[str, asyncio.Future]] | None] = \
+    contextvars.ContextVar("medvl_llm", default=None)
 
 
 class LLMError(RuntimeError):
@@ -53,11 +54,13 @@ class LLMError(RuntimeError):
     used up), "invalid" (the reply failed its schema or checks after the re-asks), "budget", "dry_run".
     ``problems`` and ``last_text`` say what was wrong with the last reply of an "invalid" request."""
 
-    def __init__(self, message: str, kind: str = "http", problems: list[str] | None = None, last_text: str = ""):
+    def __init__(self, message: str, kind: str = "http", problems: list[str] | None = None, last_text: str = "",
+                 usage: dict[str, int] | None = None):
         super().__init__(message)
         self.kind = kind
         self.problems = problems or []
         self.last_text = last_text
+        self.usage = usage or {}  # tokens of the exchanges that produced the rejected replies
 
 
 class BudgetExceeded(LLMError):
@@ -87,6 +90,7 @@ class Reply:
     cached: bool = False  # every exchange of this request came from the cache
     rejected: list[str] = field(default_factory=list)  # problems of earlier replies that were re-asked
     exchanges: int = 1
+    usage: dict[str, int] = field(default_factory=dict)  # tokens of every exchange (from the cache: as first paid)
 
 
 def extract_json(text: str) -> Any:
@@ -176,18 +180,23 @@ class LLMClient:
         rejected: list[str] = []
         all_cached = True
         text = ""
+        spent = {"prompt_tokens": 0, "completion_tokens": 0}
         for ask in range(max_reasks + 1):
-            text, cached = await self._complete(messages, req, reask=ask > 0)
+            text, cached, usage = await self._complete(messages, req, reask=ask > 0)
             all_cached &= cached
+            for k in spent:
+                spent[k] += int(usage.get(k, 0))
             parsed, problems = self._validate(text, req)
             if not problems:
-                return Reply(text=text, parsed=parsed, cached=all_cached, rejected=rejected, exchanges=ask + 1)
+                return Reply(text=text, parsed=parsed, cached=all_cached, rejected=rejected, exchanges=ask + 1,
+                             usage=spent)
             rejected.append("; ".join(problems))
             hint = " (only the JSON object)" if req.schema is not None else ""
             messages = messages + [text_message("assistant", text),
                                    text_message("user", REASK.format(problems="; ".join(problems), json=hint))]
         raise LLMError(f"{self.config.model}: the reply failed its checks after {max_reasks} re-ask(s): "
-                       f"{rejected[-1]}", kind="invalid", problems=rejected[-1].split("; "), last_text=text)
+                       f"{rejected[-1]}", kind="invalid", problems=rejected[-1].split("; "), last_text=text,
+                       usage=spent)
 
     def usage(self) -> Usage:
         """This run's usage (all processes sharing the ledger folder)."""
@@ -228,18 +237,43 @@ class LLMClient:
                 return None, problems
         return parsed, []
 
-    async def _complete(self, messages: list[dict[str, Any]], req: ChatRequest, reask: bool) -> tuple[str, bool]:
-        """One exchange: from the cache, or sent (budget permitting) and cached. -> (text, from_cache)."""
+    async def _complete(self, messages: list[dict[str, Any]], req: ChatRequest, reask: bool
+                        ) -> tuple[str, bool, dict[str, int]]:
+        """One exchange: from the cache, or sent (budget permitting) and cached. -> (text, from_cache, usage)."""
         params = self._params(req)
         key = cache_key(self.config.model, messages, params)
         if self.cache is not None:
             hit = self.cache.get(key)
             if hit is not None and "text" in hit:
                 self.ledger.bump(cached=1)
-                return str(hit["text"]), True
+                return str(hit["text"]), True, dict(hit.get("usage") or {})
         if self.dry_run:
             self._record_dry_run(messages, params, req)
             raise LLMError(f"dry run: {req.tag or 'request'} not sent", kind="dry_run")
+        opened = _OPEN.get()
+        inflight = opened[2] if opened is not None else {}
+        if key in inflight:  # the same request is on its way already: share its reply, pay once
+            text, usage = await asyncio.shield(inflight[key])
+            self.ledger.bump(cached=1)
+            return text, True, usage
+        fut: asyncio.Future = asyncio.get_running_loop().create_future()
+        inflight[key] = fut
+        try:
+            text, usage = await self._send(messages, req, params, reask, key)
+        except asyncio.CancelledError:
+            fut.cancel()
+            raise
+        except BaseException as e:
+            fut.set_exception(e)
+            fut.exception()  # marked as retrieved: the sharers get it, nobody else needs to
+            raise
+        finally:
+            inflight.pop(key, None)
+        fut.set_result((text, usage))
+        return text, False, usage
+
+    async def _send(self, messages: list[dict[str, Any]], req: ChatRequest, params: dict[str, Any], reask: bool,
+                    key: str) -> tuple[str, dict[str, int]]:
         def before_send() -> None:  # called holding a concurrency slot, so the check sees every earlier reply
             reason = budget_reason(self.ledger.total(), self.config.budget, self.config.prices)
             if reason:
@@ -254,7 +288,7 @@ class LLMClient:
         if self.cache is not None:
             self.cache.put(key, {"model": self.config.model, "text": text, "usage": usage})
         self.ledger.flush()
-        return text, False
+        return text, usage
 
     def _record_dry_run(self, messages: list[dict[str, Any]], params: dict[str, Any], req: ChatRequest) -> None:
         est = estimate_prompt_tokens(messages)
@@ -287,7 +321,7 @@ class LLMClient:
             opened = _OPEN.get()
             if opened is None:
                 raise RuntimeError("LLMClient.achat runs inside LLMClient.run / run_async (or `async with client.session()`)")
-            session, sem = opened
+            session, sem, _ = opened
             async with sem:
                 while (wait := self._pause_until - time.monotonic()) > 0:  # a 429's Retry-After pauses everyone
                     await asyncio.sleep(wait)
@@ -353,7 +387,7 @@ class _Session:
 
         c = self.client
         session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=c.config.concurrency))
-        self.token = _OPEN.set((session, asyncio.Semaphore(c.config.concurrency)))
+        self.token = _OPEN.set((session, asyncio.Semaphore(c.config.concurrency), {}))
         return c
 
     async def __aexit__(self, *exc: Any) -> None:

@@ -11,6 +11,10 @@ from pydantic import Field, field_validator
 from medvl.core.config import StrictModel
 
 DEFAULT_URL = "https://api.openai.com/v1"
+# how requests are sent, never what the replies are: a build may be resumed after changing them (e.g. a larger
+# budget, another server of the same model)
+RUN_SETTINGS = ("base_url", "api_key_env", "concurrency", "timeout", "max_retries", "backoff", "max_backoff",
+                "max_retry_after", "budget")
 
 
 class Budget(StrictModel):

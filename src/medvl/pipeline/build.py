@@ -50,6 +50,7 @@ class BuildResult:
     stats: dict[str, SourceStats] = field(default_factory=dict)
     summary: dict[str, Any] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
+    model_run: dict[str, int] = field(default_factory=dict)  # this run's model requests, cache hits, retries
 
     @property
     def records(self) -> list[ImageRecord]:
@@ -83,6 +84,8 @@ def run_build(recipe: Recipe, out_dir: Path, workers: int | None = None, overwri
         work = prepare(out_dir, plan, overwrite, run.resume)
     except WorkdirError as e:
         raise BuildError(str(e)) from None
+    if not run.dry_run:  # a dry run's listing describes the build before it, not this one
+        shutil.rmtree(out_dir / "dry-run", ignore_errors=True)
     journal = Journal(work / "journal.jsonl")
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
@@ -102,8 +105,12 @@ def run_build(recipe: Recipe, out_dir: Path, workers: int | None = None, overwri
                 raise BuildError(str(e)) from None
             timings["curate"] = time.perf_counter() - t
             t = time.perf_counter()
-            gen = generate_step(recipe, facts, out_dir, work, ex, journal)
+            gen = generate_step(recipe, facts, out_dir, work, ex, journal, dry_run=run.dry_run)
             timings["generate"] = time.perf_counter() - t
+            if run.dry_run:
+                return BuildResult(out_dir=out_dir, stats=read.stats, timings=timings,
+                                   summary=write_dry_run(recipe, out_dir, work, gen))
+            model_run = _model_run(recipe, gen)
             t = time.perf_counter()
             summary = finish(recipe, out_dir, work, journal, read, facts, gen, ex)
             timings["export"] = time.perf_counter() - t
@@ -111,7 +118,18 @@ def run_build(recipe: Recipe, out_dir: Path, workers: int | None = None, overwri
         journal.close()
     shutil.rmtree(work, ignore_errors=True)
     timings["total"] = time.perf_counter() - t0
-    return BuildResult(out_dir=out_dir, stats=read.stats, summary=summary, timings=timings)
+    return BuildResult(out_dir=out_dir, stats=read.stats, summary=summary, timings=timings, model_run=model_run)
+
+
+def _model_run(recipe: Recipe, gen: GenerateFacts) -> dict[str, int]:
+    """What this run (not the build) asked the model: requests sent, re-asks, retries, cache hits."""
+    if recipe.generation.llm is None or not gen.ledger_dir:
+        return {}
+    from dataclasses import asdict as _asdict
+
+    from medvl.llm.ledger import read_ledger
+
+    return _asdict(read_ledger(gen.ledger_dir))
 
 
 def finish(recipe: Recipe, out_dir: Path, work: Path, journal: Journal, read: ReadOutcome, facts: CurateFacts,
@@ -245,7 +263,8 @@ def _write_rejects(recipe: Recipe, out_dir: Path, work: Path, read: ReadOutcome,
     the total."""
     scrubbers = source_scrubbers(recipe)
     runs = [*read.enum_rejects, str(work / "curate" / "rejects-read.jsonl"),
-            *sorted(str(p) for p in (work / "curate" / "out").glob("rejects-*.jsonl"))]
+            *sorted(str(p) for p in (work / "curate" / "out").glob("rejects-*.jsonl")),
+            *sorted(str(p) for p in (work / "generate").glob("rejects-*.jsonl"))]
 
     def lines() -> Iterator[str]:
         for i, p in enumerate(runs):
@@ -295,7 +314,50 @@ def summarize(recipe: Recipe, stats: dict[str, SourceStats], facts: CurateFacts,
         "records_by_split": facts.counts["by_split"],
         "samples_by_kind": gen.by_kind,
         "samples_by_lang": gen.by_lang,
+        **({"model_generation": model_summary(recipe, gen)} if recipe.generation.llm is not None else {}),
     }
+
+
+def model_summary(recipe: Recipe, gen: GenerateFacts) -> dict[str, Any]:
+    """The model behind the samples: what it wrote and the tokens and cost of the replies behind them (counted
+    from the replies, cached or not, so a resumed build reports what a fresh one would)."""
+    from medvl.llm.ledger import Usage
+
+    m = recipe.generation.llm
+    usage = dict(gen.llm.get("usage", {}))
+    tokens = Usage(prompt_tokens=usage.get("prompt_tokens", 0), completion_tokens=usage.get("completion_tokens", 0))
+    return {"model": m.model, "endpoint": m.client_config().endpoint, **gen.llm.get("counts", {}),
+            "exchanges": usage.get("exchanges", 0), "prompt_tokens": tokens.prompt_tokens,
+            "completion_tokens": tokens.completion_tokens, "cost": round(tokens.cost(m.prices), 6)}
+
+
+def write_dry_run(recipe: Recipe, out_dir: Path, work: Path, gen: GenerateFacts) -> dict[str, Any]:
+    """``dry-run/requests.jsonl`` (every request the build would send, images as hashes) and
+    ``dry-run/summary.json`` (counts, estimated tokens and cost); read and curate stay journaled in the work
+    folder, so the real build resumes from them."""
+    from medvl.llm.ledger import read_ledger
+
+    folder = out_dir / "dry-run"
+    folder.mkdir(exist_ok=True)
+    n = 0
+    with ShardWriter(folder / "requests.jsonl") as w:
+        for p in sorted((work / "dry-run").glob("requests-*.jsonl")):
+            for line in read_lines(p):
+                w.write(line)
+                n += 1
+    usage = read_ledger(gen.ledger_dir) if gen.ledger_dir else None
+    summary: dict[str, Any] = {"dry_run": True, "requests": n}
+    if recipe.generation.llm is not None and usage is not None:
+        m = recipe.generation.llm
+        summary.update({"model": m.model, "endpoint": m.client_config().endpoint, "cached": usage.cached,
+                        "estimated_prompt_tokens": usage.estimated_prompt_tokens,
+                        "estimated_completion_tokens": usage.estimated_completion_tokens,
+                        "estimated_cost": round(usage.estimated_cost(m.prices), 6),
+                        "note": "re-asks and the translations of model-written samples are not counted; the "
+                                "completion estimate is max_tokens per request (an upper bound)"})
+    (folder / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    shutil.rmtree(work / "dry-run", ignore_errors=True)
+    return summary
 
 
 def build_warnings(recipe: Recipe, facts: CurateFacts, stats: dict[str, SourceStats] | None = None) -> list[str]:

@@ -52,6 +52,7 @@ class RunOptions:
     bucket_records: int = 20_000  # records per curate bucket (the unit of in-memory dedup)
     chunk_records: int = 500  # records per generation task (small enough to keep every worker busy)
     max_in_flight: int | None = None  # tasks submitted and not yet collected (default: 2 x workers + 2)
+    dry_run: bool = False  # read and curate, then list the model requests generation would send; no outputs
 
 
 # ---------------------------------------------------------------------------------------------------- read
@@ -289,16 +290,20 @@ class GenerateFacts:
     by_split: dict[str, int] = field(default_factory=dict)
     skipped: list[str] = field(default_factory=list)
     shards: list[str] = field(default_factory=list)  # sample shards in chunk order
+    llm: dict[str, Any] = field(default_factory=dict)  # usage and counts of the model behind the samples
+    ledger_dir: str | None = None  # this run's model usage, shared by its processes
 
 
-def generate_step(recipe: Recipe, facts: CurateFacts, out_dir: Path, work: Path, executor: Any, journal: Journal
-                  ) -> GenerateFacts:
-    """One generation task per chunk of the records file; finished chunks are reused."""
+def generate_step(recipe: Recipe, facts: CurateFacts, out_dir: Path, work: Path, executor: Any, journal: Journal,
+                  dry_run: bool = False) -> GenerateFacts:
+    """One generation task per chunk of the records file; finished chunks are reused. A dry run redoes every
+    chunk without sending model requests and journals nothing."""
+    import uuid
     from collections import Counter
 
     from medvl.generate.stage import GenerateResult, GenerateTask, run_generate_task
 
-    out = GenerateFacts()
+    out = GenerateFacts(ledger_dir=str(work / "generate" / "ledger" / uuid.uuid4().hex[:12]))
     kinds: Counter = Counter()
     langs: Counter = Counter()
     splits: Counter = Counter()
@@ -309,16 +314,20 @@ def generate_step(recipe: Recipe, facts: CurateFacts, out_dir: Path, work: Path,
     for c, (start, end) in enumerate(facts.chunks):
         name = f"generate/chunk-{c:05d}"
         out.shards.append(str(work / "samples" / f"chunk-{c:05d}.jsonl"))
-        done = journal.get(name)
+        done = None if dry_run else journal.get(name)
         if done and all(shard_ok(p, h) for p, h in done["result"]["shas"].items()):
             results[c] = GenerateResult(**done["result"])
             continue
         pending.append(GenerateTask(name=name, chunk=c, records=facts.records_path, start=start, end=end,
                                     work=str(work), out_dir=str(out_dir), generation=gen_dump, sources=sources,
-                                    seed=recipe.seed, label_spaces=facts.label_spaces))
+                                    seed=recipe.seed, label_spaces=facts.label_spaces, dry_run=dry_run,
+                                    ledger_dir=out.ledger_dir))
     for task, res in zip(pending, executor.map(run_generate_task, pending)):
-        journal.add(res.name, result=asdict(res))
+        if not dry_run:
+            journal.add(res.name, result=asdict(res))
         results[task.chunk] = res
+    llm_usage: Counter = Counter()
+    llm_counts: Counter = Counter()
     for c in sorted(results):
         r = results[c]
         out.samples += r.samples
@@ -326,5 +335,9 @@ def generate_step(recipe: Recipe, facts: CurateFacts, out_dir: Path, work: Path,
         langs.update(r.by_lang)
         splits.update(r.by_split)
         out.skipped += r.skipped
+        llm_usage.update(r.llm.get("usage", {}))
+        llm_counts.update(r.llm.get("counts", {}))
+    if llm_usage or llm_counts:
+        out.llm = {"usage": dict(sorted(llm_usage.items())), "counts": dict(sorted(llm_counts.items()))}
     out.by_kind, out.by_lang, out.by_split = dict(sorted(kinds.items())), dict(sorted(langs.items())), dict(splits)
     return out

@@ -20,7 +20,7 @@ PLAN_VERSION = 1
 # kept for reuse: a rebuild writes only images it does not find, and removes those no record uses
 OWNED = ("llava", "messages", "parquet", "mixture", "card", "webdataset", "records.jsonl", "samples.jsonl",
          "rejects.jsonl", "summary.json", "manifest.json", "mixture.json", "dataset_card.md", "dataset_card.html",
-         "dataset_info.json", "recipe.yaml", WORK)
+         "dataset_info.json", "recipe.yaml", "dry-run", WORK)
 REUSED = ("images", "masks")
 
 
@@ -29,10 +29,16 @@ class WorkdirError(RuntimeError):
 
 
 def recipe_sha256(recipe: "Recipe") -> str:
-    """SHA-256 of the recipe without its salt and ``workers`` (which change nothing in the outputs)."""
+    """SHA-256 of the recipe without its salt, ``workers`` and the model's run settings (which change nothing in
+    the outputs)."""
+    from medvl.llm.config import RUN_SETTINGS
+
     data = recipe.model_dump(mode="json")
     data.pop("workers", None)
     data.pop("salt", None)
+    llm = (data.get("generation") or {}).get("llm") or {}
+    for k in RUN_SETTINGS:  # how the model is reached (budget, endpoint, retries), not what it answers
+        llm.pop(k, None)
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode("utf-8")).hexdigest()
 
 

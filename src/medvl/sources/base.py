@@ -55,6 +55,10 @@ class Item:
     # mask value -> label name; a value where segments overlap maps to the list of every label present there
     mask_values: dict[int, str | list[str]] = field(default_factory=dict)
     sensitive: set[str] = field(default_factory=set)  # identifying values seen in the file: scrubbed from outputs
+    # further images of a multi-image item (a figure's panels), uint8 like ``array``; None = a one-image item. A list
+    # (even empty) makes the read stage write them like ``array`` and list every image's path and size in the
+    # record's ``extra["images"]`` / ``extra["image_sizes"]`` (first entry = the record's own image)
+    more_arrays: list[np.ndarray] | None = None
 
 
 class SourceOptions(BaseModel):

@@ -244,6 +244,9 @@ def _finalize(item: Item, cfg: SourceConfig, src: Source, out_dir: Path, image_c
                       box=tuple(round(float(v), 2) for v in r.box), area=r.area, source=r.source) for r in regions]
     unit_id = patient_unit(item, cfg)
     extra = {k: v for k, v in item.extra.items() if k != "volume_key"}
+    if item.more_arrays is not None:  # a multi-image item: every kept image's path and size, the record's first
+        paths, sizes = _write_more(item.more_arrays, key, out_dir, image_cfg, verify, rejects, rej)
+        extra["images"], extra["image_sizes"] = [rel, *paths], [[w1, h1], *sizes]
     extra["labels_exhaustive"] = bool(cfg.exhaustive_labels if cfg.exhaustive_labels is not None
                                       else src.labels_exhaustive())
     rec = ImageRecord(
@@ -258,6 +261,34 @@ def _finalize(item: Item, cfg: SourceConfig, src: Source, out_dir: Path, image_c
         phash=phash, dhash=dhash,
     )
     return rec, rejects
+
+
+def _write_more(arrays: list[np.ndarray], key: str, out_dir: Path, image_cfg: ImageConfig, verify: bool,
+                rejects: list[Reject], rej: Any) -> tuple[list[str], list[list[int]]]:
+    """Write the further images of a multi-image item like its first (checked, downscaled to ``image.max_side``,
+    content-addressed under ``images/``); an unusable or too small one is a reject ``<item>#image<k>`` (k = 2 for
+    the item's second image). Returns the written paths and their [width, height]."""
+    paths: list[str] = []
+    sizes: list[list[int]] = []
+    for k, a in enumerate(arrays, start=2):
+        a = np.asarray(a)
+        if a.dtype != np.uint8 or a.ndim not in (2, 3) or (a.ndim == 3 and a.shape[2] not in (3, 4)):
+            rejects.append(rej(f"{key}: image {k}: unusable array (dtype {a.dtype}, shape {a.shape})",
+                               sub=f"#image{k}"))
+            continue
+        a = np.ascontiguousarray(a[:, :, :3] if a.ndim == 3 else a)
+        h, w = a.shape[:2]
+        if min(h, w) < image_cfg.min_side:
+            rejects.append(rej(f"{key}: image {k} is {w}x{h}, smaller than image.min_side={image_cfg.min_side}",
+                               sub=f"#image{k}"))
+            continue
+        scale = image_cfg.max_side / max(h, w)
+        if scale < 1.0:
+            a = np.asarray(Image.fromarray(a).resize((max(1, round(w * scale)), max(1, round(h * scale))),
+                                                     Image.Resampling.LANCZOS))
+        paths.append(write_once(out_dir, "images", encode_png(a), verify)[0])
+        sizes.append([int(a.shape[1]), int(a.shape[0])])
+    return paths, sizes
 
 
 def patient_unit(item: Item, cfg: SourceConfig) -> str:
