@@ -19,6 +19,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "model": ("medvl.cli.model", "Assemble a LLaVA model from a vision tower and a language model (`model init`)."),
     "train": ("medvl.cli.train", "Train a LLaVA model in the three GMAI-VL stages from a YAML config."),
     "chat": ("medvl.cli.chat", "Ask a trained model a question about an image."),
+    "review": ("medvl.cli.review", "Review a finished build: a judge model scores each source (--judge), or "
+               "browse and grade by hand in a local page (--serve)."),
     "taxonomy": ("medvl.cli.taxonomy", "List allowed modalities, departments, tasks, body regions, views; "
                  "--formats: source options."),
 }
