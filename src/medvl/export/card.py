@@ -259,6 +259,21 @@ def build_notes(out_dir: Path) -> list[Table]:
                 ["datasets whose classes co-occur (labels not exhaustive)",
                  ", ".join(cur.get("non_exhaustive_datasets") or []) or "none"]]
         tables.append(("curation", "Curation: merged copies and near-duplicates", ["", "count"], rows))
+    for src, f in sorted((summary.get("figure_pipeline") or {}).items()):
+        steps = [("figures read", "figures"), ("well-formed", "well_formed"),
+                 ("after the medical-term filter", "after_text_filter"),
+                 ("after the image filter (size, medical classifier)", "after_image_filter"),
+                 ("after dedup and curation", "after_dedup_and_curation"),
+                 ("rewritten by the model (alignment + instruction VQA)", "rewritten_by_model"),
+                 ("rewrites rejected (the caption kept as the alignment answer)", "rewrite_rejected")]
+        tables.append((f"figure_pipeline_{src}", f"Figure pipeline (PubMedVision): {src}", ["step", "figures"],
+                       [[label, f.get(key, 0)] for label, key in steps]))
+    mg = summary.get("model_generation")
+    if mg:
+        rows = [[k.replace("_", " "), mg[k]] for k in ("model", "model_samples", "translated", "figures_rewritten",
+                                                       "rejected", "exchanges", "prompt_tokens",
+                                                       "completion_tokens", "cost") if k in mg]
+        tables.append(("model_generation", "Model-written samples", ["", "value"], rows))
     lonely = summary.get("labels_in_one_source") or []
     if lonely:
         tables.append(("labels_in_one_source", "Labels used by only one source of a cohort",

@@ -99,7 +99,8 @@ class ModelGenerator(TemplateGenerator):
 
     def run_report(self) -> dict[str, Any]:
         r = self._report
-        out = {"usage": dict(r.usage), "counts": dict(r.counts), "rejects": list(r.rejects)}
+        out = {"usage": dict(r.usage), "counts": dict(r.counts), "rejects": list(r.rejects),
+               "counts_by_source": {k: dict(v) for k, v in r.by_source.items()}}
         if self.client is not None and self.client.dry_run:
             out["dry_run_requests"] = list(self.client.dry_requests)
         return out
@@ -261,7 +262,7 @@ class ModelGenerator(TemplateGenerator):
         if int(self.config.kinds.get("instruction_qa", 0)) > 0:
             out.append(figure_sample(self, rec, "instruction_qa", parsed.QA_query.strip(), parsed.QA_answer.strip(),
                                      template_id, generator, {"provenance": prov}))
-        self._report.count("figures_rewritten")
+        self._report.count("figures_rewritten", rec.dataset)
         return out
 
 
@@ -277,14 +278,18 @@ class _Report:
         self.usage = {"exchanges": 0, "prompt_tokens": 0, "completion_tokens": 0}
         self.counts: dict[str, int] = {"model_samples": 0, "translated": 0, "figures_rewritten": 0, "rejected": 0}
         self.rejects: list[dict[str, str]] = []
+        self.by_source: dict[str, dict[str, int]] = {}
 
     def add_usage(self, usage: dict[str, int], exchanges: int = 0) -> None:
         self.usage["exchanges"] += exchanges
         for k in ("prompt_tokens", "completion_tokens"):
             self.usage[k] += int(usage.get(k, 0))
 
-    def count(self, key: str) -> None:
+    def count(self, key: str, source: str | None = None) -> None:
         self.counts[key] = self.counts.get(key, 0) + 1
+        if source is not None:
+            per = self.by_source.setdefault(source, {})
+            per[key] = per.get(key, 0) + 1
 
     def reject(self, rec: ImageRecord, item: str, stage: str, reason: str) -> None:
         self.counts["rejected"] += 1

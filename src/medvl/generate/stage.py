@@ -119,7 +119,8 @@ def _write_report(report: dict[str, Any], task: GenerateTask, work: Path, res: G
     """A model-backed generator's rejects (a shard beside the samples) and, in a dry run, its requests."""
     if not report:
         return
-    res.llm = {"usage": report.get("usage", {}), "counts": report.get("counts", {})}
+    res.llm = {"usage": report.get("usage", {}), "counts": report.get("counts", {}),
+               "counts_by_source": report.get("counts_by_source", {})}
     path = work / "generate" / f"rejects-{task.chunk:05d}.jsonl"
     with ShardWriter(path) as w:
         for r in report.get("rejects", []):

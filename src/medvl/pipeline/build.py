@@ -173,14 +173,16 @@ def _write_tables(recipe: Recipe, out_dir: Path, work: Path, journal: Journal, r
 
     paths = PathScrubber(recipe, out_dir)
     remove_unused(out_dir, {"images": work / "curate" / "images.txt", "masks": work / "curate" / "masks.txt"})
-    rejects_by_stage, rejects_by_source, n_rejects = _write_rejects(recipe, out_dir, work, read, paths)
+    rejects_by_stage, rejects_by_source, n_rejects, by_source_stage = _write_rejects(recipe, out_dir, work, read,
+                                                                                     paths)
     _move(work / "records.jsonl", out_dir / "records.jsonl")
     _concat(gen.shards, out_dir / "samples.jsonl")
     (out_dir / "recipe.yaml").write_text(recipe_yaml(recipe), encoding="utf-8")
     report = facts.report
     lonely = lonely_labels(recipe, {k: set(v) for k, v in facts.owners.items()},
                            [tuple(p) for p in report["merged_source_pairs"]])
-    summary = summarize(recipe, read.stats, facts, gen, rejects_by_stage, rejects_by_source, n_rejects)
+    summary = summarize(recipe, read.stats, facts, gen, rejects_by_stage, rejects_by_source, n_rejects,
+                        by_source_stage)
     summary["splits"] = report["split"]
     summary["curation"] = {k: v for k, v in report.items() if k not in ("split", "warnings")}
     summary["labels_in_one_source"] = lonely
@@ -257,7 +259,7 @@ def _reject_key(line: str) -> tuple[str, str, str, str]:
 
 
 def _write_rejects(recipe: Recipe, out_dir: Path, work: Path, read: ReadOutcome, paths: PathScrubber
-                   ) -> tuple[dict[str, int], dict[str, int], int]:
+                   ) -> tuple[dict[str, int], dict[str, int], int, dict[tuple[str, str], int]]:
     """Every reject (enumeration, read, dedup, exclusions), scrubbed source-wide and of local paths, sorted
     in bounded memory into ``rejects.jsonl``. Returns counts by stage, by source (dedup and audit only) and
     the total."""
@@ -278,23 +280,26 @@ def _write_rejects(recipe: Recipe, out_dir: Path, work: Path, read: ReadOutcome,
 
     by_stage: Counter = Counter()
     by_source: Counter = Counter()
+    by_source_stage: Counter = Counter()
     n = 0
     (work / "sort").mkdir(exist_ok=True)
     with ShardWriter(out_dir / "rejects.jsonl") as w:
         for line in external_sort(lines(), _reject_key, work / "sort"):
             d = json.loads(line)
             by_stage[d["stage"]] += 1
+            by_source_stage[(d["source"], d["stage"])] += 1
             if d["stage"] in ("dedup", "audit"):
                 by_source[d["source"]] += 1
             n += 1
             w.write(line)
     for name, sc in scrubbers.items():  # enumeration rejects scrubbed here; records and read rejects in curate
         read.stats[name].redacted_strings += sc.count
-    return dict(sorted(by_stage.items())), dict(by_source), n
+    return dict(sorted(by_stage.items())), dict(by_source), n, dict(by_source_stage)
 
 
 def summarize(recipe: Recipe, stats: dict[str, SourceStats], facts: CurateFacts, gen: GenerateFacts,
-              rejects_by_stage: dict[str, int], curated_out: dict[str, int], n_rejects: int) -> dict[str, Any]:
+              rejects_by_stage: dict[str, int], curated_out: dict[str, int], n_rejects: int,
+              by_source_stage: dict[tuple[str, str], int] | None = None) -> dict[str, Any]:
     kept_by_source = facts.counts["by_dataset"]
     sources = {}
     for k, v in stats.items():  # read counts, then what curation kept
@@ -315,7 +320,32 @@ def summarize(recipe: Recipe, stats: dict[str, SourceStats], facts: CurateFacts,
         "samples_by_kind": gen.by_kind,
         "samples_by_lang": gen.by_lang,
         **({"model_generation": model_summary(recipe, gen)} if recipe.generation.llm is not None else {}),
+        **({"figure_pipeline": funnel} if (funnel := figure_funnel(recipe, stats, facts, gen,
+                                                                     by_source_stage or {})) else {}),
     }
+
+
+def figure_funnel(recipe: Recipe, stats: dict[str, SourceStats], facts: CurateFacts, gen: GenerateFacts,
+                  by_source_stage: dict[tuple[str, str], int]) -> dict[str, dict[str, int]]:
+    """PubMedVision's funnel per figure_caption source: how many figures are left after each step."""
+    from medvl.generate.figures import FIGURE_FORMAT
+
+    out = {}
+    for cfg in recipe.sources:
+        if cfg.format != FIGURE_FORMAT:
+            continue
+        st = stats.get(cfg.name, SourceStats())
+        rej = {stage: v for (src, stage), v in by_source_stage.items() if src == cfg.name}
+        read_in = st.units
+        valid = read_in - rej.get("validate", 0)
+        text = valid - rej.get("text_filter", 0)
+        by_src = (gen.llm.get("counts_by_source") or {}).get(cfg.name, {})
+        out[cfg.name] = {"figures": read_in, "well_formed": valid, "after_text_filter": text,
+                         "after_image_filter": st.records,
+                         "after_dedup_and_curation": facts.counts["by_dataset"].get(cfg.name, 0),
+                         "rewritten_by_model": by_src.get("figures_rewritten", 0),
+                         "rewrite_rejected": rej.get("rewrite", 0)}
+    return out
 
 
 def model_summary(recipe: Recipe, gen: GenerateFacts) -> dict[str, Any]:

@@ -328,6 +328,7 @@ def generate_step(recipe: Recipe, facts: CurateFacts, out_dir: Path, work: Path,
         results[task.chunk] = res
     llm_usage: Counter = Counter()
     llm_counts: Counter = Counter()
+    by_source: dict[str, Counter] = {}
     for c in sorted(results):
         r = results[c]
         out.samples += r.samples
@@ -337,7 +338,10 @@ def generate_step(recipe: Recipe, facts: CurateFacts, out_dir: Path, work: Path,
         out.skipped += r.skipped
         llm_usage.update(r.llm.get("usage", {}))
         llm_counts.update(r.llm.get("counts", {}))
+        for src, c in (r.llm.get("counts_by_source") or {}).items():
+            by_source.setdefault(src, Counter()).update(c)
     if llm_usage or llm_counts:
-        out.llm = {"usage": dict(sorted(llm_usage.items())), "counts": dict(sorted(llm_counts.items()))}
+        out.llm = {"usage": dict(sorted(llm_usage.items())), "counts": dict(sorted(llm_counts.items())),
+                   "counts_by_source": {k: dict(sorted(v.items())) for k, v in sorted(by_source.items())}}
     out.by_kind, out.by_lang, out.by_split = dict(sorted(kinds.items())), dict(sorted(langs.items())), dict(splits)
     return out
