@@ -158,3 +158,37 @@ def test_a_dry_run_lists_the_requests_and_sends_nothing(corpus, tmp_path):
                          run=RunOptions(resume=True, chunk_records=9))
         assert real.summary["model_generation"]["model_samples"] > 0
     assert not (tmp_path / "out" / "dry-run").exists()
+
+
+def test_a_build_killed_during_generation_resumes_from_the_cache(corpus, tmp_path):
+    """SIGKILL (a real `medvl build` process) right after the second generate chunk is journaled; `--resume`
+    asks the model nothing it answered before and writes the uninterrupted build's outputs."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    import yaml
+
+    def cli_build(recipe_path: Path, out: Path, *extra: str, env: dict | None = None):
+        cmd = [sys.executable, "-c", "from medvl.cli.main import main; main()", "build", str(recipe_path), "-o",
+               str(out), "--workers", "1", "--chunk-records", "9", *extra]
+        return subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, **(env or {})}, timeout=600)
+
+    with ChatServer(responder) as srv:
+        path = tmp_path / "recipe.yaml"
+        path.write_text(yaml.safe_dump(recipe(corpus, srv.url)))
+        assert cli_build(path, tmp_path / "ref").returncode == 0
+        paid = sum(1 for _, kind in srv.log if kind == "text")
+        srv.log.clear()
+        srv.seen.clear()
+        killed = cli_build(path, tmp_path / "out", env={"MEDVL_FAILPOINT": "generate/@2"})
+        assert killed.returncode == -signal.SIGKILL
+        before = sum(1 for _, kind in srv.log if kind == "text")
+        assert 0 < before < paid
+        done = cli_build(path, tmp_path / "out", "--resume")
+        assert done.returncode == 0, done.stderr[-2000:]
+        answered = [k for k, kind in srv.log if kind == "text"]
+    assert len(answered) == len(set(answered)) == paid, "a request was paid for twice"
+    assert tree(tmp_path / "out") == tree(tmp_path / "ref")
+    assert "answered from the cache" in done.stdout + done.stderr
