@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
@@ -27,6 +28,7 @@ __all__ = ["EvalRunError", "compare", "effective_options", "get_benchmark", "loa
            "rescore", "rescore_run", "run_eval", "score_sample", "summarize_samples"]
 
 SAMPLES = "samples.jsonl"
+MODEL_CACHE = "model_cache"  # replies of an openai: model, so a resumed run asks nothing it had an answer to
 SKIPPED = "skipped.jsonl"
 RESULTS = "results.json"
 REPORT = "report.html"
@@ -104,8 +106,25 @@ def score_sample(item: EvalItem, prompt: str, response: str | None, scorer_name:
 
 
 def _ask(adapter: ModelAdapter, reqs: list[Request], state: dict[str, int]) -> list[tuple[str | None, str | None]]:
-    """Answers for a batch as (response, error). A failing batch is retried item by item, so one bad item
-    only fails itself; ``MAX_CONSECUTIVE_FAILURES`` failures in a row (server down, wrong model) abort."""
+    """Answers for a batch as (response, error). An adapter with ``generate_each`` answers per item (its client
+    retried each request already), so an answered item is kept and never sent again; for the others a failing
+    batch is retried item by item, so one bad item only fails itself. ``MAX_CONSECUTIVE_FAILURES`` failures in a
+    row (server down, wrong model) abort the run after the batch's answers are written."""
+    if hasattr(adapter, "generate_each"):
+        out: list[tuple[str | None, str | None]] = []
+        last: BaseException | None = None
+        for res in adapter.generate_each(reqs):
+            if isinstance(res, BaseException):
+                state["streak"] += 1
+                last = res
+                out.append((None, f"{type(res).__name__}: {res}"))
+            else:
+                state["streak"] = 0
+                out.append((res, None))
+        if last is not None and state["streak"] >= MAX_CONSECUTIVE_FAILURES:
+            state["abort"] = (f"the model failed on {state['streak']} requests in a row (finished samples are "
+                              f"saved; rerun to resume); last error: {last}")
+        return out
     try:
         answers = adapter.generate(reqs)
         if len(answers) != len(reqs):
@@ -193,6 +212,7 @@ def run_eval(benchmark_name: str, data_dir: str | Path, model_spec: str, out_dir
     else:
         done = {}
         samples_path.write_text("", encoding="utf-8")
+        shutil.rmtree(out / MODEL_CACHE, ignore_errors=True)
     _write_json(out / RUN_CONFIG, config)
     skipped = skipped_rows(bench, data_dir)
     _write_skipped(out, skipped)
@@ -200,7 +220,10 @@ def run_eval(benchmark_name: str, data_dir: str | Path, model_spec: str, out_dir
     by_id = {it.id: it for it in items}
     todo = [it for it in items if it.id not in done]
     if adapter is None and todo:
-        adapter = load_adapter(model_spec, batch_size=batch_size, **(model_options or {}))
+        options = dict(model_options or {})
+        if model_spec.split(":", 1)[0].strip().lower() == "openai":  # every received reply on disk at once
+            options.setdefault("cache_dir", str(out / MODEL_CACHE))
+        adapter = load_adapter(model_spec, batch_size=batch_size, **options)
     judge_obj = _glue.make_judge(judge, out, judge_open, **(judge_options or {})) if judge else None
     if progress:
         progress(len(items) - len(todo), len(items))
@@ -216,6 +239,8 @@ def run_eval(benchmark_name: str, data_dir: str | Path, model_spec: str, out_dir
                 done[it.id] = row
                 fh.write(_dump(row) + "\n")
             fh.flush()
+            if state.get("abort"):
+                raise EvalRunError(state["abort"])
             if progress:
                 progress(len(items) - len(todo) + start + len(batch), len(items))
     samples = [done[it.id] for it in items if it.id in done]

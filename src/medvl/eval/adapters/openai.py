@@ -1,8 +1,9 @@
 """``openai:NAME@URL`` — any OpenAI-compatible ``/v1/chat/completions`` endpoint (OpenAI, vLLM, SGLang,
 LMDeploy, Ollama, ``transformers serve``...), through the project's one model client (:mod:`medvl.llm`):
 images as base64 data URLs, temperature 0, concurrent requests, retries on every transport failure with
-``Retry-After`` honoured. Answers are remembered per request for the life of the adapter, so when the runner
-retries a failed batch item by item, the items already answered are not sent again."""
+``Retry-After`` honoured. ``medvl eval`` gives it a reply cache in the run folder (``OUT/model_cache``), so a
+killed run resumed asks no question it had an answer to, and answers are per item (``generate_each``): an
+answered item is never sent again because another item of its batch failed."""
 
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ class OpenAIAdapter(ModelAdapter):
     """A model behind an OpenAI-compatible chat-completions endpoint."""
 
     def __init__(self, target: str, batch_size: int = 8, concurrency: int = 4, api_key: str | None = None,
-                 **options: Any):
+                 cache_dir: str | None = None, **options: Any):
         try:
             name, url = parse_target(target)
         except ValueError as e:
@@ -39,26 +40,46 @@ class OpenAIAdapter(ModelAdapter):
                                f"allowed: {sorted(CLIENT_OPTIONS | {'api_key', 'concurrency'})}")
         config = LLMConfig(model=name, base_url=url, concurrency=max(1, int(concurrency)), temperature=0.0,
                            max_reasks=0, **options)
-        self.client = LLMClient(config, api_key=api_key)
+        self.client = LLMClient(config, api_key=api_key, cache_dir=cache_dir)  # the runner's: OUT/model_cache
         self._answered: dict[tuple[Any, ...], str] = {}
 
     def describe(self) -> dict[str, Any]:
         return {"adapter": "openai", "name": self.name, "url": self.client.config.endpoint, "temperature": 0}
 
-    def generate(self, requests: list[Request]) -> list[str | None]:
-        keys = [(r.prompt, tuple(map(str, r.images)), r.max_new_tokens) for r in requests]
-        todo = [i for i, k in enumerate(keys) if k not in self._answered]
+    @staticmethod
+    def _key(r: Request) -> tuple[Any, ...]:
+        return (r.prompt, tuple(map(str, r.images)), r.max_new_tokens)
+
+    def _run(self, requests: list[Request]) -> list[str | BaseException]:
+        """Per request the answer (remembered until returned) or the error that ended it after the client's
+        own retries; remembered answers are not sent again."""
+        todo = [i for i, r in enumerate(requests) if self._key(r) not in self._answered]
         asks = [ChatRequest(messages=[request_message(requests[i])], max_tokens=requests[i].max_new_tokens)
                 for i in todo]
-        errors = []
+        failed: dict[int, BaseException] = {}
         for i, out in zip(todo, self.client.run(asks) if asks else []):
             if isinstance(out, LLMError):
-                errors.append(out)
+                failed[i] = AdapterError(str(out))
             else:
-                self._answered[keys[i]] = out.text
+                self._answered[self._key(requests[i])] = out.text
+        return [failed[i] if i in failed else self._answered[self._key(r)] for i, r in enumerate(requests)]
+
+    def _forget(self, requests: list[Request]) -> None:
+        for r in requests:
+            self._answered.pop(self._key(r), None)
+
+    def generate_each(self, requests: list[Request]) -> list[str | BaseException]:
+        """Per request the answer or its error, so the runner keeps every answer a batch received and sends no
+        answered request again."""
+        out = self._run(requests)
+        self._forget(requests)
+        return out
+
+    def generate(self, requests: list[Request]) -> list[str | None]:
+        """All answers, or the first error (the answers received are remembered: a retry does not resend them)."""
+        out = self._run(requests)
+        errors = [x for x in out if isinstance(x, BaseException)]
         if errors:
-            raise AdapterError(str(errors[0]))
-        answers = [self._answered[k] for k in keys]
-        for k in keys:
-            self._answered.pop(k, None)
-        return answers
+            raise errors[0]
+        self._forget(requests)
+        return [str(x) for x in out]
