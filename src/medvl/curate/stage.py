@@ -5,7 +5,9 @@ memory bounded by the shard size plus a few keys per record.
    bucket;
 2. **buckets** (an executor task each): dedup with annotation merging and the exclusion lists, inside the
    bucket; ids are assigned here, once; kept records are written sorted by id, with a key shard beside them
-   (id, patient key, dataset, official split, perceptual hashes);
+   (id, patient key, dataset, official split, perceptual hashes); then, when kept records carry captions,
+   caption near-duplicates are removed across buckets (:mod:`medvl.curate.caption_stage`: embeddings per
+   bucket on the executor, the decision here in record id order, the bucket shards filtered);
 3. **global** (main process, keys only): the key shards merged by id give every record an index; near-
    duplicates, links and patient-level splits are decided on those keys;
 4. **final pass** (streamed): the bucket shards merged by id, each record given its split, written as one
@@ -25,6 +27,7 @@ from medvl.core.shards import (Journal, ShardWriter, key_of_line, merge_distinct
                                read_lines, shard_ok)
 from medvl.curate import (CurationReport, exclusion_md5s, near_duplicate_links, report_merges, report_straddling,
                           straddling_indices)
+from medvl.curate.caption_stage import caption_of, run_caption_dedup, step_valid
 from medvl.curate.dedup import Merge, dedup_records, exclude_by_md5
 from medvl.curate.split import SplitKey, split_keys
 
@@ -51,6 +54,7 @@ class BucketResult:
     shas: dict[str, str]  # file -> sha256 of the three shards
     merges: list[dict[str, Any]] = field(default_factory=list)  # Merge fields (for links and the report)
     exhaustive_datasets: list[str] = field(default_factory=list)  # datasets with a record whose labels are exhaustive
+    captions: int = 0  # kept records with a caption (extra["caption"]), the input of caption dedup
 
 
 def run_bucket_task(task: BucketTask) -> BucketResult:
@@ -78,7 +82,8 @@ def run_bucket_task(task: BucketTask) -> BucketResult:
     exhaustive = sorted({rec.dataset for _, rec in rows if rec.extra.get("labels_exhaustive")})
     return BucketResult(name=task.name, kept=len(rows), shas={task.out: out.sha256, task.keys: keys.sha256,
                                                              task.rejects: rj.sha256},
-                        merges=[asdict(m) for m in merges], exhaustive_datasets=exhaustive)
+                        merges=[asdict(m) for m in merges], exhaustive_datasets=exhaustive,
+                        captions=sum(1 for _, rec in rows if caption_of(rec.extra)))
 
 
 def partition(records: Iterable[tuple[str, str]], work: Path, n_buckets: int) -> list[tuple[str, str]]:
@@ -102,8 +107,11 @@ def partition(records: Iterable[tuple[str, str]], work: Path, n_buckets: int) ->
 
 def run_buckets(buckets: list[str], work: Path, cfg: "CurationConfig", out_dir: Path, executor: Any,
                 journal: Journal) -> list[BucketResult]:
-    """Run (or, on resume, reuse) every bucket task; results in bucket order."""
+    """Run (or, on resume, reuse) every bucket task, then caption dedup over all buckets; results in bucket
+    order. A bucket whose shards caption dedup rewrote is reused while that step's journal entry holds."""
     md5s = sorted(exclusion_md5s(cfg))
+    cap = step_valid(journal, cfg.caption_dedup) if cfg.caption_dedup.enabled else None
+    filtered: dict[str, str] = cap["shas"] if cap else {}
     tasks, results = [], {}
     for b, path in enumerate(buckets):
         name = f"curate/bucket-{b:05d}"
@@ -112,14 +120,14 @@ def run_buckets(buckets: list[str], work: Path, cfg: "CurationConfig", out_dir: 
                        keys=str(base / f"keys-{b:05d}.jsonl"), rejects=str(base / f"rejects-{b:05d}.jsonl"),
                        dedup=cfg.dedup, md5s=md5s, out_dir=str(out_dir))
         done = journal.get(name)
-        if done and all(shard_ok(p, h) for p, h in done["result"]["shas"].items()):
+        if done and all(shard_ok(p, filtered.get(p, h)) for p, h in done["result"]["shas"].items()):
             results[b] = BucketResult(**done["result"])
         else:
             tasks.append((b, t))
     for (b, _), res in zip(tasks, executor.map(run_bucket_task, [t for _, t in tasks])):
         journal.add(res.name, result=asdict(res))
         results[b] = res
-    return [results[b] for b in range(len(buckets))]
+    return run_caption_dedup([results[b] for b in range(len(buckets))], work, cfg.caption_dedup, executor, journal)
 
 
 def decide(buckets: list[BucketResult], work: Path, cfg: "CurationConfig", seed: int
@@ -192,6 +200,8 @@ def final_pass(n_buckets: int, work: Path, patient_split: dict[str, str], flagge
             text = json.dumps(d, ensure_ascii=False, sort_keys=True)
             w.write(text)
             images.add(d["image"])
+            for p in d["extra"].get("images") or ():  # the further images of a multi-image record
+                images.add(p)
             if d.get("mask"):
                 masks.add(d["mask"])
             counts["by_modality"][d["modality"]] += 1

@@ -288,7 +288,7 @@ def _write_rejects(recipe: Recipe, out_dir: Path, work: Path, read: ReadOutcome,
             d = json.loads(line)
             by_stage[d["stage"]] += 1
             by_source_stage[(d["source"], d["stage"])] += 1
-            if d["stage"] in ("dedup", "audit"):
+            if d["stage"] in ("dedup", "caption_dedup", "audit"):
                 by_source[d["source"]] += 1
             n += 1
             w.write(line)
