@@ -27,6 +27,19 @@ class CaptionDedupConfig(StrictModel):
     block: int = Field(4096, ge=1, description="rows per block of the similarity pass (memory ~ block^2 floats)")
 
 
+class TextDedupConfig(StrictModel):
+    """Text-only samples: exact duplicates (normalized text hash) and near-duplicates (MinHash LSH over word
+    shingles, character shingles for Chinese) are dropped, keeping the first in test, val, train order (so a
+    benchmark-like test question is never dropped in favour of its training copy)."""
+
+    exact: bool = Field(True, description="drop samples whose normalized text (case, spaces, punctuation) repeats")
+    near_duplicates: bool = Field(True, description="drop samples whose estimated Jaccard similarity to a kept one "
+                                  "reaches threshold (MinHash)")
+    threshold: float = Field(0.8, gt=0.0, le=1.0, description="estimated Jaccard similarity of shingle sets")
+    num_perm: int = Field(64, ge=16, le=512, description="MinHash permutations")
+    shingle: int = Field(5, ge=1, description="words per shingle (characters for Chinese text)")
+
+
 class CurationConfig(StrictModel):
     splits: dict[str, float] = {"train": 0.8, "val": 0.1, "test": 0.1}
     dedup: bool = True
@@ -38,6 +51,7 @@ class CurationConfig(StrictModel):
     exclude_md5: list[str] = []  # image MD5s to drop (e.g. from `medvl audit`)
     exclude_file: str | None = None  # a file with one MD5 per line, or an audit overlaps JSON
     caption_dedup: CaptionDedupConfig = CaptionDedupConfig()
+    text_dedup: TextDedupConfig = TextDedupConfig()
 
     @field_validator("splits")
     @classmethod

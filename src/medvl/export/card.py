@@ -1,4 +1,6 @@
-"""The dataset card: ``dataset_card.md`` (Hugging Face style, YAML front matter, plots under ``card/``) and
+"""The dataset card: ``dataset_card.md`` (Hugging Face style, YAML front matter, plots under ``card/``), the
+same text as ``README.md`` (where ``datasets.load_dataset(BUILD_DIR)`` and the Hub read a card: its
+``configs``/``dataset_info`` metadata, :mod:`medvl.export.card_hub`, load the Parquet splits) and
 ``dataset_card.html`` (self-contained, plots embedded as base64 PNG).
 
 Counts of records and samples by modality, department, clinical task, kind, language, source dataset and
@@ -23,6 +25,7 @@ import yaml
 
 from medvl.core.records import ImageRecord, Reject, Sample
 from medvl.export.base import EXPORTS, check_options, clear_outputs, split_sort_key, write_bytes, write_text
+from medvl.export.card_hub import README, hub_metadata, loading_lines
 from medvl.export.manifest import ManifestEntry
 
 HERE = Path(__file__).parent
@@ -172,7 +175,7 @@ def bar_png(title: str, rows: list[list[Any]]) -> bytes:
     return buf.getvalue()
 
 
-def front_matter(t: Tally, recipe: Any, entries: list[ManifestEntry]) -> str:
+def front_matter(t: Tally, recipe: Any, entries: list[ManifestEntry], out_dir: Path) -> str:
     """The YAML block of a Hugging Face dataset card."""
     lic = sorted({re.sub(r"[\s_]+", "-", x.strip().lower()) for x in t.licences})
     n = t.samples
@@ -184,13 +187,7 @@ def front_matter(t: Tally, recipe: Any, entries: list[ManifestEntry]) -> str:
         "size_categories": [next((c for lim, c in SIZE_CATEGORIES if n < lim), "n>100M")],
         "tags": ["medical", *sorted({m.lower() for m in t.modality if m})],
     }
-    shards: dict[str, list[str]] = {}
-    for e in entries:
-        if e.format == "parquet" and e.split:
-            shards.setdefault(e.split, []).append(e.path)
-    if shards:
-        meta["configs"] = [{"config_name": "default", "data_files": [
-            {"split": s, "path": f"parquet/{s}-*.parquet"} for s in sorted(shards, key=split_sort_key)]}]
+    meta.update(hub_metadata(entries, out_dir))
     return "---\n" + yaml.safe_dump(meta, sort_keys=False, allow_unicode=True, width=1000) + "---\n"
 
 
@@ -226,20 +223,6 @@ def _html_table(header: list[str], rows: list[list[Any]]) -> str:
     return f"<table>\n<tr>{head}</tr>\n{body}</table>\n"
 
 
-def loading_lines(entries: list[ManifestEntry]) -> tuple[str, str]:
-    """The "How to load" list (markdown, HTML) for the formats that were written."""
-    lines = yaml.safe_load((HERE / "card_loading.yaml").read_text(encoding="utf-8"))
-    have = {e.format for e in entries}
-    # {pattern}: the WebDataset brace pattern of the first split written (train when there is one)
-    patterns = {e.split: e.extra["pattern"] for e in entries if e.format == "webdataset-tar" and "pattern" in e.extra}
-    first = next((patterns[s] for s in ("train", "val", "test", *sorted(patterns)) if s in patterns), "")
-    chosen = [text.replace("{pattern}", first) for fmt, text in lines.items() if fmt in have]
-    if not chosen:
-        return "Only the JSONL tables (`records.jsonl`, `samples.jsonl`) were written.\n", "<p>Only the JSONL tables.</p>"
-    code = lambda t: re.sub(r"`([^`]*)`", lambda m: f"<code>{m.group(1)}</code>", html.escape(t, quote=False))  # noqa: E731
-    return "".join(f"- {t}\n" for t in chosen), "<ul>\n" + "".join(f"<li>{code(t)}</li>\n" for t in chosen) + "</ul>"
-
-
 def build_notes(out_dir: Path) -> list[Table]:
     """Tables from the build's ``summary.json`` (written before the exports): what curation merged and grouped,
     labels only one source of a cohort uses, and the build's warnings."""
@@ -268,6 +251,18 @@ def build_notes(out_dir: Path) -> list[Table]:
                  ("rewrites rejected (the caption kept as the alignment answer)", "rewrite_rejected")]
         tables.append((f"figure_pipeline_{src}", f"Figure pipeline (PubMedVision): {src}", ["step", "figures"],
                        [[label, f.get(key, 0)] for label, key in steps]))
+    txt = summary.get("text_only")
+    if txt:
+        rows = [["text-only samples (Text-Single QA + Text-Multi dialogue)", txt["samples"]],
+                *[[f"... from {k}", v] for k, v in sorted(txt["by_source"].items())],
+                *[[f"... task {k}", v] for k, v in sorted(txt["by_task"].items())],
+                *[[f"... language {k}", v] for k, v in sorted(txt["by_lang"].items())],
+                ["duplicates dropped (exact or MinHash near-duplicates)", txt["duplicates_dropped"]]]
+        tables.append(("text_only", "Text-only samples", ["", "count"], rows))
+    vid = summary.get("video")
+    if vid:
+        tables.append(("video", "Video-derived records", ["", "count"],
+                       [[k.replace("_", " "), v] for k, v in vid.items() if not isinstance(v, dict)]))
     mg = summary.get("model_generation")
     if mg:
         rows = [[k.replace("_", " "), mg[k]] for k in ("model", "model_samples", "translated", "figures_rewritten",
@@ -305,7 +300,8 @@ def corpus_tally(corpus, out_dir: Path) -> Tally:
 @EXPORTS.register("card")
 def export_card(corpus, out_dir: Path, recipe=None, *, options=None, entries=None, tallied: Tally | None = None
                 ) -> list[ManifestEntry]:
-    """Write ``dataset_card.md``, ``dataset_card.html`` and ``card/*.png``; the corpus's rejects, or
+    """Write ``dataset_card.md`` (and the same text as ``README.md``), ``dataset_card.html`` and ``card/*.png``;
+    the corpus's rejects, or
     ``<out_dir>/rejects.jsonl`` when it has none. One streamed pass over records, samples and rejects
     (:func:`corpus_tally`), unless ``tallied`` brings its result (the build tallies beside the other exports)."""
     opts = check_options("card", options, DEFAULTS)
@@ -343,7 +339,7 @@ def export_card(corpus, out_dir: Path, recipe=None, *, options=None, entries=Non
     common = {"title": getattr(recipe, "name", None) or "medvl corpus",
               "n_datasets": str(len(t.by_ds)), "languages": langs}
     md_parts = {
-        "front_matter": front_matter(t, recipe, entries),
+        "front_matter": front_matter(t, recipe, entries, out_dir),
         "summary": _md_table(["", "count"], summary_rows), "loading": loading_md, "sections": "".join(md_sections),
         "files": _md_table(file_header, file_rows) if file_rows else "(this card only)\n",
         "recipe": _md_table(["setting", "value"], settings) + ("\n" + _md_table(src_header, sources) if sources else ""),
@@ -357,8 +353,10 @@ def export_card(corpus, out_dir: Path, recipe=None, *, options=None, entries=Non
     html_text = Template((HERE / "card_template.html").read_text(encoding="utf-8")).substitute(
         {k: html.escape(v) for k, v in common.items()}, **html_parts)
     write_text(out_dir / "dataset_card.md", md_text)
+    write_text(out_dir / README, md_text)
     write_text(out_dir / "dataset_card.html", html_text)
     out += [ManifestEntry("dataset_card.md", "dataset-card-md", None, t.samples, n_images),
+            ManifestEntry(README, "dataset-card-readme", None, t.samples, n_images),
             ManifestEntry("dataset_card.html", "dataset-card-html", None, t.samples, n_images)]
     return out
 

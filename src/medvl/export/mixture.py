@@ -5,7 +5,10 @@ Per-dataset annotation files make per-dataset ratios possible: ``mixture/<split>
 (LLaVA JSONL rows, as in ``llava/``), listed in ``mixture/<split>.json``. ``mixture.json`` at the top is the
 train split's list (what a trainer consumes; the first split when there is no train split). All paths are
 relative to the output folder; ``image_dir`` is ``"."`` because image paths already start with
-``images/``. Samples without a dataset go to ``text`` (text-only) or ``unknown``. Options: ``ratios`` (dataset -> sample_ratio), ``default_ratio`` (1.0), ``image_dir``."""
+``images/``. Samples without a dataset go to ``text`` (text-only) or ``unknown``. Options: ``ratios`` (dataset -> sample_ratio), ``default_ratio`` (1.0), ``image_dir``, ``text_share``: the
+share of text-only samples in each split's mixture (GMAI-VL mixes its Text-Single / Text-Multi data into stage
+III): the text-only datasets' sample_ratio is scaled so that, weighted by sample_ratio x length, they make up
+that share (null: ratios as given)."""
 
 from __future__ import annotations
 
@@ -20,7 +23,7 @@ from medvl.export.base import EXPORTS, TextWriter, check_options, clear_outputs,
 from medvl.export.llava import llava_item
 from medvl.export.manifest import ManifestEntry
 
-DEFAULTS: dict[str, Any] = {"ratios": {}, "default_ratio": 1.0, "image_dir": "."}
+DEFAULTS: dict[str, Any] = {"ratios": {}, "default_ratio": 1.0, "image_dir": ".", "text_share": None}
 
 
 def _file_name(dataset: str) -> str:
@@ -36,6 +39,9 @@ def export_mixture(corpus, out_dir: Path, recipe=None, *, options=None, entries=
     for k, v in [*ratios.items(), ("default_ratio", float(opts["default_ratio"]))]:
         if v < 0:
             raise ValueError(f"export 'mixture': sample_ratio for {k!r} must be >= 0, got {v}")
+    share = opts["text_share"]
+    if share is not None and not 0.0 <= float(share) < 1.0:
+        raise ValueError(f"export 'mixture': text_share must be >= 0 and < 1, got {share}")
     out_dir = Path(out_dir)
     folder = out_dir / "mixture"
     clear_outputs(folder, ["*.json", "*/*.jsonl"])
@@ -47,6 +53,7 @@ def export_mixture(corpus, out_dir: Path, recipe=None, *, options=None, entries=
         files: dict[str, TextWriter] = {}
         counts: dict[str, int] = defaultdict(int)
         images: dict[str, set[int]] = defaultdict(set)  # hashes of image paths: distinct counts in bounded memory
+        with_images: set[str] = set()
         with ExitStack() as stack:
             for v in corpus.views(split):
                 ds = str(v.meta.get("dataset") or ("text" if not v.images else "unknown"))
@@ -56,12 +63,17 @@ def export_mixture(corpus, out_dir: Path, recipe=None, *, options=None, entries=
                 f.write(dumps(llava_item(v)) + "\n")
                 counts[ds] += 1
                 images[ds].update(hash(p) for p in v.images)
+                if v.images:
+                    with_images.add(ds)
+        base = {ds: ratios.get(ds, float(opts["default_ratio"])) for ds in files}
+        if share is not None:
+            base = text_share_ratios(base, counts, with_images, float(share))
         mapping: dict[str, Any] = {}
         for ds in sorted(files):
             rel = f"mixture/{split}/{_file_name(ds)}.jsonl"
             used.add(ds)
             mapping[ds] = {"image_dir": opts["image_dir"], "annotations": rel,
-                           "sample_ratio": ratios.get(ds, float(opts["default_ratio"])), "length": counts[ds]}
+                           "sample_ratio": base[ds], "length": counts[ds]}
             out.append(ManifestEntry(rel, "llava-jsonl", split, counts[ds], len(images[ds]), {"dataset": ds}))
         lists[split] = mapping
         text = json.dumps(mapping, ensure_ascii=False, indent=2) + "\n"
@@ -78,3 +90,14 @@ def export_mixture(corpus, out_dir: Path, recipe=None, *, options=None, entries=
         out.append(ManifestEntry("mixture.json", "mixture-json", main,
                                  sum(m["length"] for m in lists[main].values()), None, extra))
     return out
+
+
+def text_share_ratios(ratios: dict[str, float], counts: dict[str, int], with_images: set[str],
+                      share: float) -> dict[str, float]:
+    """Scale the text-only datasets' ratios so that sum(ratio x length) of text is ``share`` of the whole."""
+    image = sum(ratios[d] * counts[d] for d in ratios if d in with_images)
+    text = sum(ratios[d] * counts[d] for d in ratios if d not in with_images)
+    if image <= 0 or text <= 0:
+        return dict(ratios)
+    scale = share * image / ((1.0 - share) * text)
+    return {d: (r if d in with_images else round(r * scale, 6)) for d, r in ratios.items()}

@@ -31,6 +31,7 @@ from medvl.pipeline.checks import PathScrubber, lonely_labels
 from medvl.pipeline.recipe import Recipe
 from medvl.pipeline.steps import (CurateFacts, GenerateFacts, ReadOutcome, RunOptions, SourceStats, curate_step,
                                   generate_step, read_step, source_scrubbers)
+from medvl.pipeline.text_step import text_step
 from medvl.pipeline.workdir import OWNED, WORK, WorkdirError, plan_of, prepare, remove_unused  # noqa: F401
 from medvl.sources.read import get_source
 
@@ -111,6 +112,7 @@ def run_build(recipe: Recipe, out_dir: Path, workers: int | None = None, overwri
                 return BuildResult(out_dir=out_dir, stats=read.stats, timings=timings,
                                    summary=write_dry_run(recipe, out_dir, work, gen))
             model_run = _model_run(recipe, gen)
+            text_step(recipe, out_dir, work, ex, journal, gen, read.stats)
             t = time.perf_counter()
             summary = finish(recipe, out_dir, work, journal, read, facts, gen, ex)
             timings["export"] = time.perf_counter() - t
@@ -266,7 +268,8 @@ def _write_rejects(recipe: Recipe, out_dir: Path, work: Path, read: ReadOutcome,
     scrubbers = source_scrubbers(recipe)
     runs = [*read.enum_rejects, str(work / "curate" / "rejects-read.jsonl"),
             *sorted(str(p) for p in (work / "curate" / "out").glob("rejects-*.jsonl")),
-            *sorted(str(p) for p in (work / "generate").glob("rejects-*.jsonl"))]
+            *sorted(str(p) for p in (work / "generate").glob("rejects-*.jsonl")),
+            *sorted(str(p) for p in (work / "text").glob("rejects-*.jsonl"))]
 
     def lines() -> Iterator[str]:
         for i, p in enumerate(runs):
@@ -320,6 +323,7 @@ def summarize(recipe: Recipe, stats: dict[str, SourceStats], facts: CurateFacts,
         "samples_by_kind": gen.by_kind,
         "samples_by_lang": gen.by_lang,
         **({"model_generation": model_summary(recipe, gen)} if recipe.generation.llm is not None else {}),
+        **({"text_only": gen.text} if gen.text else {}),
         **({"figure_pipeline": funnel} if (funnel := figure_funnel(recipe, stats, facts, gen,
                                                                      by_source_stage or {})) else {}),
     }

@@ -113,7 +113,11 @@ def read_step(recipe: Recipe, out_dir: Path, work: Path, executor: Any, journal:
     enum_total = [0]
 
     def tasks() -> Iterator[ReadTask]:
+        from medvl.sources.text_base import is_text_format
+
         for si, cfg in enumerate(recipe.sources):
+            if is_text_format(cfg.format):  # text-only sources: read by the text step
+                continue
             st = outcome.stats[cfg.name]
             src_dump = cfg.model_dump(mode="json")
             enum_path = work / "read" / f"{si:03d}-enumerate.jsonl"
@@ -291,6 +295,7 @@ class GenerateFacts:
     skipped: list[str] = field(default_factory=list)
     shards: list[str] = field(default_factory=list)  # sample shards in chunk order
     llm: dict[str, Any] = field(default_factory=dict)  # usage and counts of the model behind the samples
+    text: dict[str, Any] = field(default_factory=dict)  # text-only samples: counts by source, task, split
     ledger_dir: str | None = None  # this run's model usage, shared by its processes
 
 
