@@ -264,3 +264,33 @@ def test_the_contamination_audit_finds_a_benchmark_question_in_text_only_data(tm
     hits = {h["train_record"] for h in result.text_overlaps}
     assert any("text#dialogue#chat#train#leak" in h for h in hits), result.text_overlaps
     assert not any("#clean" in h for h in hits)
+
+
+def test_a_build_killed_in_the_text_step_resumes_to_the_same_outputs(data, tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    import yaml
+    from build_helpers import tree
+
+    r = {"name": "t", "seed": 0, "salt": "s", "workers": 1,
+         "sources": [{"name": "medqa", "format": "mcq_jsonl", "path": str(data / "medqa")},
+                     {"name": "pubmedqa", "format": "pubmedqa", "path": str(data / "pubmedqa")},
+                     {"name": "dialogue", "format": "conversations", "path": str(data / "dialogue")}],
+         "exports": ["llava", "messages", "mixture", "card"]}
+    path = tmp_path / "recipe.yaml"
+    path.write_text(yaml.safe_dump(r))
+
+    def cli(out, *extra, env=None):
+        return subprocess.run([sys.executable, "-c", "from medvl.cli.main import main; main()", "build", str(path),
+                               "-o", str(out), *extra], capture_output=True, text=True, timeout=300,
+                              env={**os.environ, **(env or {})})
+
+    assert cli(tmp_path / "ref").returncode == 0
+    killed = cli(tmp_path / "out", env={"MEDVL_FAILPOINT": "text/@2"})
+    assert killed.returncode == -signal.SIGKILL
+    done = cli(tmp_path / "out", "--resume")
+    assert done.returncode == 0, done.stderr[-1500:]
+    assert tree(tmp_path / "out") == tree(tmp_path / "ref")
