@@ -43,8 +43,9 @@ def slice_suffix(sl: dict | None) -> str:
         return ""
     if "axis" in sl:
         return f"@{sl['axis']}{int(sl['index']):04d}"
-    if "frame" in sl:
-        return f"@frame{int(sl['frame']):04d}"
+    if "frame" in sl:  # video frames also carry their time stamp (DICOM multi-frame slices have none)
+        t = f"-t{float(sl['time_s']):.3f}s" if "time_s" in sl else ""
+        return f"@frame{int(sl['frame']):04d}{t}"
     return "@" + "-".join(f"{k}{v}" for k, v in sorted(sl.items()))
 
 

@@ -324,9 +324,21 @@ def summarize(recipe: Recipe, stats: dict[str, SourceStats], facts: CurateFacts,
         "samples_by_lang": gen.by_lang,
         **({"model_generation": model_summary(recipe, gen)} if recipe.generation.llm is not None else {}),
         **({"text_only": gen.text} if gen.text else {}),
+        **({"video": video} if (video := video_counts(recipe, stats, facts)) else {}),
         **({"figure_pipeline": funnel} if (funnel := figure_funnel(recipe, stats, facts, gen,
                                                                      by_source_stage or {})) else {}),
     }
+
+
+def video_counts(recipe: Recipe, stats: dict[str, SourceStats], facts: CurateFacts) -> dict[str, Any]:
+    """Records sampled from video clips, and the clips they came from, per video source."""
+    by_source = {cfg.name: {"clips_read": stats[cfg.name].kept_units,
+                            "frames_kept": facts.counts["by_dataset"].get(cfg.name, 0)}
+                 for cfg in recipe.sources if cfg.format == "video" and cfg.name in stats}
+    if not by_source:
+        return {}
+    return {"clips_read": sum(v["clips_read"] for v in by_source.values()),
+            "frames_kept": sum(v["frames_kept"] for v in by_source.values()), "by_source": by_source}
 
 
 def figure_funnel(recipe: Recipe, stats: dict[str, SourceStats], facts: CurateFacts, gen: GenerateFacts,
