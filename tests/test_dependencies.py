@@ -78,6 +78,7 @@ NEEDS = [
 UNDECLARED_OK = {
     "openpyxl": "optional: gmai_mmbench reads .xlsx only when it is installed (guarded import)",
     "tokenizers": "installed by transformers; tests/tiny_vlm.py builds the tiny model's tokenizer with it",
+    "wordfreq": "tool-only: tools/make_medical_vocabulary.py regenerates the shipped medical vocabulary",
 }
 IMPORT_NAMES = {"PIL": "pillow", "yaml": "pyyaml", "skimage": "scikit-image"}
 
@@ -143,7 +144,7 @@ def _third_party_imports(path: Path) -> set[str]:
             names |= {a.name.split(".")[0] for a in node.names}
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
             names.add(node.module.split(".")[0])
-    local = {p.stem for p in (ROOT / "tests").glob("*.py")} | {"medvl", "conftest"}
+    local = {p.stem for d in ("tests", "benchmarks") for p in (ROOT / d).glob("*.py")} | {"medvl", "conftest"}
     return {n for n in names if n not in sys.stdlib_module_names and n not in local}
 
 
