@@ -287,7 +287,7 @@ class LLMClient:
                          completion_tokens=usage.get("completion_tokens", 0))
         if self.cache is not None:
             self.cache.put(key, {"model": self.config.model, "text": text, "usage": usage})
-        self.ledger.flush()
+        self.ledger.flush(force=False)
         return text, usage
 
     def _record_dry_run(self, messages: list[dict[str, Any]], params: dict[str, Any], req: ChatRequest) -> None:

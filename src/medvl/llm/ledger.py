@@ -73,6 +73,7 @@ class Ledger:
         self.refresh = refresh
         self._others = Usage()
         self._others_at = 0.0
+        self._flushed_at = 0.0
         self._lock = threading.Lock()
 
     def bump(self, **counts: int) -> None:
@@ -80,9 +81,15 @@ class Ledger:
             for k, v in counts.items():
                 setattr(self.own, k, getattr(self.own, k) + int(v))
 
-    def flush(self) -> None:
+    def flush(self, force: bool = True) -> None:
+        """Write this client's totals for the run's other processes; ``force=False`` writes at most every
+        ``refresh`` seconds (after each reply), the session's end always writes."""
         if not self.file:
             return
+        now = time.monotonic()
+        if not force and now - self._flushed_at < self.refresh:
+            return
+        self._flushed_at = now
         self.file.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.file.with_suffix(".tmp")
         with self._lock:
