@@ -20,7 +20,7 @@ PLAN_VERSION = 1
 # kept for reuse: a rebuild writes only images it does not find, and removes those no record uses
 OWNED = ("llava", "messages", "parquet", "mixture", "card", "webdataset", "records.jsonl", "samples.jsonl",
          "rejects.jsonl", "summary.json", "manifest.json", "mixture.json", "dataset_card.md", "dataset_card.html",
-         "dataset_info.json", "recipe.yaml", "dry-run", WORK)
+         "README.md", "dataset_info.json", "recipe.yaml", "dry-run", WORK)
 REUSED = ("images", "masks")
 
 
