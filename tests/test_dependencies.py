@@ -79,6 +79,8 @@ UNDECLARED_OK = {
     "openpyxl": "optional: gmai_mmbench reads .xlsx only when it is installed (guarded import)",
     "tokenizers": "installed by transformers; tests/tiny_vlm.py builds the tiny model's tokenizer with it",
     "wordfreq": "tool-only: tools/make_medical_vocabulary.py regenerates the shipped medical vocabulary",
+    "sklearn": "benchmark-only: benchmarks/train_medical_classifier.py fits the shipped classifier (scikit-learn "
+               "comes with nilearn, in the samples extra); inference needs only numpy",
 }
 IMPORT_NAMES = {"PIL": "pillow", "yaml": "pyyaml", "skimage": "scikit-image"}
 

@@ -230,7 +230,9 @@ def test_text_samples_flow_through_curation_and_exports(build):
     share = sum(weight[k] for k in text_ds) / sum(weight.values())
     assert text_ds and share == pytest.approx(0.3, abs=1e-4)  # the recipe's text share of the stage-III mixture
     card = (out / "dataset_card.md").read_text()
-    assert "text" in card
+    assert "Text-only samples" in card
+    totals = json.loads((out / "manifest.json").read_text())["samples_by_format_and_split"]
+    assert totals["mixture-json"] == totals["llava-json"] == totals["messages-jsonl"]  # each row counted once
 
 
 def test_the_training_reader_loads_text_only_samples(build):

@@ -123,6 +123,10 @@ def write_manifest(out_dir: str | Path, entries: Iterable[ManifestEntry],
         files.append(d)
     totals: dict[str, dict[str, int]] = {}
     for d in files:
+        # a split's rows once per format: the mixture's per-dataset parts and its top-level alias repeat rows
+        # that the split's own file (llava/<split>.jsonl, mixture/<split>.json) already counts
+        if d["extra"].get("dataset") is not None or d["path"] == "mixture.json":
+            continue
         if d["split"] is not None and d["samples"] is not None:
             per = totals.setdefault(d["format"], {})
             per[d["split"]] = per.get(d["split"], 0) + d["samples"]
