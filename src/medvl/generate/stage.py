@@ -98,19 +98,8 @@ def run_generate_task(task: GenerateTask) -> GenerateResult:
                     continue
                 views[split].append((s.id, view))
     res.shas[str(sample_path)] = w.sha256
-    for split, rows in views.items():
-        rows.sort(key=lambda x: x[0])
-        path = work / "views" / split / f"chunk-{task.chunk:05d}.jsonl"
-        with ShardWriter(path) as vw:
-            for _, v in rows:
-                vw.write(view_line(v))
-        res.shas[str(path)] = vw.sha256
-        ipath = work / "views" / split / f"images-{task.chunk:05d}.txt"
-        with ShardWriter(ipath) as iw:
-            for p in sorted({p for _, v in rows for p in v.images}):
-                iw.write(p)
-        res.shas[str(ipath)] = iw.sha256
-        res.by_split[split] = len(rows)
+    res.shas.update(write_view_shards(views, work, f"{task.chunk:05d}"))
+    res.by_split = {split: len(rows) for split, rows in views.items()}
     res.by_kind, res.by_lang = dict(sorted(kinds.items())), dict(sorted(langs.items()))
     return res
 
@@ -130,3 +119,20 @@ def _write_report(report: dict[str, Any], task: GenerateTask, work: Path, res: G
         with ShardWriter(work / f"requests-{task.chunk:05d}.jsonl") as w:
             for r in report.get("dry_run_requests", []):
                 w.write(json.dumps(r, ensure_ascii=False, sort_keys=True))
+
+
+def write_view_shards(views: dict[str, list[tuple[str, Any]]], work: Path, stem: str) -> dict[str, str]:
+    """Per split: its views sorted by sample id into ``views/<split>/chunk-<stem>.jsonl`` and its distinct image
+    paths, sorted, into ``views/<split>/images-<stem>.txt``. Returns shard path -> sha256."""
+    shas: dict[str, str] = {}
+    for split, rows in views.items():
+        rows.sort(key=lambda x: x[0])
+        with ShardWriter(work / "views" / split / f"chunk-{stem}.jsonl") as vw:
+            for _, v in rows:
+                vw.write(view_line(v))
+        shas[str(vw.path)] = vw.sha256
+        with ShardWriter(work / "views" / split / f"images-{stem}.txt") as iw:
+            for p in sorted({p for _, v in rows for p in v.images}):
+                iw.write(p)
+        shas[str(iw.path)] = iw.sha256
+    return shas

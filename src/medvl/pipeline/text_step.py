@@ -20,7 +20,6 @@ from medvl.core.records import Reject
 from medvl.core.shards import Journal, ShardWriter, read_lines, shard_ok
 from medvl.pipeline.recipe import Recipe
 from medvl.pipeline.steps import GenerateFacts, SourceStats, enumerate_source
-from medvl.sources.base import Unit
 
 SHARD_SAMPLES = 20_000
 
@@ -91,7 +90,7 @@ def _curate_and_write(recipe: Recipe, out_dir: Path, work: Path, journal: Journa
                       shards: list[tuple[str, str]]) -> dict[str, Any]:
     from medvl.curate.text import SPLIT_ORDER, curate_text
     from medvl.export.base import SampleError, _view
-    from medvl.generate.stage import view_line
+    from medvl.generate.stage import write_view_shards
 
     shas: dict[str, str] = {}
     counts: dict[str, Counter] = {k: Counter() for k in ("by_split", "by_lang", "by_source", "by_task", "rejects")}
@@ -108,17 +107,7 @@ def _curate_and_write(recipe: Recipe, out_dir: Path, work: Path, journal: Journa
                     w.write(json.dumps(v.sample.to_dict(), ensure_ascii=False, sort_keys=True))
         shas[str(path)] = w.sha256
         sample_shards.append(str(path))
-        for split, rows in buffer.items():
-            rows.sort(key=lambda x: x[0])
-            vpath = work / "views" / split / f"chunk-text-{i:05d}.jsonl"
-            with ShardWriter(vpath) as vw:
-                for _, v in rows:
-                    vw.write(view_line(v))
-            shas[str(vpath)] = vw.sha256
-            ipath = work / "views" / split / f"images-text-{i:05d}.txt"
-            with ShardWriter(ipath) as iw:
-                pass
-            shas[str(ipath)] = iw.sha256
+        shas.update(write_view_shards(buffer, work, f"text-{i:05d}"))
         buffer.clear()
         n_buffered[0] = 0
 
