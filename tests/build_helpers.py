@@ -10,3 +10,17 @@ def tree(root: Path) -> dict[str, str]:
     """Every file under ``root`` (relative path) with its SHA-256."""
     return {p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
             for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def ihc_recipe(root: Path, stride: int = 96, only: str = "corpus/ihc") -> dict:
+    """The demo recipe restricted to its IHC sources (tiles of scikit-image's immunohistochemistry image: an
+    image_folder source and a COCO box source), written under ``root``; ``only`` filters sources by path prefix."""
+    from medvl.demo import corpus as demo
+
+    root.mkdir(parents=True, exist_ok=True)
+    demo.write_ihc(root, tile=128, stride=stride)
+    r = demo.demo_recipe()
+    r["sources"] = [s for s in r["sources"] if s["path"].startswith(only)]
+    for s in r["sources"]:
+        s["path"] = str(root / Path(s["path"]).relative_to("corpus"))
+    return r

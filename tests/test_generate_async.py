@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import ClassVar
 
 import pytest
-from build_helpers import tree
+from build_helpers import ihc_recipe, tree
 
 from medvl.executor import ExecutorError
 from medvl.generate.base import GENERATORS, Generator
@@ -84,15 +84,7 @@ class AsyncCachedGenerator(Generator):
 
 @pytest.fixture(scope="module")
 def recipe_dict(tmp_path_factory) -> dict:
-    from medvl.demo import corpus as demo
-
-    root = tmp_path_factory.mktemp("async") / "corpus"
-    root.mkdir()
-    demo.write_ihc(root, tile=128, stride=96)
-    r = demo.demo_recipe()
-    r["sources"] = [s for s in r["sources"] if s["path"].startswith("corpus/ihc")]
-    for s in r["sources"]:
-        s["path"] = str(root / Path(s["path"]).relative_to("corpus"))
+    r = ihc_recipe(tmp_path_factory.mktemp("async") / "corpus")
     r["generation"] = {"generator": "test_async_cached", "kinds": {"caption": 1}}
     return r
 

@@ -10,7 +10,7 @@ import re
 from pathlib import Path
 
 import pytest
-from build_helpers import tree
+from build_helpers import ihc_recipe, tree
 from chat_server import ChatServer, first_user_text, last_user_text
 
 from medvl.executor import ExecutorError
@@ -51,16 +51,7 @@ def responder(req: dict, attempt: int) -> dict:
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory) -> dict:
-    from medvl.demo import corpus as demo
-
-    root = tmp_path_factory.mktemp("model") / "corpus"
-    root.mkdir()
-    demo.write_ihc(root, tile=128, stride=96)
-    r = demo.demo_recipe()
-    r["sources"] = [s for s in r["sources"] if s["path"].startswith("corpus/ihc")]
-    for s in r["sources"]:
-        s["path"] = str(root / Path(s["path"]).relative_to("corpus"))
-    return r
+    return ihc_recipe(tmp_path_factory.mktemp("model") / "corpus")
 
 
 def recipe(corpus: dict, url: str, **llm) -> dict:
