@@ -6,7 +6,16 @@
     + PNG encode + write of the images only (medvl also reads the label volume, ranks slices by mask area,
     resamples and writes each slice's label map and derives its boxes).
 Pool: the 2D source with workers=1 vs workers=N (all cores): near-linear speed-up is the aim.
-Prints ratios (bound time / medvl time: 1.0 = as fast as the bare work). Run: python benchmarks/bench_build.py"""
+Whole build: the same kind of 2D corpus through `medvl build` (a subprocess, every export, `--timings`) against
+    the bare decode+resize+encode+write bound on the same number of processes (files split evenly over a process
+    pool), at 1 and 2 processes, encoding at the recipe's `image.png_compress_level` in both. Target: >= 0.8 of the
+    bound on two processes. Prints the per-stage breakdown (read, curate, generate, export) from `--timings`.
+Prints ratios (bound time / medvl time: 1.0 = as fast as the bare work).
+PNG levels: encode time and size of `encode_png` at zlib levels 0, 1, 3, 6, 9 on real pip-shipped medical images at
+    the written size (the table behind the `image.png_compress_level` default).
+Run: python benchmarks/bench_build.py [read|whole|png|all]   (default all; MEDVL_BENCH_COPIES sets the read corpus,
+MEDVL_BENCH_BUILD_COPIES the whole-build corpus: 8 files per copy, default 150; MEDVL_BENCH_PNG_LEVEL its PNG level,
+default the recipe default)"""
 
 from __future__ import annotations
 
@@ -25,9 +34,9 @@ from medvl.pipeline.build import load_all
 from medvl.pipeline.recipe import parse_recipe
 
 
-def _encode(arr: np.ndarray) -> bytes:
+def _encode(arr: np.ndarray, level: int) -> bytes:
     buf = io.BytesIO()
-    Image.fromarray(arr).save(buf, format="PNG", compress_level=6)
+    Image.fromarray(arr).save(buf, format="PNG", compress_level=level)
     return buf.getvalue()
 
 
@@ -49,7 +58,7 @@ def make_2d_corpus(root: Path, copies: int) -> list[Path]:
     return sorted(files)
 
 
-def bound_2d(files: list[Path], max_side: int, out: Path) -> float:
+def bound_2d(files: list[Path], max_side: int, out: Path, level: int) -> float:
     out.mkdir(parents=True, exist_ok=True)
     t = time.perf_counter()
     for p in files:
@@ -59,7 +68,7 @@ def bound_2d(files: list[Path], max_side: int, out: Path) -> float:
         s = min(1.0, max_side / max(h, w))
         if s < 1.0:
             arr = np.asarray(Image.fromarray(arr).resize((round(w * s), round(h * s)), Image.Resampling.LANCZOS))
-        (out / p.name).write_bytes(_encode(arr))
+        (out / p.name).write_bytes(_encode(arr, level))
     return time.perf_counter() - t
 
 
@@ -80,7 +89,7 @@ def make_3d_corpus(root: Path) -> Path:
     return root / "mni152"
 
 
-def bound_3d(case_dir: Path, records, out: Path, with_labels: bool = False) -> float:
+def bound_3d(case_dir: Path, records, out: Path, level: int, with_labels: bool = False) -> float:
     """nibabel load + extracting the same slices + resize to the written size + PNG encode + write."""
     import nibabel as nib
 
@@ -98,7 +107,7 @@ def bound_3d(case_dir: Path, records, out: Path, with_labels: bool = False) -> f
         lo, hi = np.percentile(sl, [0.5, 99.5])
         u8 = (np.clip((sl - lo) / max(hi - lo, 1e-9), 0, 1) * 255).astype(np.uint8)
         u8 = np.asarray(Image.fromarray(np.rot90(u8)).resize((r.width, r.height), Image.Resampling.BILINEAR))
-        (out / f"{i}.png").write_bytes(_encode(u8))
+        (out / f"{i}.png").write_bytes(_encode(u8, level))
         if lab is not None:
             m = np.rot90(lab[(slice(None),) * ax + (idx,)]).astype(np.uint8)
             m = np.asarray(Image.fromarray(m).resize((r.width, r.height), Image.Resampling.NEAREST))
@@ -108,7 +117,148 @@ def bound_3d(case_dir: Path, records, out: Path, with_labels: bool = False) -> f
     return time.perf_counter() - t
 
 
+def bound_2d_pool(files: list[Path], max_side: int, out: Path, level: int, processes: int) -> float:
+    """The bare work split evenly over ``processes`` processes (pool start-up included, like medvl's)."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    t = time.perf_counter()
+    if processes == 1:
+        bound_2d(files, max_side, out, level)
+    else:
+        with ProcessPoolExecutor(processes) as pool:
+            list(pool.map(bound_2d, [files[i::processes] for i in range(processes)], [max_side] * processes,
+                          [out] * processes, [level] * processes))
+    return time.perf_counter() - t
+
+
+def time_build_cli(recipe_dict: dict, root: Path, workers: int) -> tuple[float, dict]:
+    """`medvl build RECIPE -o OUT --workers N --timings FILE` in a subprocess: wall time and its timings."""
+    import json
+    import subprocess
+
+    import yaml
+
+    recipe = root / "recipe.yaml"
+    recipe.write_text(yaml.safe_dump(recipe_dict), encoding="utf-8")
+    out, timings = root / f"build{workers}", root / f"timings{workers}.json"
+    if out.exists():
+        shutil.rmtree(out)
+    exe = Path(sys.executable).with_name("medvl")  # the console script installed next to this interpreter
+    cmd = [str(exe) if exe.exists() else (shutil.which("medvl") or "medvl"), "build", str(recipe), "-o", str(out),
+           "--workers", str(workers),
+           "--timings", str(timings)]
+    t = time.perf_counter()
+    done = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    if done.returncode != 0:
+        raise SystemExit(f"{' '.join(cmd)} failed:\n{done.stderr[-3000:]}")
+    return time.perf_counter() - t, json.loads(timings.read_text(encoding="utf-8"))
+
+
+def whole_build(copies: int) -> None:
+    """The whole build against the codec bound at 1 and 2 processes (see the module docstring)."""
+    from medvl.pipeline.recipe import EXPORT_NAMES
+    from medvl.sources.config import ImageConfig
+
+    level, side = int(os.environ.get("MEDVL_BENCH_PNG_LEVEL", ImageConfig().png_compress_level)), 384
+    print("load average before: " + " ".join(f"{x:.2f}" for x in os.getloadavg()), flush=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        files = make_2d_corpus(tmp / "folder", copies)
+        recipe = {"name": "bench-whole", "seed": 0, "salt": "bench-whole-salt", "exports": list(EXPORT_NAMES),
+                  "sources": [{"name": "tiles", "format": "image_folder", "path": str(tmp / "folder"),
+                               "modality": "pathology"}],
+                  "image": {"max_side": side, "png_compress_level": level}}
+        for procs in (1, 2):
+            t_bound = bound_2d_pool(files, side, tmp / f"bound{procs}", level, procs)
+            t_build, tm = time_build_cli(recipe, tmp, procs)
+            stages = "  ".join(f"{k} {tm.get(k, 0.0):.2f}s" for k in ("read", "curate", "generate", "export"))
+            print(f"whole build, {procs} process(es): {len(files)} files -> {tm['records']} records, "
+                  f"{tm['samples']} samples, exports {','.join(EXPORT_NAMES)}, png level {level}")
+            print(f"  bound (decode+resize+encode+write)  {t_bound:7.2f}s  {len(files) / t_bound:7.1f} img/s")
+            print(f"  medvl build (wall, incl. start-up)  {t_build:7.2f}s  {len(files) / t_build:7.1f} img/s   "
+                  f"ratio to bound {t_bound / t_build:.2f}" + ("   (target >= 0.80)" if procs == 2 else ""))
+            print(f"  stages: {stages}  total {tm.get('total', 0.0):.2f}s  "
+                  f"(start-up and reporting {t_build - tm.get('total', 0.0):.2f}s)")
+    print("load average after: " + " ".join(f"{x:.2f}" for x in os.getloadavg()))
+
+
+def _u8(a: np.ndarray) -> np.ndarray:
+    a = a.astype(np.float64)
+    lo, hi = np.percentile(a, [0.5, 99.5])
+    return (np.clip((a - lo) / max(hi - lo, 1e-9), 0, 1) * 255).astype(np.uint8)
+
+
+def _fit(a: np.ndarray, side: int = 512) -> np.ndarray:
+    h, w = a.shape[:2]
+    s = min(1.0, side / max(h, w))
+    if s >= 1.0:
+        return np.ascontiguousarray(a)
+    return np.asarray(Image.fromarray(a).resize((round(w * s), round(h * s)), Image.Resampling.LANCZOS))
+
+
+def png_levels(levels: tuple[int, ...] = (0, 1, 3, 6, 9)) -> None:
+    """Markdown tables: total and per-image encode time (best of 3) and size per zlib level."""
+    from nilearn.datasets import load_mni152_template
+    from pydicom import dcmread
+    from pydicom.data import get_testdata_file
+    from skimage import data
+
+    from medvl.sources.read import encode_png
+
+    liver = dcmread(get_testdata_file("liver.dcm")).pixel_array
+    vol = np.asarray(load_mni152_template().get_fdata())
+    imgs = {"skimage retina (fundus, RGB)": _fit(data.retina()),
+            "skimage immunohistochemistry (RGB)": _fit(data.immunohistochemistry()),
+            "pydicom RG1_UNCI (CR chest)": _fit(_u8(dcmread(get_testdata_file("RG1_UNCI.dcm")).pixel_array)),
+            "pydicom CT_small": _u8(dcmread(get_testdata_file("CT_small.dcm")).pixel_array),
+            "pydicom MR_small": _u8(dcmread(get_testdata_file("MR_small.dcm")).pixel_array),
+            "pydicom liver.dcm, middle frame": _u8(liver[len(liver) // 2]),
+            "nilearn MNI152, axial": _fit(_u8(np.rot90(vol[:, :, vol.shape[2] // 2]))),
+            "nilearn MNI152, coronal": _fit(_u8(np.rot90(vol[:, vol.shape[1] // 2, :])))}
+    rows: dict[str, dict[int, tuple[float, int]]] = {}
+    for name, a in imgs.items():
+        reps = max(3, int(2e6 // a.nbytes))
+        for lv in levels:
+            best, size = 1e9, 0
+            for _ in range(3):
+                t = time.perf_counter()
+                for _ in range(reps):
+                    size = len(encode_png(a, lv))
+                best = min(best, (time.perf_counter() - t) / reps)
+            rows.setdefault(name, {})[lv] = (best * 1e3, size)
+    tot = {lv: (sum(r[lv][0] for r in rows.values()), sum(r[lv][1] for r in rows.values())) for lv in levels}
+    raw = sum(a.nbytes for a in imgs.values())
+    ref = 6 if 6 in levels else levels[0]
+    print(f"load average {os.getloadavg()[0]:.2f}")
+    print(f"| level | encode time, {len(imgs)} images | vs level {ref} | bytes | vs level {ref} | of raw pixels |")
+    print("|---|---|---|---|---|---|")
+    for lv in levels:
+        print(f"| {lv} | {tot[lv][0]:.1f} ms | {tot[lv][0] / tot[ref][0]:.2f}x | {tot[lv][1]:,} | "
+              f"{tot[lv][1] / tot[ref][1]:.2f}x | {tot[lv][1] / raw:.2f} |")
+    print("\n| image | size | " + " | ".join(f"L{lv}" for lv in levels) + " |  (ms / KB)")
+    print("|---|---|" + "---|" * len(levels))
+    for name, a in imgs.items():
+        dims = f"{a.shape[1]}x{a.shape[0]}" + ("x3" if a.ndim == 3 else "")
+        print(f"| {name} | {dims} | " + " | ".join(f"{rows[name][lv][0]:.1f} / {rows[name][lv][1] / 1024:.0f}"
+                                                   for lv in levels) + " |")
+
+
 def main() -> None:
+    what = sys.argv[1] if len(sys.argv) > 1 else "all"
+    if what not in ("read", "whole", "png", "all"):
+        raise SystemExit(f"usage: bench_build.py [read|whole|png|all], got {what!r}")
+    if what in ("png", "all"):
+        png_levels()
+    if what in ("read", "all"):
+        read_stage()
+    if what in ("whole", "all"):
+        whole_build(int(os.environ.get("MEDVL_BENCH_BUILD_COPIES", "150")))
+
+
+def read_stage() -> None:
+    from medvl.sources.config import ImageConfig
+
+    level = ImageConfig().png_compress_level  # the bound encodes at the level medvl writes (recipe default)
     copies = int(os.environ.get("MEDVL_BENCH_COPIES", "4"))
     cores = os.cpu_count() or 1
     with tempfile.TemporaryDirectory() as tmp:
@@ -116,7 +266,7 @@ def main() -> None:
         files = make_2d_corpus(tmp / "folder", copies)
         src2d = {"name": "tiles", "format": "image_folder", "path": str(tmp / "folder"), "modality": "pathology"}
         rec2d = {"sources": [src2d], "image": {"max_side": 384}}
-        t_bound = bound_2d(files, 384, tmp / "bound2d")
+        t_bound = bound_2d(files, 384, tmp / "bound2d", level)
         t_one, n = time_medvl(rec2d, tmp / "out1", 1)
         t_pool, _ = time_medvl(rec2d, tmp / "outN", cores)
         print(f"2D  {len(files)} files -> {n} records")
@@ -130,8 +280,8 @@ def main() -> None:
                  "slicing": {"axes": ["axial", "coronal", "sagittal"], "per_label": 24, "min_area": 200}}
         t3, n3 = time_medvl({"sources": [src3d], "image": {"max_side": 512}}, tmp / "out3", 1)
         records = [r for r in load_all(parse_recipe({"sources": [src3d]}), tmp / "out3b", 1)[0]]
-        tb3 = bound_3d(case, records, tmp / "bound3d")
-        tb3m = bound_3d(case, records, tmp / "bound3dm", with_labels=True)
+        tb3 = bound_3d(case, records, tmp / "bound3d", level)
+        tb3m = bound_3d(case, records, tmp / "bound3dm", level, with_labels=True)
         print(f"3D  1 volume -> {n3} slices")
         print(f"3D  bound (load+slice+resize+encode+write) {n3 / tb3:7.1f} slices/s")
         print(f"3D  bound + label maps (load, slice, resize, encode, write both) {n3 / tb3m:7.1f} slices/s")

@@ -22,7 +22,7 @@ import string
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import yaml
 
@@ -74,6 +74,13 @@ def _fields_of(text: str) -> set[str]:
     return {name for _, name, _, _ in _FMT.parse(text) if name}
 
 
+@lru_cache(maxsize=4096)
+def _candidates(lang: str, section: str, pool: str, names: frozenset[str]) -> tuple[tuple[str, str], ...]:
+    """The pool's (template id, text) whose fields are all among ``names``, in bank order (cached: a
+    template's fields are parsed once, not on every fill)."""
+    return tuple((tid, t) for tid, t in load_bank(lang)[section][pool] if _fields_of(t) <= names)
+
+
 def join_list(items: list[str], lang: str) -> str:
     """'a', 'a and b', 'a, b and c' (English) / 'a、b和c' (Chinese)."""
     if len(items) <= 1:
@@ -95,6 +102,24 @@ class _QA:
     negatives: list[str] = field(default_factory=list)
 
 
+@dataclass
+class _Plan:
+    """A question type that applies to a record, before anything is filled: the pools of its question and
+    answer, the extra field names each gets, and ``values`` computing (question fields, answer fields,
+    ``_QA`` keyword arguments) when the type is chosen."""
+
+    qa_type: str
+    section: str
+    qpool: str
+    apool: str
+    qkeys: tuple[str, ...]
+    akeys: tuple[str, ...]
+    values: Callable[[], tuple[dict[str, str], dict[str, str], dict[str, Any]]]
+
+    def fits(self, job: "_Job") -> bool:
+        return job.fits(self.section, self.qpool, self.qkeys) and job.fits(self.section, self.apool, self.akeys)
+
+
 class _Job:
     """Everything one sample needs: record, language, n, and deterministic choices."""
 
@@ -102,6 +127,7 @@ class _Job:
         self.gen, self.rec, self.kind, self.lang, self.n = gen, rec, kind, lang, n
         self.bank = load_bank(lang)
         self.fields = gen.record_fields(rec, lang)
+        self.field_names = frozenset(self.fields)
         self.localized = gen.localized_regions(rec)
         # labels with a whole-image box: named, never located or counted
         self.unlocated = {r.label for r in rec.regions if not gen.is_localized(rec, r)}
@@ -115,9 +141,9 @@ class _Job:
         return options[(base + self.n) % len(options)]
 
     def fill(self, section: str, pool: str, extra: dict[str, str] | None = None, slot: object = "") -> tuple[str, str] | None:
-        """Pick a template whose fields are all available and fill it; None when none fits."""
+        """Pick a template whose fields are all available and fill it (only that one); None when none fits."""
         values = {**self.fields, **(extra or {})}
-        cands = [(tid, t) for tid, t in self.bank[section][pool] if _fields_of(t) <= values.keys()]
+        cands = _candidates(self.lang, section, pool, frozenset(values))
         if not cands:
             return None
         tid, text = self.rotate(cands, section, pool, slot)
@@ -125,6 +151,10 @@ class _Job:
         if self.lang == "en" and out[:1].islower():
             out = out[0].upper() + out[1:]
         return tid, out
+
+    def fits(self, section: str, pool: str, extra_keys: tuple[str, ...] = ()) -> bool:
+        """True when ``fill`` with extra fields named ``extra_keys`` would find a template (nothing filled)."""
+        return bool(_candidates(self.lang, section, pool, self.field_names | frozenset(extra_keys)))
 
     def label(self, name: str) -> str:
         return self.gen.localize_label(name, self.lang)
@@ -280,17 +310,42 @@ class TemplateGenerator(Generator):
         return _QA(q[1], text, ids, "region_caption")
 
     # --- question types -------------------------------------------------------------------------
+    # ``plan_<type>`` says whether a type can apply to the job's record (None when not) and which pools it
+    # fills with which field names; the field values (box text, label names, options) are computed only for
+    # the type that is chosen, and only the chosen phrasing of each pool is filled.
     def pick_qa(self, job: _Job, types: tuple[str, ...], purpose: str, exclude: set[str] | None = None) -> _QA | None:
         """One of the question types that apply to the record, rotating with n so that consecutive
-        samples of a record ask different things."""
+        samples of a record ask different things. A type applies when its plan exists and both its pools
+        have a template whose fields are all available, which is exactly when building it gives a QA; so the
+        choice is made first and only the chosen type is built."""
         cands = [t for t in types if not (exclude and t in exclude)]
-        built = [qa for qa in (getattr(self, f"qa_{t}")(job) for t in cands) if qa is not None]
-        if not built:
+        plans = [p for p in (getattr(self, f"plan_{t}")(job) for t in cands) if p is not None and p.fits(job)]
+        if not plans:
             return None
-        return job.rotate(built, purpose, *sorted(exclude or ()))
+        return self._build_qa(job, job.rotate(plans, purpose, *sorted(exclude or ())))
+
+    def build_qa(self, job: _Job, qa_type: str) -> _QA | None:
+        """One question type on its own: its QA, or None when it does not apply to the record."""
+        plan = getattr(self, f"plan_{qa_type}")(job)
+        return self._build_qa(job, plan) if plan is not None and plan.fits(job) else None
+
+    @staticmethod
+    def _build_qa(job: _Job, plan: _Plan) -> _QA:
+        qx, ax, kw = plan.values()
+        if set(qx) != set(plan.qkeys) or set(ax) != set(plan.akeys):  # the applicability check would be wrong
+            raise RuntimeError(f"question type {plan.qa_type}: planned fields {sorted(plan.qkeys)} / "
+                               f"{sorted(plan.akeys)} but filled {sorted(qx)} / {sorted(ax)}")
+        q = job.fill(plan.section, plan.qpool, qx)
+        a = job.fill(plan.section, plan.apool, ax)
+        if q is None or a is None:
+            raise RuntimeError(f"question type {plan.qa_type}: no template fits although the plan said one does")
+        return _QA(q[1], a[1], [q[0], a[0]], plan.qa_type, **kw)
+
+    def _distractor_space(self, job: _Job, exclude: set[str]) -> list[str]:
+        return [x for x in self.label_spaces.get(job.rec.dataset, []) if x not in exclude]
 
     def _distractors(self, job: _Job, exclude: set[str]) -> list[str]:
-        space = [x for x in self.label_spaces.get(job.rec.dataset, []) if x not in exclude]
+        space = self._distractor_space(job, exclude)
         k = min(len(space), self.opts["max_options"] - 1)
         order = sorted(space, key=lambda x: stable_int(self.seed, job.rec.id, job.kind, job.n, "distractor", x))
         return sorted(order[:k])
@@ -300,57 +355,66 @@ class TemplateGenerator(Generator):
         lines = [f"{chr(65 + i)}. {job.label(o)}" for i, o in enumerate(opts)]
         return "\n".join(lines), lines[opts.index(correct)]
 
-    def _mc_qa(self, job: _Job, qpool: str, correct: str, exclude: set[str], extra: dict[str, str], t: str) -> _QA | None:
-        wrong = self._distractors(job, exclude)
-        if not wrong:
+    def _mc_plan(self, job: _Job, t: str, qpool: str, exclude: set[str], keys: tuple[str, ...],
+                 question: Callable[[], tuple[str, dict[str, str]]]) -> _Plan | None:
+        """A multiple-choice type: applies when there is at least one wrong option (``_distractors`` keeps
+        ``min(len(space), max_options - 1)`` of the space, sliced exactly the same way here)."""
+        space = self._distractor_space(job, exclude)
+        if not space[:min(len(space), self.opts["max_options"] - 1)]:
             return None
-        options, answer = self._options(job, correct, wrong)
-        q = job.fill("perception_qa", qpool, {**extra, "options": options})
-        a = job.fill("perception_qa", "mc_a", {"answer": answer})
-        if q is None or a is None:
-            return None
-        return _QA(q[1], a[1], [q[0], a[0]], t, distractors=wrong)
 
-    def _qa(self, job: _Job, section: str, qpool: str, apool: str, extra: dict[str, str], t: str, **kw: Any) -> _QA | None:
-        q = job.fill(section, qpool, extra)
-        a = job.fill(section, apool, extra)
-        if q is None or a is None:
-            return None
-        return _QA(q[1], a[1], [q[0], a[0]], t, **kw)
+        def values() -> tuple[dict[str, str], dict[str, str], dict[str, Any]]:
+            correct, extra = question()
+            wrong = self._distractors(job, exclude)
+            options, answer = self._options(job, correct, wrong)
+            return {**extra, "options": options}, {"answer": answer}, {"distractors": wrong}
+        return _Plan(t, "perception_qa", qpool, "mc_a", (*keys, "options"), ("answer",), values)
 
-    def qa_box2label(self, job: _Job) -> _QA | None:
+    @staticmethod
+    def _same(t: str, section: str, qpool: str, apool: str, keys: tuple[str, ...],
+              extra: Callable[[], dict[str, str]] = dict) -> _Plan:
+        """A type whose question and answer are filled with the same fields."""
+        def values() -> tuple[dict[str, str], dict[str, str], dict[str, Any]]:
+            x = extra()
+            return x, x, {}
+        return _Plan(t, section, qpool, apool, keys, keys, values)
+
+    def plan_box2label(self, job: _Job) -> _Plan | None:
         if not job.localized:
             return None
-        r = job.rotate(job.localized, "region")
-        return self._qa(job, "perception_qa", "box2label_q", "box2label_a",
-                        {"box": job.box_text([r]), "ref": ref(job.label(r.label))}, "box2label")
 
-    def _grounded_label(self, job: _Job) -> str | None:
+        def extra() -> dict[str, str]:
+            r = job.rotate(job.localized, "region")
+            return {"box": job.box_text([r]), "ref": ref(job.label(r.label))}
+        return self._same("box2label", "perception_qa", "box2label_q", "box2label_a", ("box", "ref"), extra)
+
+    def plan_label2box(self, job: _Job) -> _Plan | None:
         labs = [x for x in self._region_labels(job.rec) if job.locatable(x)]
-        return job.rotate(labs, "region_label") if labs else None
-
-    def qa_label2box(self, job: _Job) -> _QA | None:
-        lab = self._grounded_label(job)
-        if lab is None:
+        if not labs:
             return None
-        return self._qa(job, "perception_qa", "label2box_q", "label2box_a",
-                        {"box": job.box_text(job.boxes_of(lab)), "ref": ref(job.label(lab))}, "label2box")
 
-    def qa_box_mc(self, job: _Job) -> _QA | None:
+        def extra() -> dict[str, str]:
+            lab = job.rotate(labs, "region_label")
+            return {"box": job.box_text(job.boxes_of(lab)), "ref": ref(job.label(lab))}
+        return self._same("label2box", "perception_qa", "label2box_q", "label2box_a", ("box", "ref"), extra)
+
+    def plan_box_mc(self, job: _Job) -> _Plan | None:
         if not job.localized:
             return None
-        r = job.rotate(job.localized, "region")
-        present = set(self.record_labels(job.rec))
-        return self._mc_qa(job, "box_mc_q", r.label, present, {"box": job.box_text([r])}, "box_mc")
 
-    def qa_cls(self, job: _Job) -> _QA | None:
+        def question() -> tuple[str, dict[str, str]]:
+            r = job.rotate(job.localized, "region")
+            return r.label, {"box": job.box_text([r])}
+        return self._mc_plan(job, "box_mc", "box_mc_q", set(self.record_labels(job.rec)), ("box",), question)
+
+    def plan_cls(self, job: _Job) -> _Plan | None:
         if not job.rec.labels:
             return None
         shown = _finding_labels(job.rec.labels)
         if not shown:
-            return self._qa(job, "perception_qa", "cls_q", "cls_none_a", {}, "cls")
-        labels = join_list([job.label(x) for x in shown], job.lang)
-        return self._qa(job, "perception_qa", "cls_q", "cls_a", {"labels": labels}, "cls")
+            return self._same("cls", "perception_qa", "cls_q", "cls_none_a", ())
+        return self._same("cls", "perception_qa", "cls_q", "cls_a", ("labels",),
+                          lambda: {"labels": join_list([job.label(x) for x in shown], job.lang)})
 
     @staticmethod
     def _absence_known(rec: ImageRecord) -> bool:
@@ -358,55 +422,52 @@ class TemplateGenerator(Generator):
         pipeline marked the record's labels exhaustive (``extra["labels_exhaustive"] is True``)."""
         return rec.extra.get("labels_exhaustive") is True
 
-    def qa_cls_mc(self, job: _Job) -> _QA | None:
+    def plan_cls_mc(self, job: _Job) -> _Plan | None:
         if not job.rec.labels or not self._absence_known(job.rec):
             return None
-        correct = job.rotate(job.rec.labels, "mc_label")
-        return self._mc_qa(job, "mc_q", correct, set(self.record_labels(job.rec)), {}, "cls_mc")
+        return self._mc_plan(job, "cls_mc", "mc_q", set(self.record_labels(job.rec)), (),
+                             lambda: (job.rotate(job.rec.labels, "mc_label"), {}))
 
-    def qa_modality(self, job: _Job) -> _QA | None:
-        return self._qa(job, "instruction_qa", "modality_q", "modality_a", {}, "modality")
+    def plan_modality(self, job: _Job) -> _Plan | None:
+        return self._same("modality", "instruction_qa", "modality_q", "modality_a", ())
 
-    def qa_department(self, job: _Job) -> _QA | None:
-        if "department" not in job.fields:
+    def _field_plan(self, job: _Job, name: str) -> _Plan | None:
+        if name not in job.fields:
             return None
-        return self._qa(job, "instruction_qa", "department_q", "department_a", {}, "department")
+        return self._same(name, "instruction_qa", f"{name}_q", f"{name}_a", ())
 
-    def qa_body_region(self, job: _Job) -> _QA | None:
-        if "body_region" not in job.fields:
-            return None
-        return self._qa(job, "instruction_qa", "body_region_q", "body_region_a", {}, "body_region")
+    def plan_department(self, job: _Job) -> _Plan | None:
+        return self._field_plan(job, "department")
 
-    def qa_view(self, job: _Job) -> _QA | None:
-        if "view" not in job.fields:
-            return None
-        return self._qa(job, "instruction_qa", "view_q", "view_a", {}, "view")
+    def plan_body_region(self, job: _Job) -> _Plan | None:
+        return self._field_plan(job, "body_region")
 
-    def qa_structures(self, job: _Job) -> _QA | None:
+    def plan_view(self, job: _Job) -> _Plan | None:
+        return self._field_plan(job, "view")
+
+    def plan_structures(self, job: _Job) -> _Plan | None:
         if not job.rec.regions:
             return None
-        labels = join_list([job.label(x) for x in self._region_labels(job.rec)], job.lang)
-        return self._qa(job, "instruction_qa", "structures_q", "structures_a", {"labels": labels}, "structures")
+        return self._same("structures", "instruction_qa", "structures_q", "structures_a", ("labels",),
+                          lambda: {"labels": join_list([job.label(x) for x in self._region_labels(job.rec)], job.lang)})
 
-    def qa_yes(self, job: _Job) -> _QA | None:
-        rec = job.rec
-        candidates = _finding_labels(self.record_labels(rec))
+    def plan_yes(self, job: _Job) -> _Plan | None:
+        candidates = _finding_labels(self.record_labels(job.rec))
         if not candidates:
             return None
         lab = job.rotate(candidates, "yes_label")
-        extra = {"label": job.label(lab), "ref": ref(job.label(lab))}
         regs = job.boxes_of(lab)
-        apool = "yes_label_a"
-        if regs and job.locatable(lab):
-            extra["box"] = job.box_text(regs)
-            apool = "yes_region_a"
-        q = job.fill("instruction_qa", "yes_q", extra)
-        a = job.fill("instruction_qa", apool, extra)
-        if q is None or a is None:
-            return None
-        return _QA(q[1], a[1], [q[0], a[0]], "yes")
+        boxed = bool(regs) and job.locatable(lab)
+        keys = ("label", "ref", "box") if boxed else ("label", "ref")
 
-    def qa_no(self, job: _Job) -> _QA | None:
+        def extra() -> dict[str, str]:
+            x = {"label": job.label(lab), "ref": ref(job.label(lab))}
+            if boxed:
+                x["box"] = job.box_text(regs)
+            return x
+        return self._same("yes", "instruction_qa", "yes_q", "yes_region_a" if boxed else "yes_label_a", keys, extra)
+
+    def plan_no(self, job: _Job) -> _Plan | None:
         rec = job.rec
         if not self._absence_known(rec):
             return None
@@ -414,23 +475,23 @@ class TemplateGenerator(Generator):
         space = [x for x in self.label_spaces.get(rec.dataset, []) if x not in present and not is_no_finding(x)]
         if not space:
             return None
-        neg = job.rotate(space, "neg")
-        extra = {"neg": job.label(neg)}
         shown = _finding_labels(rec.labels)
         if len(shown) == 1:
-            extra["label"] = job.label(shown[0])
-            apool = "no_single_a"
+            apool, akeys = "no_single_a", ("neg", "label")
         elif rec.labels and not shown:
-            apool = "no_none_a"
+            apool, akeys = "no_none_a", ("neg",)
         else:
-            apool = "no_multi_a"
-        q = job.fill("instruction_qa", "yes_q", {"label": extra["neg"]})
-        a = job.fill("instruction_qa", apool, extra)
-        if q is None or a is None:
-            return None
-        return _QA(q[1], a[1], [q[0], a[0]], "no", negatives=[neg])
+            apool, akeys = "no_multi_a", ("neg",)
 
-    def qa_count(self, job: _Job) -> _QA | None:
+        def values() -> tuple[dict[str, str], dict[str, str], dict[str, Any]]:
+            neg = job.rotate(space, "neg")
+            a = {"neg": job.label(neg)}
+            if len(shown) == 1:
+                a["label"] = job.label(shown[0])
+            return {"label": a["neg"]}, a, {"negatives": [neg]}
+        return _Plan("no", "instruction_qa", "yes_q", apool, ("label",), akeys, values)
+
+    def plan_count(self, job: _Job) -> _Plan | None:
         """How many regions of a label: only for labels whose regions are instances (``countable``) and none
         of whose boxes is whole-image (a component covering the image may hold any number of instances)."""
         labs = [x for x in self._region_labels(job.rec)
@@ -438,14 +499,19 @@ class TemplateGenerator(Generator):
         if not labs:
             return None
         lab = job.rotate(labs, "count_label")
-        regs = job.boxes_of(lab)
-        extra = {"label": job.label(lab), "ref": ref(job.label(lab)), "count": str(len(regs)),
+        boxed = job.locatable(lab)
+        keys = ("label", "ref", "count", "region_word", *(("box",) if boxed else ()))
+
+        def extra() -> dict[str, str]:
+            regs = job.boxes_of(lab)
+            x = {"label": job.label(lab), "ref": ref(job.label(lab)), "count": str(len(regs)),
                  "region_word": "region" if len(regs) == 1 else "regions"}
-        if job.lang == "zh":
-            extra["region_word"] = "区域"
-        if job.locatable(lab):
-            extra["box"] = job.box_text(regs)
-        return self._qa(job, "instruction_qa", "count_q", "count_a", extra, "count")
+            if job.lang == "zh":
+                x["region_word"] = "区域"
+            if boxed:
+                x["box"] = job.box_text(regs)
+            return x
+        return self._same("count", "instruction_qa", "count_q", "count_a", keys, extra)
 
     # --- conversation ---------------------------------------------------------------------------
     def conversation(self, job: _Job) -> list[_QA]:

@@ -62,7 +62,8 @@ def get_source(cfg: SourceConfig) -> Source:
 
 
 def encode_png(arr: np.ndarray, compress_level: int = 6) -> bytes:
-    """Deterministic PNG bytes (no timestamps or text chunks)."""
+    """Deterministic PNG bytes (no timestamps or text chunks) at zlib ``compress_level`` (record images pass
+    the recipe's ``image.png_compress_level``; the bytes, and so the content-addressed name, depend on it)."""
     img = Image.fromarray(arr)  # uint8 -> L/RGB, uint16 2D -> I;16 (Pillow infers the mode)
     buf = io.BytesIO()
     img.save(buf, format="PNG", compress_level=compress_level)
@@ -219,7 +220,7 @@ def _finalize(item: Item, cfg: SourceConfig, src: Source, out_dir: Path, image_c
     if task == "det" and regions and not visible:
         return None, rejects + [rej(f"{key}: no box left that is visible at this image size")]
     regions = visible
-    rel, digest = write_once(out_dir, "images", encode_png(arr), verify)
+    rel, digest = write_once(out_dir, "images", encode_png(arr, image_cfg.png_compress_level), verify)
     phash, dhash = perceptual_hashes(arr)
     normalized: dict[Any, str] = {}  # the item's regions repeat a few label strings: normalize each once
 
@@ -286,7 +287,7 @@ def _write_more(arrays: list[np.ndarray], key: str, out_dir: Path, image_cfg: Im
         if scale < 1.0:
             a = np.asarray(Image.fromarray(a).resize((max(1, round(w * scale)), max(1, round(h * scale))),
                                                      Image.Resampling.LANCZOS))
-        paths.append(write_once(out_dir, "images", encode_png(a), verify)[0])
+        paths.append(write_once(out_dir, "images", encode_png(a, image_cfg.png_compress_level), verify)[0])
         sizes.append([int(a.shape[1]), int(a.shape[0])])
     return paths, sizes
 
