@@ -183,3 +183,12 @@ def test_a_build_killed_during_generation_resumes_from_the_cache(corpus, tmp_pat
     assert len(answered) == len(set(answered)) == paid, "a request was paid for twice"
     assert tree(tmp_path / "out") == tree(tmp_path / "ref")
     assert "answered from the cache" in " ".join((done.stdout + done.stderr).split())
+
+
+def test_a_refused_key_stops_the_build_with_a_clear_error(corpus, tmp_path, monkeypatch):
+    """A 401 refuses every request alike: the build stops naming the key's variable (no silent template build)."""
+    monkeypatch.setenv("MEDVL_GEN_KEY", "sk-wrong-key-1234")
+    with ChatServer(responder, api_key="sk-right-key-5678") as srv:
+        with pytest.raises(ExecutorError, match="HTTP 401.*MEDVL_GEN_KEY") as err:
+            build(recipe(corpus, srv.url, api_key_env="MEDVL_GEN_KEY"), tmp_path / "out")
+    assert "sk-wrong" not in str(err.value)

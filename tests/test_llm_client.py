@@ -219,6 +219,7 @@ def test_the_key_is_sent_but_never_logged_cached_or_shown(tmp_path: Path, monkey
     assert out[0].text == "fine" and isinstance(out[1], LLMError)
     assert "***" in str(out[1]) and secret not in str(out[1])
     assert "401" in str(refused) and "MEDVL_TEST_KEY" in str(refused) and "sk-wrong" not in str(refused)
+    assert refused.kind == "fatal" and out[1].kind == "http"  # a bad key stops a run; one refused request does not
     texts = [str(client.summary()), repr(client), caplog.text, str(client.config.model_dump())]
     texts += [p.read_text() for p in tmp_path.rglob("*") if p.is_file()]
     assert not any(secret in t for t in texts)

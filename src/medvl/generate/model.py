@@ -158,10 +158,10 @@ class ModelGenerator(TemplateGenerator):
         try:
             reply = await self.client.achat(ChatRequest(messages=[msg], schema=schema, check=check, tag=tag))
         except LLMError as e:
-            if e.kind in ("budget", "transport"):
+            if e.kind in ("budget", "transport", "fatal"):  # the run stops; every reply so far is cached
                 raise
-            if e.kind != "dry_run":
-                self._report.add_usage(e.usage, exchanges=self.mcfg.max_reasks + 1)
+            if e.kind != "dry_run":  # "invalid": every re-ask was answered and failed; "http": a refusal
+                self._report.add_usage(e.usage, exchanges=self.mcfg.max_reasks + 1 if e.kind == "invalid" else 0)
                 self._report.reject(rec, item, stage, f"{tag}: {e}" + (f" | reply: {e.last_text[:300]}"
                                                                          if e.last_text else ""))
             return None

@@ -50,8 +50,8 @@ _OPEN: contextvars.ContextVar[tuple[Any, asyncio.Semaphore, dict[str, asyncio.Fu
 
 
 class LLMError(RuntimeError):
-    """A request that got no usable reply. ``kind``: "http" (a refusal such as 400/401), "transport" (retries
-    used up), "invalid" (the reply failed its schema or checks after the re-asks), "budget", "dry_run".
+    """A request that got no usable reply. ``kind``: "http" (a refusal of this request, such as 400), "fatal" (a
+    refusal of every request: 401/403 key, 404 model or endpoint), "transport" (retries used up), "invalid" (the reply failed its schema or checks after the re-asks), "budget", "dry_run".
     ``problems`` and ``last_text`` say what was wrong with the last reply of an "invalid" request."""
 
     def __init__(self, message: str, kind: str = "http", problems: list[str] | None = None, last_text: str = "",
@@ -345,7 +345,9 @@ class LLMClient:
             if status not in RETRY_STATUS:
                 self.ledger.bump(failures=1)
                 hint = f" (is ${cfg.api_key_env} set and valid?)" if status in (401, 403) else ""
-                raise LLMError(f"{cfg.endpoint} answered HTTP {status} for model {cfg.model!r}{hint}: {detail}")
+                # a refused key or an unknown model / endpoint fails every request alike: "fatal" stops a run
+                raise LLMError(f"{cfg.endpoint} answered HTTP {status} for model {cfg.model!r}{hint}: {detail}",
+                               kind="fatal" if status in (401, 403, 404) else "http")
             last = f"HTTP {status}: {detail}"
             if retry_after is not None:
                 if retry_after > cfg.max_retry_after:
