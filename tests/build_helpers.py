@@ -24,3 +24,19 @@ def ihc_recipe(root: Path, stride: int = 96, only: str = "corpus/ihc") -> dict:
     for s in r["sources"]:
         s["path"] = str(root / Path(s["path"]).relative_to("corpus"))
     return r
+
+
+def scale_corpus_module():
+    """``benchmarks/make_scale_corpus.py`` as a module (loaded once, registered under its name so the worker
+    processes of ``make_corpus(jobs>1)`` can unpickle its functions)."""
+    import importlib.util
+    import sys
+
+    name = "make_scale_corpus"
+    if name not in sys.modules:
+        path = Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
+        spec = importlib.util.spec_from_file_location(name, path)
+        mod = importlib.util.module_from_spec(spec)
+        sys.modules[name] = mod
+        spec.loader.exec_module(mod)
+    return sys.modules[name]

@@ -4,26 +4,22 @@ in-process with one worker, so the read, curate, generate and export work all co
 
 from __future__ import annotations
 
-import importlib.util
 import shutil
 import tracemalloc
 from pathlib import Path
 
 import pytest
+from build_helpers import scale_corpus_module
 
 from medvl.pipeline.build import RunOptions, run_build
 from medvl.pipeline.recipe import load_recipe
 
-ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory) -> Path:
-    spec = importlib.util.spec_from_file_location("make_scale_corpus", ROOT / "benchmarks" / "make_scale_corpus.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
     out = tmp_path_factory.mktemp("mem") / "corpus"
-    mod.make_corpus(out, images=640, volumes=0, side=32, jobs=1)
+    scale_corpus_module().make_corpus(out, images=640, volumes=0, side=32, jobs=1)
     return out
 
 

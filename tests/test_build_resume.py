@@ -8,7 +8,6 @@ crops of real pip-shipped images, plus MSD-layout NIfTI crops of the MNI152 temp
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
 import os
 import signal
@@ -18,23 +17,15 @@ import time
 from pathlib import Path
 
 import pytest
-from build_helpers import tree
+from build_helpers import scale_corpus_module, tree
 
-ROOT = Path(__file__).resolve().parents[1]
 SHARDS = ["--shard-units", "8", "--chunk-records", "40", "--bucket-records", "60"]
-
-
-def _corpus_module():
-    spec = importlib.util.spec_from_file_location("make_scale_corpus", ROOT / "benchmarks" / "make_scale_corpus.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
 
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("scale") / "corpus"
-    _corpus_module().make_corpus(out, images=100, volumes=2, side=48, jobs=1)
+    scale_corpus_module().make_corpus(out, images=100, volumes=2, side=48, jobs=1)
     return out
 
 

@@ -8,7 +8,6 @@ and ms-swift image paths resolved by those tools' own rules (cited on each resol
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import re
@@ -16,22 +15,14 @@ from pathlib import Path
 
 import pytest
 import yaml
-from build_helpers import tree
+from build_helpers import scale_corpus_module, tree
 from PIL import Image
 
 from medvl.export import run_exports
 from medvl.export.card_hub import features_yaml
 from medvl.export.parquet import HF_FEATURES
 
-ROOT = Path(__file__).resolve().parents[1]
 SPLITS = ["train", "val", "test"]
-
-
-def _corpus_module():
-    spec = importlib.util.spec_from_file_location("make_scale_corpus", ROOT / "benchmarks" / "make_scale_corpus.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +33,7 @@ def builds(tmp_path_factory) -> tuple[Path, Path, Path]:
 
     base = tmp_path_factory.mktemp("loaders")
     corpus = base / "corpus"
-    _corpus_module().make_corpus(corpus, images=40, volumes=1, side=32, volume_side=16, jobs=1)
+    scale_corpus_module().make_corpus(corpus, images=40, volumes=1, side=32, volume_side=16, jobs=1)
     data = yaml.safe_load((corpus / "recipe.yaml").read_text(encoding="utf-8"))
     plain, rooted = base / "builds" / "plain", base / "builds" / "rooted"
     run_build(parse_recipe(data, base_dir=corpus), plain)

@@ -5,28 +5,21 @@ build's own perceptual hashes, and the corpus is the same for the same seed."""
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import pytest
+from build_helpers import scale_corpus_module
 
 from medvl.curate.phash import near_duplicate_pairs
 from medvl.pipeline.build import run_build
 from medvl.pipeline.recipe import load_recipe
 
-ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
 def scale():
-    spec = importlib.util.spec_from_file_location("make_scale_corpus", ROOT / "benchmarks" / "make_scale_corpus.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod  # its writer processes pickle its functions by module name
-    spec.loader.exec_module(mod)
-    yield mod
-    sys.modules.pop(spec.name, None)
+    return scale_corpus_module()
 
 
 def _jsonl(path: Path) -> list[dict]:
