@@ -138,17 +138,12 @@ def test_transformers_serve_loads_the_folder_and_answers_like_medvl_chat(tiny_mo
     """The saved folder is plain transformers: `transformers serve` (OpenAI-compatible) loads it without medvl,
     renders the same prompt (same token count, image tokens included) and gives medvl's greedy answer."""
     import base64
-    import shutil
-    import socket
-    import subprocess
-    import sys
     import time
     import urllib.request
 
+    from serve_helpers import transformers_serve
+
     pytest.importorskip("fastapi")
-    exe = shutil.which("transformers", path=str(Path(sys.executable).parent))
-    if exe is None:
-        pytest.skip("the transformers CLI is not installed")
     from medvl.eval.adapters.hf import HFAdapter
     from medvl.eval.types import Request
 
@@ -160,16 +155,11 @@ def test_transformers_serve_loads_the_folder_and_answers_like_medvl_chat(tiny_mo
     n_prompt = len(adapter.processor(text=[text], images=[adapter_image(image)], return_tensors="pt")["input_ids"][0])
     expected = adapter.generate([Request(id="q", prompt=question, images=[image], max_new_tokens=6)])[0]
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = subprocess.Popen([exe, "serve", "--host", "127.0.0.1", "--port", str(port), "--device", "cpu",
-                               str(tiny_model)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
+    with transformers_serve(tiny_model) as url:
         body = {"model": str(tiny_model), "max_tokens": 6, "messages": [{"role": "user", "content": [
             {"type": "image_url", "image_url": {"url": "data:image/png;base64," + base64.b64encode(image).decode()}},
             {"type": "text", "text": question}]}]}
-        req = urllib.request.Request(f"http://127.0.0.1:{port}/v1/chat/completions", data=json.dumps(body).encode(),
+        req = urllib.request.Request(f"{url}/chat/completions", data=json.dumps(body).encode(),
                                      headers={"Content-Type": "application/json"})
         reply = None
         for _ in range(120):
@@ -179,9 +169,6 @@ def test_transformers_serve_loads_the_folder_and_answers_like_medvl_chat(tiny_mo
             except OSError:
                 time.sleep(0.5)
         assert reply is not None, "transformers serve did not answer"
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
     assert reply["usage"]["prompt_tokens"] == n_prompt
     assert reply["choices"][0]["message"]["content"].strip() == expected
 

@@ -6,41 +6,18 @@ here, the path does (every reply is either kept after its checks or rejected wit
 
 from __future__ import annotations
 
-import contextlib
 import json
-import shutil
-import socket
-import subprocess
-import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from serve_helpers import transformers_serve
 
 from medvl.cli.main import cli
 from medvl.llm import ChatRequest, LLMClient, LLMConfig, user_message
 
 pytest.importorskip("fastapi")
 pytestmark = pytest.mark.slow
-
-
-@contextlib.contextmanager
-def transformers_serve(folder: Path) -> Iterator[str]:
-    """`transformers serve --device cpu FOLDER` on a free port; yields the base URL."""
-    exe = shutil.which("transformers", path=str(Path(sys.executable).parent))
-    if exe is None:
-        pytest.skip("the transformers CLI is not installed (pip install 'medvl[serving]')")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = subprocess.Popen([exe, "serve", "--host", "127.0.0.1", "--port", str(port), "--device", "cpu",
-                               str(folder)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        yield f"http://127.0.0.1:{port}/v1"
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
 
 
 def patient(model: str, url: str, **kw) -> LLMConfig:
