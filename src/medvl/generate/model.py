@@ -32,8 +32,8 @@ from medvl.core.hashing import stable_int
 from medvl.core.records import ImageRecord, Sample, Turn
 from medvl.generate.base import GENERATORS
 from medvl.generate.checks import answer_problems, content_problems, region_caption_problems, tag_problems
-from medvl.generate.figures import (FigureRewrite, figure_sample, is_figure, load_figure_prompts, rewrite_prompt,
-                                    template_figure_samples)
+from medvl.generate.figures import (FigureRewrite, alignment_question, figure_images, figure_sample, is_figure,
+                                    load_figure_prompts, rewrite_prompt, template_figure_samples)
 from medvl.generate.template import TemplateGenerator
 from medvl.llm import ChatRequest, LLMClient, LLMError, user_message
 
@@ -246,14 +246,12 @@ class ModelGenerator(TemplateGenerator):
 
     async def _figure(self, rec: ImageRecord, samples: list[Sample]) -> list[Sample]:
         prompt, scen = rewrite_prompt(rec, self.seed, self.fig_prompts)
-        images = list(rec.extra.get("images") or [rec.image])
-        parsed = await self._ask(rec, f"{rec.id}#figure", "rewrite", prompt, images, FigureRewrite, None, "figure")
+        parsed = await self._ask(rec, f"{rec.id}#figure", "rewrite", prompt, figure_images(rec), FigureRewrite, None,
+                                 "figure")
         if parsed is None:
             return samples or template_figure_samples(self, rec)
         generator, template_id, prov = self._provenance("figure", prompt, self.fig_prompts["version"])
         prov["scenario"] = scen
-        from medvl.generate.figures import alignment_question
-
         _, question = alignment_question(rec, self.seed, self.fig_prompts)
         out = []
         if int(self.config.kinds.get("caption", 0)) > 0:
