@@ -144,3 +144,41 @@ def test_hash_columns_give_the_same_pairs_as_hex_pairs():
     assert len(want) > 300 and near_duplicate_pairs(cols) == want
     with pytest.raises(ValueError, match=rf"hash \[{len(pairs)}\]: expected 16 hex digits, got 'abc'"):
         cols.add("abc", None)
+
+
+def test_fast_phash_equals_imagehash_on_real_crops() -> None:
+    """The 8x8-block DCT equals imagehash's full DCT bit for bit, near-ties (symmetric brains) included."""
+    from skimage import data as skd
+
+    from medvl.curate.phash import _phash_small
+
+    rng = np.random.default_rng(7)
+    bases = [skd.retina(), skd.immunohistochemistry(), _ct()] + [_mni_axial(z) for z in (40, 70, 90, 120, 150)]
+    n = 0
+    for base in bases:
+        for _ in range(60):
+            s = int(rng.integers(24, min(base.shape[:2])))
+            y, x = (int(rng.integers(0, base.shape[k] - s + 1)) for k in (0, 1))
+            grey = Image.fromarray(np.ascontiguousarray(base[y:y + s, x:x + s])).convert("L")
+            small = grey.resize((32, 32), Image.Resampling.LANCZOS)
+            assert _phash_small(small) == str(imagehash.phash(small)), (base.shape, y, x, s)
+            n += 1
+        small = Image.fromarray(base).convert("L").resize((32, 32), Image.Resampling.LANCZOS)  # whole (symmetric) image
+        assert _phash_small(small) == str(imagehash.phash(small))
+    assert n == 60 * len(bases)
+
+
+def test_array_pixel_md5_equals_the_canonical_definition() -> None:
+    """``array_pixel_md5`` (no image round trip; grey arrays hashed a block of rows at a time) equals
+    ``pixel_md5(canonical_rgb(...))`` for grey and RGB arrays, a large chest X-ray (several blocks) included."""
+    from skimage import data as skd
+
+    from medvl.curate.phash import array_pixel_md5
+
+    cr = pydicom.dcmread(get_testdata_file("RG1_UNCI.dcm")).pixel_array.astype(np.float64)
+    cr8 = np.rint((cr - cr.min()) / (cr.max() - cr.min()) * 255).astype(np.uint8)
+    assert cr8.shape[0] * cr8.shape[1] > 2 << 20  # more than one block of rows
+    for arr in (_ct(), cr8, skd.retina(), skd.immunohistochemistry()[:100, :37]):
+        assert array_pixel_md5(arr) == pixel_md5(canonical_rgb(Image.fromarray(arr)))
+    with pytest.raises(ValueError, match="uint8 .*float64"):
+        array_pixel_md5(np.zeros((4, 4)))

@@ -62,6 +62,46 @@ def pixel_md5(rgb: np.ndarray) -> str:
     return h.hexdigest()
 
 
+def array_pixel_md5(arr: np.ndarray) -> str:
+    """:func:`pixel_md5` of ``canonical_rgb(Image.fromarray(arr))`` for a uint8 (H, W) or (H, W, 3) array, the
+    same digest without the image round trip: an RGB array is hashed in place, a grayscale one as its three
+    equal channels (PIL's L -> RGB conversion copies the level into each channel)."""
+    arr = np.asarray(arr)
+    if arr.dtype != np.uint8 or not (arr.ndim == 2 or (arr.ndim == 3 and arr.shape[2] == 3)):
+        raise ValueError(f"array_pixel_md5 expects a uint8 (H, W) or (H, W, 3) array, got {arr.dtype} {arr.shape}")
+    h = hashlib.md5(f"{arr.shape[0]}x{arr.shape[1]}x3:".encode("ascii"))
+    if arr.ndim == 3:
+        h.update(memoryview(np.ascontiguousarray(arr)).cast("B"))
+        return h.hexdigest()
+    step = max(1, (1 << 20) // max(1, arr.shape[1]))  # rows per block: the RGB copy is made a block at a time
+    for lo in range(0, arr.shape[0], step):
+        block = arr[lo:lo + step]
+        h.update(np.repeat(block[:, :, None], 3, axis=2).tobytes())
+    return h.hexdigest()
+
+
+def _dct_rows(n: int = 32, k: int = 8) -> np.ndarray:
+    """The first ``k`` rows of the unnormalized DCT-II matrix that ``scipy.fftpack.dct`` applies (type 2,
+    ``norm=None``: ``y[k] = 2 * sum_n x[n] cos(pi k (2n + 1) / 2N)``)."""
+    j = np.arange(n)
+    return 2.0 * np.cos(np.pi * np.arange(k)[:, None] * (2 * j[None, :] + 1) / (2 * n))
+
+
+_DCT8 = _dct_rows()
+
+
+def _phash_small(small: Image.Image) -> str:
+    """``str(imagehash.phash(small))`` of a 32x32 "L" image, computing only the 8x8 low-frequency DCT block
+    imagehash keeps (two small matrix products instead of two full FFT-based DCTs). A coefficient within rounding
+    noise of the median (where the two computations could round to different sides) falls back to imagehash."""
+    pixels = np.asarray(small, dtype=np.float64)
+    low = _DCT8 @ pixels @ _DCT8.T
+    med = float(np.median(low))
+    if np.any(np.abs(low - med) <= 1e-7 * max(1.0, abs(med))):
+        return str(imagehash.phash(small))
+    return np.packbits(low > med).tobytes().hex()
+
+
 def _grayscale(image: Image.Image | np.ndarray) -> Image.Image:
     """An 8-bit grayscale ("L") PIL image of a PIL image (any mode, via :func:`canonical_rgb`) or of a
     uint8 (H, W) / (H, W, 3) array."""
@@ -98,7 +138,7 @@ def perceptual_hashes(image: Image.Image | np.ndarray) -> HashPair:
     # resize of an image already at its size is a copy, so the hashes are the same, at half the cost
     p_small = gray.resize((32, 32), Image.Resampling.LANCZOS)
     d_small = gray.resize((9, 8), Image.Resampling.LANCZOS)
-    ph = str(imagehash.phash(p_small)) if _varies(p_small) else None
+    ph = _phash_small(p_small) if _varies(p_small) else None
     dh = str(imagehash.dhash(d_small)) if _varies(d_small) else None
     return ph, dh
 

@@ -66,12 +66,11 @@ def _open_loaded(path: Path) -> Image.Image:
             opened.load()
             if opened.width <= 0 or opened.height <= 0:
                 raise RasterReadError(path, f"zero-size image ({opened.width}x{opened.height})")
-            try:
-                img = ImageOps.exif_transpose(opened)
+            try:  # in place: no copy of the pixels (the loaded image stays usable after the file is closed)
+                ImageOps.exif_transpose(opened, in_place=True)
             except Exception as e:  # a malformed EXIF block is a problem of this file, not of the run
                 raise RasterReadError(path, f"bad EXIF orientation data ({e})") from None
-            if img is opened:
-                img = opened.copy()
+            img = opened
     except RasterReadError:
         raise
     except UnidentifiedImageError:
@@ -130,6 +129,8 @@ def read_raster(path: str | Path) -> np.ndarray:
         return np.asarray(img.convert("L"), dtype=np.uint8).copy()
     if mode in ("P", "PA") and _gray_palette(img):
         return np.asarray(img.convert("L"), dtype=np.uint8).copy()
+    if mode == "RGB":
+        return np.array(img, dtype=np.uint8)  # one copy: a writable array of the decoded pixels
     if mode in _RGB_MODES:
         return np.asarray(img.convert("RGB"), dtype=np.uint8).copy()
     if mode in _HIGH_DEPTH_MODES:

@@ -168,7 +168,7 @@ def canonical_patient_id(raw: str) -> str:
 def _finalize(item: Item, cfg: SourceConfig, src: Source, out_dir: Path, image_cfg: ImageConfig, salt: str,
               scrub: Scrubber, md5_cache: dict[str, str | None], verify: bool = False
               ) -> tuple[ImageRecord | None, list[Reject]]:
-    from medvl.curate.phash import canonical_rgb, perceptual_hashes, pixel_md5
+    from medvl.curate.phash import array_pixel_md5, perceptual_hashes
     from medvl.taxonomy import normalize_body_region, normalize_label, normalize_modality
 
     key = scrub(item_key(item))
@@ -206,7 +206,7 @@ def _finalize(item: Item, cfg: SourceConfig, src: Source, out_dir: Path, image_c
         return None, rejects + [rej(f"{key}: no valid box left")]
     item.regions = good
 
-    source_pixels = pixel_md5(canonical_rgb(Image.fromarray(item.array)))
+    source_pixels = array_pixel_md5(item.array)  # = pixel_md5(canonical_rgb(...)) without the image round trip
     arr, mask, regions = _resize(item, image_cfg.max_side)
     h1, w1 = arr.shape[:2]
     visible = []
