@@ -167,9 +167,9 @@ class Sample:
     meta: dict[str, Any] = field(default_factory=dict)  # modality, department, dataset, ... copied for views
 
     def to_dict(self) -> dict[str, Any]:
-        d = {name: _plain(getattr(self, name)) for name in _SAMPLE_FIELDS}  # asdict's keys, in its order
-        d["turns"] = [t.to_dict() for t in self.turns]
-        return d
+        # asdict's keys, in its order; the turns by their own to_dict (not asdict's generic recursion)
+        return {name: [t.to_dict() for t in self.turns] if name == "turns" else _plain(getattr(self, name))
+                for name in _SAMPLE_FIELDS}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "Sample":

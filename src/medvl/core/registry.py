@@ -41,8 +41,24 @@ class Registry(Generic[T]):
             if not mod.name.startswith("_"):
                 importlib.import_module(f"{self.package}.{mod.name}")
 
+    def _find(self, name: str) -> None:
+        """Make ``name`` known if it exists: first import only the module named like it (``vqa-rad`` ->
+        ``<package>.vqa_rad``; a spawned worker then imports one source, not all of them and their libraries),
+        then, if that module does not register it, every module of the package."""
+        if self._loaded or name in self._items:
+            return
+        mod = str(name).replace("-", "_")
+        if mod.isidentifier() and not mod.startswith("_"):
+            try:
+                importlib.import_module(f"{self.package}.{mod}")
+            except ModuleNotFoundError as e:
+                if e.name != f"{self.package}.{mod}":  # the module exists but something it imports does not
+                    raise
+        if name not in self._items:
+            self._load()
+
     def get(self, name: str) -> T:
-        self._load()
+        self._find(name)
         if name not in self._items:
             raise KeyError(f"unknown {self.kind} {name!r}; allowed: {', '.join(self.names())}")
         return self._items[name]
@@ -52,5 +68,5 @@ class Registry(Generic[T]):
         return sorted(self._items)
 
     def __contains__(self, name: str) -> bool:
-        self._load()
+        self._find(name)
         return name in self._items
