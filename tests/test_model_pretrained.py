@@ -61,12 +61,15 @@ def _medical_images():
     return [im.convert("RGB") for im in out]
 
 
-def _session(model_or_path, extra_output: str | None = None):
-    """An onnxruntime session of an ONNX file, optionally with an intermediate tensor added as an output."""
+def _session(model_or_path, extra_output: str | None = None, exact_integer: bool = False):
+    """An onnxruntime session of an ONNX file, optionally with an intermediate tensor added as an output and
+    its ``MatMulInteger`` nodes computed exactly (onnxruntime's own int8 kernel depends on the CPU)."""
     import onnx
     import onnxruntime as ort
 
     model = onnx.load(str(model_or_path))
+    if exact_integer:
+        model = convert_onnx.exact_integer_graph(model)
     if extra_output is not None:
         model.graph.output.append(onnx.helper.make_tensor_value_info(extra_output, onnx.TensorProto.FLOAT, None))
     return ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
@@ -90,7 +93,7 @@ def test_clip_tower_reproduces_its_onnx_source(converted):
     assert type(tower) is CLIPVisionModel
     projection = load_file(str(folder / convert_onnx.PROJECTION_FILE))["weight"]
     processor = AutoImageProcessor.from_pretrained(folder)
-    session = _session(pretrained.source_file(pretrained.SOURCES["clip_b16"]))
+    session = _session(pretrained.source_file(pretrained.SOURCES["clip_b16"]), exact_integer=True)
     pixels = [processor(im, return_tensors="np")["pixel_values"] for im in _medical_images()]
     for px in pixels:  # one image per run: the int8 graph quantizes activations over the whole batch
         (onnx_embeds,) = session.run(["image_embeds"], {"pixel_values": px})
@@ -103,6 +106,34 @@ def test_clip_tower_reproduces_its_onnx_source(converted):
     verification = _report(folder)["verification"]
     assert verification["passed"] and len(verification["images"]) == 4
     assert all(r["rel_diff_fp32_graph_hidden"] < 1e-3 for r in verification["images"])
+
+
+def test_exact_integer_graph_gives_the_integer_product_where_int16_pairs_would_saturate():
+    """MatMulInteger with uint8 activations near 255 and int8 weights near +-127 (a pair of products exceeds
+    int16, which onnxruntime's AVX2 u8s8 kernel saturates): the rewritten graph gives numpy's int64 product
+    exactly, zero points included."""
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto, helper
+
+    rng = np.random.default_rng(0)
+    a = rng.integers(240, 256, (5, 64)).astype(np.uint8)
+    b = rng.choice(np.array([-128, -127, 126, 127], dtype=np.int8), (64, 7))
+    a_zero, b_zero = np.uint8(3), rng.integers(-2, 3, 7).astype(np.int8)
+    graph = helper.make_graph(
+        [helper.make_node("MatMulInteger", ["a", "b", "a_zero", "b_zero"], ["y"], name="mm")], "g",
+        [helper.make_tensor_value_info("a", TensorProto.UINT8, [5, 64])],
+        [helper.make_tensor_value_info("y", TensorProto.INT32, [5, 7])],
+        [onnx.numpy_helper.from_array(b, "b"), onnx.numpy_helper.from_array(np.array(a_zero), "a_zero"),
+         onnx.numpy_helper.from_array(b_zero, "b_zero")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    exact = convert_onnx.exact_integer_graph(model)
+    assert [n.op_type for n in model.graph.node] == ["MatMulInteger"]  # the input model is left as it was
+    onnx.checker.check_model(exact, full_check=True)
+    (y,) = ort.InferenceSession(exact.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"a": a})
+    expected = (a.astype(np.int64) - a_zero) @ (b.astype(np.int64) - b_zero)
+    assert y.dtype == np.int32 and np.array_equal(y, expected)
+    assert np.abs(expected).max() > 2 * 255 * 127  # large enough that int16 pair sums would have saturated
 
 
 def test_clip_conversion_fills_every_key_from_the_int8_weights():
