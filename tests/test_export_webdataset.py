@@ -162,6 +162,40 @@ def test_byte_identical_reruns(tmp_path):
     assert runs[0] == runs[1] and len(runs[0]) == 3
 
 
+def _tarwriter_copy(path: Path) -> bytes:
+    """The shard at ``path`` written again by ``webdataset.TarWriter`` from its own members, grouped by key."""
+    groups: dict[str, dict[str, bytes]] = {}
+    with tarfile.open(path) as tf:
+        for m in tf.getmembers():
+            key, ext = m.name.split(".", 1)
+            groups.setdefault(key, {"__key__": key})[ext] = tf.extractfile(m).read()
+    buf = io.BytesIO()
+    writer = wds.TarWriter(buf, user="", group="", mode=0o444, mtime=0, encoder=False)
+    for obj in groups.values():
+        writer.write(obj)
+    writer.close()
+    return buf.getvalue()
+
+
+def test_shards_are_byte_identical_to_tarwriters(corpus, tmp_path):
+    """The tar files written directly equal what webdataset.TarWriter writes for the same members: multi-image
+    and text-only samples, several shards, and a split whose every sample was skipped (an empty shard)."""
+    out, recs, samples = corpus
+    text = Sample("text#medqa#en#0", [], [Turn("user", "What does HU stand for?"), Turn("assistant", "Hounsfield.")],
+                  "text", "en", None, split="train")
+    entries = run_exports(["webdataset"], recs, samples + [text], out, options={"webdataset": {"max_samples": 2}})
+    files = [out / e.path for e in entries]
+    assert len(files) == 4
+    for f in files:
+        assert f.read_bytes() == _tarwriter_copy(f), f.name
+    members = [m.name for f in files for m in tarfile.open(f).getmembers()]
+    assert any(n.endswith(".1.png") for n in members) and any(n.startswith(tuple("0123456789")) for n in members)
+    (out / recs[2].image).unlink()  # the CT image: every test sample is skipped
+    entries = run_exports(["webdataset"], recs, samples, out)
+    (empty,) = [out / e.path for e in entries if e.split == "test"]
+    assert empty.read_bytes() == _tarwriter_copy(empty) and empty.stat().st_size == 10240
+
+
 def test_text_only_split(tmp_path):
     out = tmp_path / "out"
     samples = [Sample(f"text#medqa#en#{i}", [], [Turn("user", f"What does HU stand for? ({i})"),
@@ -213,6 +247,12 @@ def test_manifest_checksums(corpus):
         data = (out / f["path"]).read_bytes()
         assert f["bytes"] == len(data) and f["sha256"] == hashlib.sha256(data).hexdigest()
     assert doc["samples_by_format_and_split"]["webdataset-tar"] == {"train": 4, "test": 2}
+    # the digest computed while writing is not trusted once the file changed: a rewritten shard is re-read
+    changed = out / files[0]["path"]
+    changed.write_bytes(changed.read_bytes()[:-512] + b"x" * 512)
+    redone = json.loads(write_manifest(out, entries).read_text(encoding="utf-8"))
+    (now,) = [f for f in redone["files"] if f["path"] == files[0]["path"]]
+    assert now["sha256"] == hashlib.sha256(changed.read_bytes()).hexdigest() != files[0]["sha256"]
 
 
 class _FailingCorpus(Corpus):

@@ -13,23 +13,29 @@ both (it dispatches on the last extension). Text-only samples have only the JSON
 
 Shards hold at most ``max_samples`` samples and at most ``max_bytes`` bytes of tar file (headers, padding
 and the end-of-archive record counted; a single sample larger than ``max_bytes`` gets a shard of its own).
-Members are written with ``webdataset.TarWriter`` (its member order and naming) with mtime 0, uid/gid 0,
-empty user/group names and mode 0444: equal inputs give byte-identical shards, and every header is one plain
-ustar block (no PAX records), so shard sizes are known before writing. Each shard is written to
-``<name>.tmp`` and renamed. A sample whose image cannot be read, or is not a PNG/JPEG file, is skipped and
-listed in the manifest entries' ``skipped`` reasons."""
+The tar files are written here directly, byte for byte what ``webdataset.TarWriter(user="", group="",
+mode=0o444, mtime=0, encoder=False)`` writes (a test compares them): members of a sample in sorted extension
+order, headers from :meth:`tarfile.TarInfo.tobuf` with mtime 0, uid/gid 0, empty user/group names and mode
+0444, data padded to 512 bytes, the end-of-archive blocks and padding to tarfile's 10240-byte record. Equal
+inputs give byte-identical shards, and every header is one plain ustar block (no PAX records), so shard sizes
+are known before writing. Writing this way needs neither the ``webdataset`` package (whose import loads
+torch) nor tarfile's 16 KiB copy loop, and each shard's SHA-256 is computed while it is written, so the
+manifest does not read it again. Each shard is written to ``<name>.tmp`` and renamed. A sample whose image
+cannot be read, or is not a PNG/JPEG file, is skipped and listed in the manifest entries' ``skipped``
+reasons."""
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import os
+import tarfile
 from pathlib import Path
 from typing import Any, BinaryIO
 
 from pydantic import Field, ValidationError
 
 from medvl.core.config import StrictModel
+from medvl.core.hashing import remember_digest
 from medvl.export.base import EXPORTS, View, check_options, clear_outputs, dumps, skipped_extra
 from medvl.export.manifest import ManifestEntry
 
@@ -107,58 +113,99 @@ def encode_sample(v: View, key: str, out_dir: Path, cache: dict[str, bytes]) -> 
     return obj
 
 
+class TarFile:
+    """One tar file written as ``webdataset.TarWriter(..., user="", group="", mode=0o444, mtime=0)`` writes it
+    (see the module docstring), hashed with SHA-256 as it is written."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.file: BinaryIO | None = open(path, "wb", buffering=1 << 20)
+        self.sha = hashlib.sha256()
+        self.offset = 0
+
+    def _write(self, data: bytes) -> None:
+        assert self.file is not None
+        self.file.write(data)
+        self.sha.update(data)
+        self.offset += len(data)
+
+    def add(self, name: str, data: bytes) -> None:
+        """One member ``name`` holding ``data``."""
+        info = tarfile.TarInfo(name)
+        info.size, info.mtime, info.mode, info.uname, info.gname = len(data), 0, 0o444, "", ""
+        # the call tarfile.TarFile.addfile makes for TarWriter's stream (format PAX, which writes a plain
+        # ustar block when nothing needs a PAX record, as with these ASCII names and integer fields)
+        header = info.tobuf(tarfile.PAX_FORMAT, tarfile.ENCODING, "surrogateescape")
+        if len(header) != BLOCK:
+            raise ValueError(f"tar member {name!r} needs a PAX header; WebDataset keys must be short ASCII")
+        self._write(header)
+        self._write(data)
+        if pad := -len(data) % BLOCK:
+            self._write(b"\0" * pad)
+
+    def close(self) -> str:
+        """Write the end-of-archive blocks and record padding, close; the file's SHA-256."""
+        self._write(b"\0" * END)
+        if pad := -self.offset % RECORD:
+            self._write(b"\0" * pad)
+        assert self.file is not None
+        self.file.close()
+        self.file = None
+        return self.sha.hexdigest()
+
+    def discard(self) -> None:
+        """Close and delete an unfinished file."""
+        if self.file is not None:
+            self.file.close()
+            self.file = None
+        self.path.unlink(missing_ok=True)
+
+
 class _Shards:
     """Rolls ``<split>-NNNNNN.tar`` shards by sample count and exact tar size; each written to .tmp, renamed."""
 
     def __init__(self, folder: Path, split: str, opts: WebDatasetOptions):
         self.folder, self.split, self.opts = folder, split, opts
         self.done: list[tuple[str, int, int, bool]] = []  # name, samples, distinct images, oversize
-        self.writer: Any = None
-        self.file: BinaryIO | None = None
+        self.tar: TarFile | None = None
 
     def write(self, obj: dict[str, Any], images: list[str]) -> None:
         size = sum(member_bytes(len(v)) for k, v in obj.items() if k != "__key__")
-        if self.writer is not None and (self.count >= self.opts.max_samples
-                                        or tar_bytes(self.used + size) > self.opts.max_bytes):
+        if self.tar is not None and (self.count >= self.opts.max_samples
+                                     or tar_bytes(self.used + size) > self.opts.max_bytes):
             self.close()
-        if self.writer is None:
+        if self.tar is None:
             self.open()
-        self.writer.write(obj)
+        assert self.tar is not None
+        key = obj["__key__"]
+        for ext in sorted(k for k in obj if k != "__key__"):  # TarWriter's member order
+            self.tar.add(f"{key}.{ext}", obj[ext])
         self.count += 1
         self.used += size
         self.images.update(images)
 
     def open(self) -> None:
         """Start the next shard under its temporary name."""
-        from webdataset import TarWriter
-
         self.name = f"{self.split}-{len(self.done):06d}.tar"
-        self.writer, self.file = None, open(self.folder / (self.name + ".tmp"), "wb")
-        # fixed metadata: TarWriter stamps members with time.time() (a float, so tarfile adds a PAX header
-        # per member) and user "bigdata" unless told otherwise
-        self.writer = TarWriter(self.file, user="", group="", mode=0o444, mtime=0, encoder=False)
+        self.tar = TarFile(self.folder / (self.name + ".tmp"))
         self.count, self.used, self.images = 0, 0, set()
 
     def close(self) -> None:
-        """Finish the open shard (if any) and move it to its final name."""
-        if self.writer is None:
+        """Finish the open shard (if any), move it to its final name and record its digest."""
+        if self.tar is None:
             return
-        self.writer.close()
-        assert self.file is not None
-        self.file.close()
-        os.replace(self.folder / (self.name + ".tmp"), self.folder / self.name)
+        digest = self.tar.close()
+        final = self.folder / self.name
+        os.replace(self.tar.path, final)
+        remember_digest(final, digest)
         self.done.append((self.name, self.count, len(self.images), tar_bytes(self.used) > self.opts.max_bytes))
-        self.writer = self.file = None
+        self.tar = None
 
     def abort(self) -> None:
         """Drop the open shard's temporary file (a failed run never leaves a half shard under a final name)."""
-        if self.file is not None:
-            if self.writer is not None:
-                with contextlib.suppress(Exception):  # the error being raised is the one to report
-                    self.writer.close()
-            self.file.close()
-            (self.folder / (self.name + ".tmp")).unlink(missing_ok=True)
-        self.writer = self.file = None
+        if self.tar is not None:
+            self.tar.discard()
+        self.tar = None
 
 
 def shard_pattern(split: str, n: int) -> str:
@@ -170,10 +217,6 @@ def shard_pattern(split: str, n: int) -> str:
 def export_webdataset(corpus, out_dir: Path, recipe=None, *, options=None, entries=None) -> list[ManifestEntry]:
     """Write the WebDataset shards of every split of ``corpus``; return one manifest entry per shard."""
     opts = parse_options(options)
-    try:
-        import webdataset  # noqa: F401
-    except ImportError:
-        raise RuntimeError("export 'webdataset' needs the webdataset package (pip install webdataset)") from None
     out_dir = Path(out_dir)
     folder = out_dir / FOLDER
     clear_outputs(folder, ["*.tar", "*.tar.tmp"])
@@ -190,7 +233,7 @@ def export_webdataset(corpus, out_dir: Path, recipe=None, *, options=None, entri
                     bad.append(f"sample {v.sample.id}: cannot export to webdataset ({e})")
                     continue
                 shards.write(obj, v.images)
-            if not shards.done and shards.writer is None:
+            if not shards.done and shards.tar is None:
                 shards.open()  # every sample of the split was skipped: one empty shard keeps the split listed
         except BaseException:
             shards.abort()
