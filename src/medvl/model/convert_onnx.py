@@ -296,7 +296,9 @@ def cosine(a: np.ndarray, b: np.ndarray) -> float:
 
 # ---- the two towers as transformers folders -------------------------------------------------------------
 PROJECTION_FILE = "visual_projection.safetensors"
-CLIP_MIN_COSINE = 0.97  # int8 ONNX run (weights and activations quantized) vs the fp32 tower, per image
+# int8 ONNX run (weights and activations quantized, integer matmuls exact) vs the fp32 tower, per image: measured
+# 0.9709-0.9942 on the four verification images; a randomly initialized tower gives < 0.9 (a test checks it)
+CLIP_MIN_COSINE = 0.96
 MAX_REL_DIFF = 1e-3  # fp32 graph of the same ONNX file vs the torch tower: max |diff| / max |reference|
 DINOV2_MAX_ABS_DIFF = 1e-3  # fp32 ONNX backbone vs the torch Dinov2Model, last hidden state
 _OPENAI_CLIP_MEAN, _OPENAI_CLIP_STD = [0.48145466, 0.4578275, 0.40821073], [0.26862954, 0.26130258, 0.27577711]
