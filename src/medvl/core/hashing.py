@@ -19,7 +19,7 @@ def _stat_key(path) -> tuple[int, int, int, int]:
 def remember_digest(path, digest: str) -> None:
     """Record the sha256 ``digest`` of the file at ``path``, computed while writing it (call after its last
     write and rename): :func:`file_digest` then answers from it while the file's inode, size and mtime stay."""
-    _WRITTEN[os.fspath(path)] = (_stat_key(path), digest)
+    _WRITTEN[os.path.abspath(path)] = (_stat_key(path), digest)
 
 
 def content_hash(data: bytes) -> str:
@@ -30,10 +30,10 @@ def content_hash(data: bytes) -> str:
 def file_digest(path, algorithm: str = "sha256", chunk: int = 1 << 20) -> str:
     """Hex digest of a file's bytes, read in chunks (``algorithm`` as hashlib names it); a sha256 recorded
     by :func:`remember_digest` for the unchanged file is returned without reading it."""
-    if algorithm == "sha256" and (known := _WRITTEN.get(os.fspath(path))) is not None:
+    if algorithm == "sha256" and (known := _WRITTEN.get(os.path.abspath(path))) is not None:
         if known[0] == _stat_key(path):
             return known[1]
-        del _WRITTEN[os.fspath(path)]
+        del _WRITTEN[os.path.abspath(path)]
     h = hashlib.new(algorithm)
     with open(path, "rb") as f:
         while block := f.read(chunk):

@@ -154,11 +154,16 @@ class TarFile:
         return self.sha.hexdigest()
 
     def discard(self) -> None:
-        """Close and delete an unfinished file."""
-        if self.file is not None:
-            self.file.close()
-            self.file = None
-        self.path.unlink(missing_ok=True)
+        """Close and delete an unfinished file (called while an error is raised: that error is the one to
+        report, so a failing close, e.g. a full disk refusing the buffered tail, does not replace it)."""
+        file, self.file = self.file, None
+        try:
+            if file is not None:
+                file.close()
+        except OSError:
+            pass
+        finally:
+            self.path.unlink(missing_ok=True)
 
 
 class _Shards:
