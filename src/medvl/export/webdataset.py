@@ -240,10 +240,10 @@ def export_webdataset(corpus, out_dir: Path, recipe=None, *, options=None, entri
                 shards.write(obj, v.images)
             if not shards.done and shards.tar is None:
                 shards.open()  # every sample of the split was skipped: one empty shard keeps the split listed
+            shards.close()
         except BaseException:
             shards.abort()
             raise
-        shards.close()
         written.append((split, shards.done, bad))
     skipped = list(corpus.skipped)  # read after the views: a streamed corpus knows its skips once read
     out: list[ManifestEntry] = []
