@@ -133,7 +133,8 @@ def test_exact_integer_graph_gives_the_integer_product_where_int16_pairs_would_s
     (y,) = ort.InferenceSession(exact.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"a": a})
     expected = (a.astype(np.int64) - a_zero) @ (b.astype(np.int64) - b_zero)
     assert y.dtype == np.int32 and np.array_equal(y, expected)
-    assert np.abs(expected).max() > 2 * 255 * 127  # large enough that int16 pair sums would have saturated
+    pairs = a[:, 0::2, None].astype(np.int64) * b[0::2] + a[:, 1::2, None].astype(np.int64) * b[1::2]
+    assert np.abs(pairs).max() > np.iinfo(np.int16).max  # raw u8 x s8 pair sums beyond int16: the case at issue
 
 
 def test_clip_conversion_fills_every_key_from_the_int8_weights():

@@ -30,10 +30,11 @@ def content_hash(data: bytes) -> str:
 def file_digest(path, algorithm: str = "sha256", chunk: int = 1 << 20) -> str:
     """Hex digest of a file's bytes, read in chunks (``algorithm`` as hashlib names it); a sha256 recorded
     by :func:`remember_digest` for the unchanged file is returned without reading it."""
-    if algorithm == "sha256" and (known := _WRITTEN.get(os.path.abspath(path))) is not None:
+    key = os.path.abspath(path)
+    if algorithm == "sha256" and (known := _WRITTEN.get(key)) is not None:
         if known[0] == _stat_key(path):
             return known[1]
-        del _WRITTEN[os.path.abspath(path)]
+        del _WRITTEN[key]
     h = hashlib.new(algorithm)
     with open(path, "rb") as f:
         while block := f.read(chunk):

@@ -177,7 +177,7 @@ class _Shards:
     def write(self, obj: dict[str, Any], images: list[str]) -> None:
         size = sum(member_bytes(len(v)) for k, v in obj.items() if k != "__key__")
         if self.tar is not None and (self.count >= self.opts.max_samples
-                                     or tar_bytes(self.used + size) > self.opts.max_bytes):
+                                     or tar_bytes(self.tar.offset + size) > self.opts.max_bytes):
             self.close()
         if self.tar is None:
             self.open()
@@ -186,24 +186,24 @@ class _Shards:
         for ext in sorted(k for k in obj if k != "__key__"):  # TarWriter's member order
             self.tar.add(f"{key}.{ext}", obj[ext])
         self.count += 1
-        self.used += size
         self.images.update(images)
 
     def open(self) -> None:
         """Start the next shard under its temporary name."""
         self.name = f"{self.split}-{len(self.done):06d}.tar"
         self.tar = TarFile(self.folder / (self.name + ".tmp"))
-        self.count, self.used, self.images = 0, 0, set()
+        self.count, self.images = 0, set()
 
     def close(self) -> None:
         """Finish the open shard (if any), move it to its final name and record its digest."""
         if self.tar is None:
             return
+        oversize = tar_bytes(self.tar.offset) > self.opts.max_bytes  # members so far: the finished file's size
         digest = self.tar.close()
         final = self.folder / self.name
         os.replace(self.tar.path, final)
         remember_digest(final, digest)
-        self.done.append((self.name, self.count, len(self.images), tar_bytes(self.used) > self.opts.max_bytes))
+        self.done.append((self.name, self.count, len(self.images), oversize))
         self.tar = None
 
     def abort(self) -> None:
