@@ -159,3 +159,17 @@ def test_resume_verifies_reused_images(corpus, reference, tmp_path):
     journal.write_text("")  # and forget the finished unit, so every image is written again
     build(corpus / "recipe.yaml", out, "--resume")
     assert tree(out) == reference
+
+
+def test_resume_refuses_a_build_started_by_an_older_build_format(tmp_path):
+    """An unfinished build whose plan has an older version (e.g. images written by Pillow's encoder before medvl wrote
+    levels 0-3 itself) is not resumed with mixed image bytes: the error says what changed."""
+    from medvl.pipeline.workdir import PLAN_VERSION, WORK, WorkdirError, prepare
+
+    plan = {"version": PLAN_VERSION, "recipe_sha256": "r", "salt_check": "s", "shard_units": 1,
+            "chunk_records": 1, "bucket_records": 1}
+    (tmp_path / WORK).mkdir()
+    (tmp_path / WORK / "plan.json").write_text(json.dumps({**plan, "version": PLAN_VERSION - 1}))
+    with pytest.raises(WorkdirError, match=rf"build format \(plan version {PLAN_VERSION - 1} -> {PLAN_VERSION}\)"):
+        prepare(tmp_path, plan, overwrite=False, resume=True)
+    assert prepare(tmp_path, plan, overwrite=True, resume=True) == tmp_path / WORK  # --overwrite starts over

@@ -15,7 +15,7 @@ if TYPE_CHECKING:
     from medvl.pipeline.recipe import Recipe
 
 WORK = ".medvl-work"
-PLAN_VERSION = 1
+PLAN_VERSION = 2  # 2: record images at png_compress_level 0-3 written by medvl's own encoder (different bytes)
 # outputs a build owns in its folder (replaced by --overwrite); images/ and masks/ are content-addressed and
 # kept for reuse: a rebuild writes only images it does not find, and removes those no record uses
 OWNED = ("llava", "messages", "parquet", "mixture", "card", "webdataset", "records.jsonl", "samples.jsonl",
@@ -68,8 +68,9 @@ def prepare(out_dir: Path, plan: dict[str, Any], overwrite: bool, resume: bool) 
         old = json.loads(plan_path.read_text(encoding="utf-8"))
         changed = sorted(k for k in set(old) | set(plan) if old.get(k) != plan.get(k))
         if changed:
-            what = ", ".join("the recipe" if k == "recipe_sha256" else "the salt" if k == "salt_check" else k
-                             for k in changed)
+            names = {"recipe_sha256": "the recipe", "salt_check": "the salt",
+                     "version": f"medvl's build format (plan version {old.get('version')} -> {plan.get('version')})"}
+            what = ", ".join(names.get(k, k) for k in changed)
             raise WorkdirError(f"{out_dir}: cannot resume: {what} changed since the build started; finish it with the "
                                "same recipe, or pass --overwrite to start over")
         return work

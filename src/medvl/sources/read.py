@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from isal import isal_zlib
 from PIL import Image
 
 from medvl.core.hashing import content_hash, file_digest, patient_key
@@ -61,17 +62,62 @@ def get_source(cfg: SourceConfig) -> Source:
     return src
 
 
+FAST_PNG_LEVELS = (0, 1, 2, 3)
+"""``image.png_compress_level`` values that :func:`encode_png` writes itself (uint8 grey / RGB images): 0 stored
+rows; 1-3 every row "Up"-filtered and deflated by ISA-L (``isal``) at that level. Levels 4-9 go through Pillow
+(per-row adaptive filters, zlib at that level)."""
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_IDAT_MAX = 1 << 30  # bytes per IDAT chunk (a chunk length must stay below 2**31)
+
+
 def encode_png(arr: np.ndarray, compress_level: int = 6) -> bytes:
-    """Deterministic PNG bytes (no timestamps or text chunks) at zlib ``compress_level`` (record images pass
-    the recipe's ``image.png_compress_level``; the bytes, and so the content-addressed name, depend on it)."""
+    """Deterministic PNG bytes (no timestamps or text chunks) at ``compress_level`` (record images pass the
+    recipe's ``image.png_compress_level``; the bytes, and so the content-addressed name, depend on it).
+
+    A uint8 grey or RGB array at a level in :data:`FAST_PNG_LEVELS` is written here: level 0 as stored (unfiltered,
+    uncompressed) rows; levels 1-3 with the PNG "Up" filter on every row (a vectorized subtraction of the row
+    above) and ISA-L's deflate at that level, about 10x faster than Pillow's per-row filter search with zlib level 1
+    for about 2% more bytes on real medical images (README table). Other arrays and levels 4-9 go through Pillow."""
+    arr = np.asarray(arr)
+    if compress_level in FAST_PNG_LEVELS and arr.dtype == np.uint8 and (
+            arr.ndim == 2 or (arr.ndim == 3 and arr.shape[2] == 3)):
+        return _encode_rows_png(arr, compress_level)
     img = Image.fromarray(arr)  # uint8 -> L/RGB, uint16 2D -> I;16 (Pillow infers the mode)
     buf = io.BytesIO()
     img.save(buf, format="PNG", compress_level=compress_level)
     return buf.getvalue()
 
 
-def _png_chunk(kind: bytes, body: bytes) -> bytes:
-    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+def _encode_rows_png(arr: np.ndarray, level: int) -> bytes:
+    """PNG of a uint8 (H, W) or (H, W, 3) array: level 0 stored rows, 1-3 "Up"-filtered rows deflated by ISA-L."""
+    h, w = arr.shape[:2]
+    pixels = arr.reshape(h, -1)
+    rows = np.empty((h, pixels.shape[1] + 1), dtype=np.uint8)
+    if level == 0:
+        rows[:, 0] = 0  # filter None
+        rows[:, 1:] = pixels
+        data = zlib.compress(rows, 0)
+    else:
+        rows[:, 0] = 2  # filter Up: each byte minus the byte above it, modulo 256 (the first row's "above" is 0)
+        rows[0, 1:] = pixels[0]
+        np.subtract(pixels[1:], pixels[:-1], out=rows[1:, 1:])
+        data = isal_zlib.compress(rows, level)
+    return _png(w, h, 8, 0 if arr.ndim == 2 else 2, data)
+
+
+def _png(width: int, height: int, depth: int, color_type: int, idat: bytes) -> bytes:
+    """A PNG file: signature, IHDR (no interlace), the deflated rows in IDAT chunks, IEND."""
+    header = struct.pack(">IIBBBBB", width, height, depth, color_type, 0, 0, 0)
+    parts = [_PNG_SIGNATURE, _png_chunk(b"IHDR", header)]
+    view = memoryview(idat)
+    for lo in range(0, max(1, len(view)), _IDAT_MAX):
+        parts.append(_png_chunk(b"IDAT", view[lo:lo + _IDAT_MAX]))
+    parts.append(_png_chunk(b"IEND", b""))
+    return b"".join(parts)
+
+
+def _png_chunk(kind: bytes, body: bytes | memoryview) -> bytes:
+    return struct.pack(">I", len(body)) + kind + bytes(body) + struct.pack(">I", zlib.crc32(body, zlib.crc32(kind)))
 
 
 def _encode_label_png(mask: np.ndarray) -> bytes:
@@ -82,9 +128,7 @@ def _encode_label_png(mask: np.ndarray) -> bytes:
     depth = 8 if mask.dtype == np.uint8 else 16
     rows = np.zeros((h, 1 + w * depth // 8), dtype=np.uint8)  # filter byte 0 (None) before each row
     rows[:, 1:] = np.ascontiguousarray(mask, dtype=">u2" if depth == 16 else np.uint8).view(np.uint8).reshape(h, -1)
-    header = struct.pack(">IIBBBBB", w, h, depth, 0, 0, 0, 0)  # greyscale, no interlace
-    return (b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", header)
-            + _png_chunk(b"IDAT", zlib.compress(rows.tobytes(), 1)) + _png_chunk(b"IEND", b""))
+    return _png(w, h, depth, 0, zlib.compress(rows.tobytes(), 1))
 
 
 def write_once(out_dir: Path, folder: str, data: bytes, verify: bool = False) -> tuple[str, str]:
