@@ -144,6 +144,28 @@ def test_symlinked_folder_is_not_followed(tmp_path):
     assert len(rejects) == 1 and rejects[0].item == "dog/loop" and "symlinked folder" in rejects[0].reason
 
 
+def test_symlinked_files_are_resolved_only_to_check_they_stay_inside(tmp_path):
+    """Only symlinks can lead outside the root (plain entries of a folder inside it are inside): a link to an image
+    outside is rejected, a link to an image inside is a unit, and units come in name order, nested folders too."""
+    import os
+
+    root = tmp_path / "data"
+    ihc = data.immunohistochemistry()
+    for rel in ("cat/b.png", "cat/a.png", "cat/deep/c.png"):
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(np.ascontiguousarray(ihc[:64, :64])).save(root / rel)
+    Image.fromarray(np.ascontiguousarray(ihc[64:128, :64])).save(tmp_path / "outside.png")
+    os.symlink(tmp_path / "outside.png", root / "cat" / "escape.png")
+    os.symlink(root / "cat" / "a.png", root / "cat" / "linked.png")
+    src = SOURCES.get("image_folder")(SourceConfig(name="x", format="image_folder", path=str(root)))
+    out = list(src.units())
+    assert [u.key for u in out if not isinstance(u, Reject)] == ["cat/a.png", "cat/b.png", "cat/deep/c.png",
+                                                                 "cat/linked.png"]
+    rejects = [u for u in out if isinstance(u, Reject)]
+    assert [(r.item, r.reason) for r in rejects] == [
+        ("cat/escape.png", "cat/escape.png: path escapes the dataset folder (symlink)")]
+
+
 def _pipeline_records(root: Path, tmp_path: Path, **cfg) -> tuple[list, list]:
     """Run every unit of an image_folder source through the pipeline's per-unit stage (finalize_item)."""
     from medvl.pipeline.process import Job, get_source, run_job
