@@ -173,3 +173,17 @@ def test_resume_refuses_a_build_started_by_an_older_build_format(tmp_path):
     with pytest.raises(WorkdirError, match=rf"build format \(plan version {PLAN_VERSION - 1} -> {PLAN_VERSION}\)"):
         prepare(tmp_path, plan, overwrite=False, resume=True)
     assert prepare(tmp_path, plan, overwrite=True, resume=True) == tmp_path / WORK  # --overwrite starts over
+
+
+def test_read_tasks_end_smaller_whatever_the_workers():
+    """A source's last units go into quarter-size read tasks (the stage ends evenly on every worker); the cut depends
+    only on the unit count and --shard-units, so a resumed build cuts the same tasks."""
+    from medvl.pipeline.steps import TAIL_TASKS, tail_sizes
+
+    assert TAIL_TASKS == 4
+    assert tail_sizes(0, 64) == []
+    assert tail_sizes(256, 64) == [16] * 16
+    assert tail_sizes(300, 64) == [16] * 18 + [12]
+    assert tail_sizes(5, 64) == [5]
+    assert tail_sizes(7, 3) == [1] * 7  # ceil(3 / 4) = 1
+    assert tail_sizes(9, 8) == [2, 2, 2, 2, 1]

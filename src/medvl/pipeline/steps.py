@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from collections import defaultdict
+from collections import defaultdict, deque
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -122,7 +122,8 @@ def read_step(recipe: Recipe, out_dir: Path, work: Path, executor: Any, journal:
             src_dump = cfg.model_dump(mode="json")
             enum_path = work / "read" / f"{si:03d}-enumerate.jsonl"
             outcome.enum_rejects.append(str(enum_path))
-            batch: list[Unit] = []
+            pending: deque[Unit] = deque()  # units enumerated and not yet in a task
+            lookahead = TAIL_TASKS * run.shard_units
             k = 0
             with ShardWriter(enum_path) as ew:
                 for obj in enumerate_source(recipe, si, executor):
@@ -132,13 +133,13 @@ def read_step(recipe: Recipe, out_dir: Path, work: Path, executor: Any, journal:
                         st.rejected_units += 1
                         ew.write(json.dumps(obj.to_dict(), ensure_ascii=False, sort_keys=True))
                         continue
-                    batch.append(obj)
-                    if len(batch) >= run.shard_units:
-                        yield from _task_or_done(si, k, batch, src_dump)
+                    pending.append(obj)
+                    if len(pending) >= lookahead + run.shard_units:
+                        yield from _task_or_done(si, k, [pending.popleft() for _ in range(run.shard_units)], src_dump)
                         k += 1
-                        batch = []
-                if batch:
-                    yield from _task_or_done(si, k, batch, src_dump)
+                for size in tail_sizes(len(pending), run.shard_units):
+                    yield from _task_or_done(si, k, [pending.popleft() for _ in range(size)], src_dump)
+                    k += 1
 
     def _task_or_done(si: int, k: int, units: list[Unit], src_dump: dict[str, Any]) -> Iterator[ReadTask]:
         name = f"read/{si:03d}-{k:06d}"
@@ -164,6 +165,19 @@ def read_step(recipe: Recipe, out_dir: Path, work: Path, executor: Any, journal:
             progress(done_units[0], enum_total[0])
     # units rejected while enumerating count as units (above); a task's stats count its own units
     return outcome
+
+
+TAIL_TASKS = 4
+"""The last ``TAIL_TASKS * shard_units`` units of a source go into tasks of a quarter the size, so the read stage does
+not end with one worker finishing a full task while the others idle (a full task of 512 px images takes 1-2 s)."""
+
+
+def tail_sizes(n: int, shard_units: int) -> list[int]:
+    """Sizes of the read tasks for the last ``n`` units of a source (at most ``(TAIL_TASKS + 1) * shard_units``):
+    ``ceil(shard_units / TAIL_TASKS)`` units each, the remainder last. A function of ``n`` and ``shard_units`` only
+    (not of the number of workers), so a resumed build cuts its units into the same tasks."""
+    step = max(1, -(-shard_units // TAIL_TASKS))
+    return [min(step, n - lo) for lo in range(0, n, step)]
 
 
 def _source_of(recipe: Recipe, task_name: str) -> str:
