@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import sys
 import time
 
 DICOM_FILES = ["CT_small.dcm", "MR_small.dcm", "JPEG2000.dcm", "US1_UNCR.dcm", "rtdose.dcm", "OBXXXX1A.dcm",
@@ -61,3 +62,8 @@ def die_on_one(value: int) -> int:
     if value == 1:
         os._exit(13)
     return value
+
+
+def loaded(names: tuple[str, ...]) -> tuple[int, list[bool]]:
+    """(this worker's pid, whether each module is imported in it)."""
+    return os.getpid(), [n in sys.modules for n in names]

@@ -277,3 +277,28 @@ def test_ray_joins_a_running_session_without_shutting_it_down(ray_ex):
     assert list(other.map(T.fail_on_three, [0, 1, 2])) == [0, 1, 2]
     other.close()
     assert ray.is_initialized(), "closing an executor that did not start Ray leaves Ray running"
+
+
+def test_prestarted_pool_is_adopted_with_its_modules_imported_and_discarded_when_unused():
+    """`prestart` starts the workers early (`medvl build` does before it parses the recipe) and has them import the
+    given modules; the next LocalExecutor of that size uses those very processes. A prestarted pool nobody adopts
+    is shut down by `discard_prestarted`."""
+    from medvl.executor import local
+
+    local.prestart(2, ("medvl.sources.read",))
+    pool = local._PRESTARTED[(2, "spawn")]
+    with LocalExecutor(2) as ex:
+        got = list(ex.map(T.loaded, [("medvl.sources.read", "medvl.generate.stage")] * 8))
+        assert ex._pool is pool and not local._PRESTARTED
+        pids = {p for p, _ in got}
+        assert os.getpid() not in pids and pids <= set(pool._processes)  # the prestarted processes ran them
+    assert all(flags[0] for _, flags in got)  # imported by the warm-up task
+    assert not any(flags[1] for _, flags in got)  # nothing else was
+    local.prestart(1)  # one worker runs in-process: nothing to start
+    assert not local._PRESTARTED
+    local.prestart(3)
+    unused = local._PRESTARTED[(3, "spawn")]
+    with LocalExecutor(2) as ex:  # another size: its own pool, the prestarted one is left alone
+        assert len(set(ex.map(T.pid, range(4)))) >= 1 and ex._pool is not unused
+    local.discard_prestarted()
+    assert not local._PRESTARTED and unused._shutdown_thread

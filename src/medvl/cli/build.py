@@ -88,6 +88,33 @@ def command(recipe_path: Path, out: str, workers: int | None, seed: int | None, 
     To object storage: medvl build recipe.yaml -o s3://bucket/builds/v1 --storage-option endpoint_url=http://minio:9000
 
     Shard sizes change speed and memory, never outputs; --resume needs the same recipe and shard sizes."""
+    from medvl.executor.local import discard_prestarted, prestart
+
+    if executor == "local":  # the workers start while this process imports and parses the recipe
+        prestart(workers or _recipe_workers(recipe_path), ("medvl.sources.read",))
+    try:
+        _command(recipe_path, out, workers, seed, exclude_file, overwrite, resume, executor, ray_address, shard_units,
+                 chunk_records, bucket_records, timings, staging, storage_options, dry_run)
+    finally:
+        discard_prestarted()
+
+
+def _recipe_workers(path: Path) -> int:
+    """The recipe's top-level ``workers`` read with a bare YAML load (1 when absent or unreadable: the real parse,
+    which reports every problem, comes later)."""
+    import yaml
+
+    try:
+        n = yaml.safe_load(path.read_text(encoding="utf-8")).get("workers", 1)
+    except Exception:  # noqa: BLE001 - only decides whether to start workers early
+        return 1
+    return n if isinstance(n, int) else 1
+
+
+def _command(recipe_path: Path, out: str, workers: int | None, seed: int | None, exclude_file: Path | None,
+             overwrite: bool, resume: bool, executor: str, ray_address: str | None, shard_units: int,
+             chunk_records: int, bucket_records: int, timings: Path | None, staging: Path | None,
+             storage_options: tuple[str, ...], dry_run: bool) -> None:
     from medvl.io.storage import is_url
     from medvl.pipeline.recipe import RecipeError, load_recipe
     from medvl.pipeline.steps import RunOptions
