@@ -217,7 +217,9 @@ def _real_arrays() -> dict[str, np.ndarray]:
     ct = pydicom.dcmread(get_testdata_file("CT_small.dcm")).pixel_array.astype(np.float64)
     ct8 = ((ct - ct.min()) / (ct.max() - ct.min()) * 255).astype(np.uint8)
     return {"fundus RGB": skdata.retina()[100:390, 150:411], "IHC RGB": skdata.immunohistochemistry()[:256, :256],
-            "CT grey": ct8, "one row": ct8[:1], "one column RGB": skdata.retina()[200:260, 300:301]}
+            "CT grey": ct8, "one row": ct8[:1], "one column RGB": skdata.retina()[200:260, 300:301],
+            "rotated view (as 3D slicing passes)": np.rot90(ct8),  # negative strides, not contiguous
+            "Fortran order RGB": np.asfortranarray(skdata.immunohistochemistry()[:100, :120])}
 
 
 @pytest.mark.parametrize("level", range(10))
