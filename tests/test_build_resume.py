@@ -187,3 +187,31 @@ def test_read_tasks_end_smaller_whatever_the_workers():
     assert tail_sizes(5, 64) == [5]
     assert tail_sizes(7, 3) == [1] * 7  # ceil(3 / 4) = 1
     assert tail_sizes(9, 8) == [2, 2, 2, 2, 1]
+
+
+@pytest.mark.parametrize("n", [0, 5, 28, 29, 40, 100])
+def test_generation_chunks_end_smaller(tmp_path, n):
+    """The records file is cut into chunks of --chunk-records records, except the last TAIL_TASKS * chunk_records
+    (or so) records, which go into quarter-size chunks: the same cut as the read stage's, a function of the record
+    count and the chunk size only. The chunks are contiguous byte ranges covering the whole file."""
+    from medvl.core.shards import TAIL_TASKS, tail_sizes
+    from medvl.curate import CurationReport
+    from medvl.curate.stage import final_pass
+
+    (tmp_path / "curate" / "out").mkdir(parents=True)
+    lines = []
+    for i in range(n):
+        rec = {"dataset": "d", "extra": {}, "image": f"images/{i:04d}.png", "modality": "CT", "patient_key": f"p{i % 3}"}
+        lines.append(json.dumps(f"r{i:04d}") + "\t" + json.dumps(rec))
+    (tmp_path / "curate" / "out" / "records-00000.jsonl").write_text("".join(x + "\n" for x in lines))
+    chunk = 7
+    chunks, _, total = final_pass(1, tmp_path, {f"p{k}": "train" for k in range(3)}, set(), CurationReport(), {}, chunk)
+    assert total == n
+    data = (tmp_path / "records.jsonl").read_bytes()
+    assert [a for a, _ in chunks] == [0, *(b for _, b in chunks[:-1])][:len(chunks)]
+    assert (chunks[-1][1] if chunks else 0) == len(data)
+    sizes = [data[a:b].count(b"\n") for a, b in chunks]
+    full = max(0, (n - TAIL_TASKS * chunk) // chunk)
+    assert sizes == [chunk] * full + tail_sizes(n - full * chunk, chunk)
+    if n == 100:
+        assert sizes == [7] * 10 + [2] * 15

@@ -187,3 +187,17 @@ class Journal:
 
     def close(self) -> None:
         self._f.close()
+
+
+TAIL_TASKS = 4
+"""The last ``TAIL_TASKS * shard_units`` units of a source (read stage), and the last ``TAIL_TASKS * chunk_records``
+records (generate stage), go into tasks of a quarter the size, so a stage does not end with one worker finishing a
+full task while the others idle (a full read task of 512 px images takes 1-2 s)."""
+
+
+def tail_sizes(n: int, shard_units: int) -> list[int]:
+    """Sizes of the tasks for the last ``n`` units (at most ``(TAIL_TASKS + 1) * shard_units``):
+    ``ceil(shard_units / TAIL_TASKS)`` units each, the remainder last. A function of ``n`` and ``shard_units`` only
+    (not of the number of workers), so a resumed build cuts its units into the same tasks."""
+    step = max(1, -(-shard_units // TAIL_TASKS))
+    return [min(step, n - lo) for lo in range(0, n, step)]

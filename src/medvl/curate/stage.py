@@ -18,13 +18,14 @@ A stage never imports the orchestrator: it is handed an executor, a journal and 
 from __future__ import annotations
 
 import json
+from collections import deque
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Iterator
 
 from medvl.core.records import ImageRecord, Reject
-from medvl.core.shards import (Journal, ShardWriter, key_of_line, merge_distinct, merge_keyed, merge_sorted,
-                               read_lines, shard_ok)
+from medvl.core.shards import (TAIL_TASKS, Journal, ShardWriter, key_of_line, merge_distinct, merge_keyed,
+                               merge_sorted, read_lines, shard_ok, tail_sizes)
 from medvl.curate import (CurationReport, exclusion_md5s, near_duplicate_links, report_merges, report_straddling,
                           straddling_indices)
 from medvl.curate.caption_stage import caption_of, run_caption_dedup, step_valid
@@ -187,6 +188,10 @@ def final_pass(n_buckets: int, work: Path, patient_split: dict[str, str], flagge
     counts: dict[str, Counter] = {"by_modality": Counter(), "by_split": Counter(), "by_dataset": Counter()}
     chunks: list[list[int]] = []
     start = pos = n = 0
+    # byte offsets after each record not yet in a chunk: the last TAIL_TASKS * chunk_records records are cut into
+    # quarter-size chunks (tail_sizes), so generation does not end with one worker on a full chunk
+    pending: deque[int] = deque()
+    lookahead = TAIL_TASKS * chunk_records
     images, masks = SortedSet(work / "curate" / "images"), SortedSet(work / "curate" / "masks")
     with ShardWriter(work / "records.jsonl") as w:
         for rid, body in merge_keyed(paths, lambda rid: ValueError(
@@ -209,11 +214,15 @@ def final_pass(n_buckets: int, work: Path, patient_split: dict[str, str], flagge
             counts["by_dataset"][d["dataset"]] += 1
             n += 1
             pos += len(text.encode("utf-8")) + 1
-            if n % chunk_records == 0:
-                chunks.append([start, pos])
-                start = pos
-    if pos > start:
-        chunks.append([start, pos])
+            pending.append(pos)
+            if len(pending) >= lookahead + chunk_records:
+                end = [pending.popleft() for _ in range(chunk_records)][-1]
+                chunks.append([start, end])
+                start = end
+    for size in tail_sizes(len(pending), chunk_records):
+        end = [pending.popleft() for _ in range(size)][-1]
+        chunks.append([start, end])
+        start = end
     images.close(work / "curate" / "images.txt")
     masks.close(work / "curate" / "masks.txt")
     for row in report.near_duplicates_straddling:

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from medvl.core.records import ImageRecord, Reject
-from medvl.core.shards import Journal, ShardWriter, read_lines, shard_ok
+from medvl.core.shards import TAIL_TASKS, Journal, ShardWriter, read_lines, shard_ok, tail_sizes  # noqa: F401
 from medvl.pipeline.recipe import Recipe
 from medvl.sources.base import Unit
 from medvl.sources.read import ReadResult, ReadTask, get_source, run_read_task
@@ -165,19 +165,6 @@ def read_step(recipe: Recipe, out_dir: Path, work: Path, executor: Any, journal:
             progress(done_units[0], enum_total[0])
     # units rejected while enumerating count as units (above); a task's stats count its own units
     return outcome
-
-
-TAIL_TASKS = 4
-"""The last ``TAIL_TASKS * shard_units`` units of a source go into tasks of a quarter the size, so the read stage does
-not end with one worker finishing a full task while the others idle (a full task of 512 px images takes 1-2 s)."""
-
-
-def tail_sizes(n: int, shard_units: int) -> list[int]:
-    """Sizes of the read tasks for the last ``n`` units of a source (at most ``(TAIL_TASKS + 1) * shard_units``):
-    ``ceil(shard_units / TAIL_TASKS)`` units each, the remainder last. A function of ``n`` and ``shard_units`` only
-    (not of the number of workers), so a resumed build cuts its units into the same tasks."""
-    step = max(1, -(-shard_units // TAIL_TASKS))
-    return [min(step, n - lo) for lo in range(0, n, step)]
 
 
 def _source_of(recipe: Recipe, task_name: str) -> str:
