@@ -314,3 +314,31 @@ def test_images_listing_is_streamed_in_sorted_string_order(tmp_path):
     assert e.images == len(names)
     assert e.extra == {"bytes": sum(range(1, len(names) + 1)),
                        "listing_sha256": hashlib.sha256(listing.encode()).hexdigest()}
+
+
+@pytest.mark.parametrize("name", ["webdataset", "parquet"])
+def test_per_split_exports_equal_the_whole_export(corpus, tmp_path, name):
+    """A build writes each split of the image-embedding exports as its own task: the files and manifest entries,
+    split by split, equal one call for every split; a split's task replaces only that split's files (a split
+    named like another plus "-1" included), and leaves an earlier run's files of that split no trace."""
+    from medvl.export.base import MemoryCorpus
+    from medvl.export.stage import PER_SPLIT
+
+    assert name in PER_SPLIT
+    out, recs, samples, _ = corpus
+    # a third split whose name extends another's: "train-1" files must survive the "train" task's clearing
+    samples = samples + [Sample(s.id + "#t1", s.images, s.turns, s.kind, s.lang, s.record_id, split="train-1",
+                                meta=s.meta) for s in samples if s.split == "train"]
+    mem = MemoryCorpus(recs, samples, out)
+    assert mem.splits() == ["train", "test", "train-1"]
+    whole = EXPORTS.get(name)(mem, out, None, options={}, entries=[])
+    whole_files = _tree_hashes(out / name)
+    stale = out / name / ("train-000007.tar" if name == "webdataset" else "train-00003-of-00009.parquet.tmp")
+    stale.write_bytes(b"left by a killed run")
+    parts = []
+    for split in ["train-1", "test", "train"]:  # any order: each task touches its own split only
+        parts.append(EXPORTS.get(name)(mem, out, None, options={}, entries=[], split=split))
+        assert all(e.split == split for e in parts[-1])
+    assert _tree_hashes(out / name) == whole_files
+    by_split = {p[0].split: p for p in parts}
+    assert [e.to_dict() for s in mem.splits() for e in by_split[s]] == [e.to_dict() for e in whole]

@@ -285,3 +285,23 @@ def test_bad_options(corpus, options, match):
     out, recs, samples = corpus
     with pytest.raises(ValueError, match=match):
         run_exports(["webdataset"], recs, samples, out, options={"webdataset": options})
+
+
+def test_templated_headers_equal_tarfiles():
+    """member_header (a template with name, size and checksum filled in) gives tarfile's own header bytes for any
+    short ASCII name and plain-header size, and tarfile's error otherwise."""
+    import random
+    import string
+
+    from medvl.export.webdataset import member_header, tobuf_header
+
+    rng = random.Random(7)
+    alphabet = string.ascii_letters + string.digits + "._-/"
+    names = ["a", "x" * 100, "000000000_3fa2b4c5d6e7f809.json", "000000001_3fa2b4c5d6e7f809.1.png"]
+    names += ["".join(rng.choice(alphabet) for _ in range(rng.randint(1, 100))) for _ in range(3000)]
+    for name in names:
+        for size in (rng.choice([0, 1, 511, 512, 513, 8 ** 11 - 1]), rng.randint(0, 8 ** 11 - 1)):
+            assert member_header(name, size) == tobuf_header(name, size), (name, size)
+    for name, size in (("x" * 101, 5), ("é.png", 5), ("a.png", 8 ** 11)):
+        with pytest.raises(ValueError, match="needs a PAX header"):
+            member_header(name, size)

@@ -192,6 +192,18 @@ def clear_outputs(folder: Path, patterns: Iterable[str]) -> None:
                 p.unlink()
 
 
+def clear_split_outputs(folder: Path, split: str, suffix: str) -> None:
+    """Remove one split's files from an earlier (or interrupted) run: names that are ``split`` followed by the
+    regular expression ``suffix`` (e.g. ``-\\d{6,}\\.tar``), so another split's files, even of a split named
+    ``train-1`` beside ``train``, are never touched while that split is being written."""
+    if not folder.is_dir():
+        return
+    pattern = re.compile(re.escape(split) + suffix)
+    for p in sorted(folder.iterdir()):
+        if pattern.fullmatch(p.name) and p.is_file():
+            p.unlink()
+
+
 def dumps(obj: Any) -> str:
     """Compact, deterministic JSON for one row (keys in insertion order, non-ASCII kept)."""
     return json.dumps(obj, ensure_ascii=False, separators=(", ", ": "))

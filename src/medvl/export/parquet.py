@@ -18,7 +18,7 @@ import math
 from pathlib import Path
 from typing import Any, Iterator
 
-from medvl.export.base import EXPORTS, View, check_options, clear_outputs, skipped_extra
+from medvl.export.base import EXPORTS, View, check_options, clear_outputs, clear_split_outputs, skipped_extra
 from medvl.export.manifest import ManifestEntry
 
 DEFAULTS: dict[str, Any] = {"rows_per_shard": 5000, "row_group_rows": 256, "embed_images": True,
@@ -71,8 +71,10 @@ def _row(v: View, out_dir: Path, embed: bool, cache: dict[str, bytes]) -> dict[s
 
 
 @EXPORTS.register("parquet")
-def export_parquet(corpus, out_dir: Path, recipe=None, *, options=None, entries=None) -> list[ManifestEntry]:
-    """Write the Parquet shards of every split, streamed in row groups; return one manifest entry per shard."""
+def export_parquet(corpus, out_dir: Path, recipe=None, *, options=None, entries=None,
+                   split: str | None = None) -> list[ManifestEntry]:
+    """Write the Parquet shards of every split (or of ``split`` only, replacing only that split's shards, so the
+    splits of one build can be written side by side), streamed in row groups; one manifest entry per shard."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -82,13 +84,16 @@ def export_parquet(corpus, out_dir: Path, recipe=None, *, options=None, entries=
         raise ValueError("export 'parquet': rows_per_shard and row_group_rows must be >= 1")
     out_dir = Path(out_dir)
     folder = out_dir / "parquet"
-    clear_outputs(folder, ["*.parquet"])
+    if split is None:
+        clear_outputs(folder, ["*.parquet"])
+    else:
+        clear_split_outputs(folder, split, r"-\d{5,}-of-\d{5,}\.parquet(\.tmp)?")
     folder.mkdir(parents=True, exist_ok=True)
     schema = arrow_schema()
     out: list[ManifestEntry] = []
     cache: dict[str, bytes] = {}
     embed = bool(opts["embed_images"])
-    for split in corpus.splits():
+    for split in corpus.splits() if split is None else [split]:
         n_shards = max(1, math.ceil(corpus.count(split) / per_shard))
         views = corpus.views(split)
         for k in range(n_shards):

@@ -13,7 +13,10 @@ from typing import Any
 # expensive exports first, so that the long ones do not start last (results are still taken in recipe order);
 # "card-tally" is the card's counting pass, run beside the exports (the card itself is written after them)
 CARD_TALLY = "card-tally"
-COST_ORDER = ("webdataset", CARD_TALLY, "parquet", "llava", "messages", "mixture")
+COST_ORDER = ("webdataset", "parquet", CARD_TALLY, "llava", "messages", "mixture")
+PER_SPLIT = ("webdataset", "parquet")
+"""Exports that embed the images (the long ones) and take a ``split`` argument: one task per split, so that
+two workers are not left with one long task each at the end of the stage."""
 
 
 @dataclass
@@ -23,6 +26,7 @@ class ExportTask:
     out_dir: str
     recipe: Any
     options: dict[str, Any] = field(default_factory=dict)
+    split: str | None = None  # one split of a PER_SPLIT export (None: every split)
 
 
 @dataclass
@@ -32,6 +36,7 @@ class ExportResult:
     shas: dict[str, str]  # path relative to out_dir -> sha256, for every file entry
     error: str | None = None  # a data error (two samples with one id) to report as a build error
     tally: Any = None  # the card's counts (CARD_TALLY tasks)
+    split: str | None = None
 
 
 def run_export_task(task: ExportTask) -> ExportResult:
@@ -47,11 +52,12 @@ def run_export_task(task: ExportTask) -> ExportResult:
             return ExportResult(task.name, [], {}, tally=corpus_tally(task.corpus, out_dir))
         except DuplicateSampleId as e:
             return ExportResult(task.name, [], {}, error=str(e))
+    part = {} if task.split is None else {"split": task.split}
     try:
-        new = EXPORTS.get(task.name)(task.corpus, out_dir, task.recipe, options=dict(task.options), entries=[])
+        new = EXPORTS.get(task.name)(task.corpus, out_dir, task.recipe, options=dict(task.options), entries=[], **part)
     except DuplicateSampleId as e:
-        return ExportResult(task.name, [], {}, error=str(e))
-    return ExportResult(task.name, [e.to_dict() for e in new], written_shas(new, out_dir))
+        return ExportResult(task.name, [], {}, error=str(e), split=task.split)
+    return ExportResult(task.name, [e.to_dict() for e in new], written_shas(new, out_dir), split=task.split)
 
 
 def written_shas(entries: list[Any], out_dir: Path) -> dict[str, str]:

@@ -15,14 +15,14 @@ Shards hold at most ``max_samples`` samples and at most ``max_bytes`` bytes of t
 and the end-of-archive record counted; a single sample larger than ``max_bytes`` gets a shard of its own).
 The tar files are written here directly, byte for byte what ``webdataset.TarWriter(user="", group="",
 mode=0o444, mtime=0, encoder=False)`` writes (a test compares them): members of a sample in sorted extension
-order, headers from :meth:`tarfile.TarInfo.tobuf` with mtime 0, uid/gid 0, empty user/group names and mode
-0444, data padded to 512 bytes, the end-of-archive blocks and padding to tarfile's 10240-byte record. Equal
-inputs give byte-identical shards, and every header is one plain ustar block (no PAX records), so shard sizes
-are known before writing. Writing this way needs neither the ``webdataset`` package (whose import loads
-torch) nor tarfile's 16 KiB copy loop, and each shard's SHA-256 is computed while it is written, so the
-manifest does not read it again. Each shard is written to ``<name>.tmp`` and renamed. A sample whose image
-cannot be read, or is not a PNG/JPEG file, is skipped and listed in the manifest entries' ``skipped``
-reasons."""
+order, headers as :meth:`tarfile.TarInfo.tobuf` writes them (filled into a template of its bytes) with mtime 0,
+uid/gid 0, empty user/group names and mode 0444, data padded to 512 bytes, the end-of-archive blocks and padding
+to tarfile's 10240-byte record. Equal inputs give byte-identical shards, and every header is one plain ustar
+block (no PAX records), so shard sizes are known before writing. Writing this way needs neither the
+``webdataset`` package (whose import loads torch) nor tarfile's 16 KiB copy loop, and each shard's SHA-256 is
+computed while it is written, so the manifest does not read it again. Each shard is written to ``<name>.tmp``
+and renamed. A sample whose image cannot be read, or is not a PNG/JPEG file, is skipped and listed in the
+manifest entries' ``skipped`` reasons."""
 
 from __future__ import annotations
 
@@ -36,7 +36,8 @@ from pydantic import Field, ValidationError
 
 from medvl.core.config import StrictModel
 from medvl.core.hashing import remember_digest
-from medvl.export.base import EXPORTS, View, check_options, clear_outputs, dumps, skipped_extra
+from medvl.export.base import (EXPORTS, View, check_options, clear_outputs, clear_split_outputs, dumps,
+                               skipped_extra)
 from medvl.export.manifest import ManifestEntry
 
 FOLDER = "webdataset"
@@ -113,6 +114,38 @@ def encode_sample(v: View, key: str, out_dir: Path, cache: dict[str, bytes]) -> 
     return obj
 
 
+def tobuf_header(name: str, size: int) -> bytes:
+    """The header block ``tarfile`` writes for TarWriter's member ``name`` of ``size`` bytes (format PAX, which is
+    one plain ustar block when nothing needs a PAX record, as with these ASCII names and integer fields)."""
+    info = tarfile.TarInfo(name)
+    info.size, info.mtime, info.mode, info.uname, info.gname = size, 0, 0o444, "", ""
+    header = info.tobuf(tarfile.PAX_FORMAT, tarfile.ENCODING, "surrogateescape")
+    if len(header) != BLOCK:
+        raise ValueError(f"tar member {name!r} needs a PAX header; WebDataset keys must be short ASCII")
+    return header
+
+
+_TEMPLATE = tobuf_header("", 0)  # this Python's header of an empty member; name, size and checksum vary
+_NAME, _SIZE, _CHKSUM = slice(0, 100), slice(124, 136), slice(148, 156)  # ustar field offsets
+_TEMPLATE_SUM = sum(_TEMPLATE) - sum(_TEMPLATE[_CHKSUM]) - sum(_TEMPLATE[_SIZE]) + 8 * 32  # checksum: field as spaces
+_ZEROS = bytes(BLOCK)
+
+
+def member_header(name: str, size: int) -> bytes:
+    """:func:`tobuf_header`'s bytes, built from a template: only the name, size and checksum fields differ between
+    members (12,000 headers cost 0.5 s through ``TarInfo.tobuf``). Names that are not short ASCII, and sizes
+    beyond the 11 octal digits of a plain header, take ``tobuf`` itself (and its error)."""
+    raw = name.encode("ascii", "surrogateescape") if name.isascii() else b""
+    if not raw or len(raw) > 100 or size >= 8 ** 11:
+        return tobuf_header(name, size)
+    buf = bytearray(_TEMPLATE)
+    buf[:len(raw)] = raw
+    field = b"%011o\0" % size
+    buf[_SIZE] = field
+    buf[_CHKSUM] = b"%06o\0 " % (_TEMPLATE_SUM + sum(raw) + sum(field))
+    return bytes(buf)
+
+
 class TarFile:
     """One tar file written as ``webdataset.TarWriter(..., user="", group="", mode=0o444, mtime=0)`` writes it
     (see the module docstring), hashed with SHA-256 as it is written."""
@@ -131,17 +164,10 @@ class TarFile:
 
     def add(self, name: str, data: bytes) -> None:
         """One member ``name`` holding ``data``."""
-        info = tarfile.TarInfo(name)
-        info.size, info.mtime, info.mode, info.uname, info.gname = len(data), 0, 0o444, "", ""
-        # the call tarfile.TarFile.addfile makes for TarWriter's stream (format PAX, which writes a plain
-        # ustar block when nothing needs a PAX record, as with these ASCII names and integer fields)
-        header = info.tobuf(tarfile.PAX_FORMAT, tarfile.ENCODING, "surrogateescape")
-        if len(header) != BLOCK:
-            raise ValueError(f"tar member {name!r} needs a PAX header; WebDataset keys must be short ASCII")
-        self._write(header)
+        self._write(member_header(name, len(data)))
         self._write(data)
         if pad := -len(data) % BLOCK:
-            self._write(b"\0" * pad)
+            self._write(_ZEROS[:pad])
 
     def close(self) -> str:
         """Write the end-of-archive blocks and record padding, close; the file's SHA-256."""
@@ -219,15 +245,20 @@ def shard_pattern(split: str, n: int) -> str:
 
 
 @EXPORTS.register("webdataset")
-def export_webdataset(corpus, out_dir: Path, recipe=None, *, options=None, entries=None) -> list[ManifestEntry]:
-    """Write the WebDataset shards of every split of ``corpus``; return one manifest entry per shard."""
+def export_webdataset(corpus, out_dir: Path, recipe=None, *, options=None, entries=None,
+                      split: str | None = None) -> list[ManifestEntry]:
+    """Write the WebDataset shards of every split of ``corpus`` (or of ``split`` only, replacing only that split's
+    shards, so the splits of one build can be written side by side); return one manifest entry per shard."""
     opts = parse_options(options)
     out_dir = Path(out_dir)
     folder = out_dir / FOLDER
-    clear_outputs(folder, ["*.tar", "*.tar.tmp"])
+    if split is None:
+        clear_outputs(folder, ["*.tar", "*.tar.tmp"])
+    else:
+        clear_split_outputs(folder, split, r"-\d{6,}\.tar(\.tmp)?")
     folder.mkdir(parents=True, exist_ok=True)
     written: list[tuple[str, list[tuple[str, int, int, bool]], list[str]]] = []
-    for split in corpus.splits():
+    for split in corpus.splits() if split is None else [split]:
         shards, bad = _Shards(folder, split, opts), []
         cache: dict[str, bytes] = {}
         try:

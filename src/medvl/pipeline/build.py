@@ -202,7 +202,7 @@ def _run_exports(recipe: Recipe, corpus: Any, out_dir: Path, journal: Journal, e
     run again."""
     from medvl.export import EXPORTS
     from medvl.export.corpus import DuplicateSampleId
-    from medvl.export.stage import (CARD_TALLY, COST_ORDER, ExportTask, entry_from_dict, run_export_task,
+    from medvl.export.stage import (CARD_TALLY, COST_ORDER, PER_SPLIT, ExportTask, entry_from_dict, run_export_task,
                                     written_shas)
 
     options = dict(getattr(recipe, "export_options", None) or {})
@@ -218,8 +218,22 @@ def _run_exports(recipe: Recipe, corpus: Any, out_dir: Path, journal: Journal, e
     if "card" in names and "card" not in found:
         todo.append(CARD_TALLY)  # the card's counting pass runs beside the exports
     todo.sort(key=lambda n: COST_ORDER.index(n) if n in COST_ORDER else len(COST_ORDER))  # stable: recipe order
+    splits = corpus.splits()
+    sizes = {s: corpus.count(s) for s in splits}
+    largest = max(splits, key=lambda s: sizes[s]) if splits else None
+    # the largest split of each image-embedding export first, then the other exports, then the other splits
+    # from the largest down: the long tasks start first and the short ones fill in beside them
+    first, rest = [], []
+    for n in todo:
+        if n in PER_SPLIT and len(splits) > 1:
+            first.append((n, largest))
+            rest += [(n, s) for s in splits if s != largest]
+        else:
+            first.append((n, None))
+    rest.sort(key=lambda t: -sizes[t[1]])  # stable: export order among equal sizes
     tasks = [ExportTask(name=n, corpus=corpus, out_dir=str(out_dir), recipe=recipe,
-                        options=dict(options.get(n) or {})) for n in todo]
+                        options=dict(options.get(n) or {}), split=s) for n, s in first + rest]
+    parts: dict[str, dict[str, Any]] = {}  # per-split results of a PER_SPLIT export until it has every split
     tallied = None
     for res in executor.map(run_export_task, tasks):
         if res.error:
@@ -227,8 +241,18 @@ def _run_exports(recipe: Recipe, corpus: Any, out_dir: Path, journal: Journal, e
         if res.name == CARD_TALLY:
             tallied = res.tally
             continue
-        journal.add(f"export/{res.name}", entries=res.entries, shas=res.shas)
-        found[res.name] = [entry_from_dict(e) for e in res.entries]
+        if res.split is not None:
+            parts.setdefault(res.name, {})[res.split] = res
+            if len(parts[res.name]) < len(splits):
+                continue
+            by_split = parts.pop(res.name)
+            done_parts = [by_split[s] for s in splits]  # entries in split order, as one task writes them
+            res_entries = [e for r in done_parts for e in r.entries]
+            res_shas = {k: v for r in done_parts for k, v in r.shas.items()}
+        else:
+            res_entries, res_shas = res.entries, res.shas
+        journal.add(f"export/{res.name}", entries=res_entries, shas=res_shas)
+        found[res.name] = [entry_from_dict(e) for e in res_entries]
     entries = [e for n in names if n != "card" for e in found[n]]
     if "card" in names:
         if "card" not in found:
