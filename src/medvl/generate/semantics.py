@@ -11,7 +11,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-import yaml
+from medvl.core.yamlio import load_data_yaml
 
 SEMANTICS_FILE = Path(__file__).parent / "templates" / "label_semantics.yaml"
 WHOLE_IMAGE_FRACTION = 0.9  # default of generation.options.whole_image_fraction
@@ -20,7 +20,7 @@ _WORD = re.compile(r"[^\W_]+")
 
 @lru_cache(maxsize=None)
 def _semantics() -> dict[str, Any]:
-    return yaml.safe_load(SEMANTICS_FILE.read_text(encoding="utf-8")) or {}
+    return load_data_yaml(SEMANTICS_FILE.read_text(encoding="utf-8")) or {}
 
 
 def _label_key(label: str) -> str:

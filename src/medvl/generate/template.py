@@ -24,10 +24,9 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Callable
 
-import yaml
-
 from medvl.core.hashing import stable_int
 from medvl.core.records import ImageRecord, Region, Sample
+from medvl.core.yamlio import load_data_yaml
 from medvl.generate.base import GENERATORS, Generator
 from medvl.generate.figures import is_figure, template_figure_samples
 from medvl.generate.semantics import WHOLE_IMAGE_FRACTION, is_no_finding, is_whole_image, no_finding_labels
@@ -47,7 +46,7 @@ def load_bank(lang: str) -> dict[str, dict[str, list[tuple[str, str]]]]:
     """kind -> pool -> [(template id, text)] for one language, checked for unique ids and valid fields."""
     path = TEMPLATE_DIR / f"{lang}.yaml"
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = load_data_yaml(path.read_text(encoding="utf-8"))
     except OSError as e:
         raise FileNotFoundError(f"{path}: cannot read template bank ({e.strerror})") from None
     bank: dict[str, dict[str, list[tuple[str, str]]]] = {}

@@ -15,7 +15,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-import yaml
+from medvl.core.yamlio import load_data_yaml
 
 DATA_DIR = Path(__file__).parent / "data"
 LANGS = ("en", "zh")
@@ -23,8 +23,7 @@ LANGS = ("en", "zh")
 
 def _load(name: str) -> Any:
     path = DATA_DIR / name
-    with path.open(encoding="utf-8") as fh:
-        return yaml.safe_load(fh)
+    return load_data_yaml(path.read_text(encoding="utf-8"))
 
 
 def lookup_key(text: str) -> str:
