@@ -316,6 +316,46 @@ def test_images_listing_is_streamed_in_sorted_string_order(tmp_path):
                        "listing_sha256": hashlib.sha256(listing.encode()).hexdigest()}
 
 
+def test_parquet_tables_built_from_buffers_equal_from_pylist(corpus):
+    """rows_table (columns assembled from their buffers, no pandas import) equals pyarrow's own from_pylist on the
+    export's real rows (a text-only sample with a null image, a two-image sample, a sample without a record) and
+    on rows with every column null or empty, and the Parquet bytes written from both are the same."""
+    import io
+    import subprocess
+    import sys
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from medvl.export.base import MemoryCorpus
+    from medvl.export.parquet import _row, arrow_schema, rows_table
+
+    out, recs, samples, _ = corpus
+    mem = MemoryCorpus(recs, samples, out)
+    rows = [_row(v, out, True, {}) for split in mem.splits() for v in mem.views(split)]
+    rows.append({"id": "x", "image": None, "extra_images": [], "conversations": [], "kind": None, "lang": None,
+                 "modality": None, "department": None, "clinical_task": None, "dataset": None, "record_id": None,
+                 "width": None, "height": None})
+    rows.append({**rows[0], "extra_images": [{"bytes": None, "path": "images/a.png"}, {"bytes": b"", "path": ""}],
+                 "conversations": [{"from": "human", "value": "é 中文"}, {"from": None, "value": None}]})
+    assert any(r["image"] is None for r in rows) and any(len(r["extra_images"]) == 1 for r in rows)
+    schema = arrow_schema()
+    ours, theirs = rows_table(rows, schema), pa.Table.from_pylist(rows, schema=schema)
+    assert ours.equals(theirs) and ours.to_pylist() == rows
+
+    def parquet(table) -> bytes:
+        buf = io.BytesIO()
+        pq.write_table(table, buf, compression="zstd")
+        return buf.getvalue()
+
+    assert parquet(ours) == parquet(theirs)
+    code = ("import sys; from medvl.export.parquet import rows_table, arrow_schema; "
+            "rows_table([{'id': 'a', 'image': {'bytes': b'x', 'path': 'p'}, 'extra_images': [], 'conversations': [],"
+            " 'kind': 'k', 'lang': 'en', 'modality': None, 'department': None, 'clinical_task': None, 'dataset': None,"
+            " 'record_id': None, 'width': 1, 'height': 2}], arrow_schema()); print('pandas' in sys.modules)")
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout == "False\n"
+
+
 @pytest.mark.parametrize("name", ["webdataset", "parquet"])
 def test_per_split_exports_equal_the_whole_export(corpus, tmp_path, name):
     """A build writes each split of the image-embedding exports as its own task: the files and manifest entries,
