@@ -57,6 +57,8 @@ NEEDS = [
          "(python-pillow PR 7849), int32 before", r"\b_encode_label_png\b"),
     Need("imagehash", "4.3.1", "4.3.0 imports `six` without declaring it (fails in a clean environment)",
          r"\bimport imagehash\b"),
+    Need("threadpoolctl", "3.0", "ThreadpoolController (limits BLAS threads around the hashes' matrix products) is "
+         "new in threadpoolctl 3.0", r"\bThreadpoolController\b"),
     # NumPy 2 changed the C ABI: compiled packages built against NumPy 1 fail to import or refuse NumPy 2
     Need("scipy", "1.13", "first SciPy for NumPy 2 (1.12 requires numpy < 2)", r"\bfrom scipy\b"),
     Need("pyarrow", "16", "first pyarrow for NumPy 2 (15 requires numpy < 2)", r"\bimport pyarrow\b"),

@@ -168,6 +168,52 @@ def test_fast_phash_equals_imagehash_on_real_crops() -> None:
     assert n == 60 * len(bases)
 
 
+def test_numpy_lanczos_equals_pillow_and_hashes_equal_imagehash() -> None:
+    """The numpy passes give Pillow's LANCZOS bytes exactly (both passes down, up, mixed, one pass only, tall and
+    wide images on both sides of Pillow 13's pass-order rule, sizes the hashes never use), and perceptual_hashes
+    equals imagehash's pHash / dHash on real crops, grey and colour, and random noise (noise stresses rounding)."""
+    from skimage import data as skd
+
+    from medvl.curate import phash as P
+
+    assert P._pillow_pass_order() is not None  # the installed Pillow's order was recognized: numpy does the work
+    rng = np.random.default_rng(11)
+    bases = [skd.retina(), skd.immunohistochemistry(), _ct(), _mni_axial(90)]
+    for i in range(240):
+        base = bases[i % len(bases)]
+        if i % 4 == 3:
+            h, w = (int(v) for v in rng.integers(2, 400, 2))
+            arr = rng.integers(0, 256, (h, w) + ((3,) if i % 8 == 3 else ()), dtype=np.uint8)
+        else:
+            h, w = (int(rng.integers(2, min(base.shape[:2]))) for _ in range(2))
+            y, x = int(rng.integers(0, base.shape[0] - h + 1)), int(rng.integers(0, base.shape[1] - w + 1))
+            arr = np.ascontiguousarray(base[y:y + h, x:x + w])
+        grey = Image.fromarray(arr).convert("L")
+        pixels = np.asarray(grey)
+        for size in ((32, 32), (9, 8), (w, 17), (23, h), tuple(int(v) for v in rng.integers(1, 300, 2))):
+            want = np.asarray(grey.resize(size, Image.Resampling.LANCZOS))
+            assert np.array_equal(P.lanczos_l(pixels, *size), want), (arr.shape, size)
+        ph, dh = str(imagehash.phash(grey)), str(imagehash.dhash(grey))
+        flat = [not P._varies(np.asarray(grey.resize(s, Image.Resampling.LANCZOS))) for s in ((32, 32), (9, 8))]
+        assert perceptual_hashes(arr) == (None if flat[0] else ph, None if flat[1] else dh), arr.shape
+
+
+def test_unknown_pillow_pass_order_falls_back_to_pillow(monkeypatch) -> None:
+    """When no known pass-order rule reproduces the installed Pillow (a future release), Pillow does the resizes."""
+    from medvl.curate import phash as P
+
+    monkeypatch.setattr(P, "PASS_ORDERS", {"vertical first": lambda h, w, oh, ow: False})
+    P._pillow_pass_order.cache_clear()
+    try:
+        assert P._pillow_pass_order() is None
+        arr = np.ascontiguousarray(_mni_axial(90)[20:180, 10:150])
+        grey = Image.fromarray(arr)
+        assert np.array_equal(P.lanczos_l(arr, 32, 32), np.asarray(grey.resize((32, 32), Image.Resampling.LANCZOS)))
+        assert perceptual_hashes(arr) == (str(imagehash.phash(grey)), str(imagehash.dhash(grey)))
+    finally:
+        P._pillow_pass_order.cache_clear()
+
+
 def test_array_pixel_md5_equals_the_canonical_definition() -> None:
     """``array_pixel_md5`` (no image round trip; grey arrays hashed a block of rows at a time) equals
     ``pixel_md5(canonical_rgb(...))`` for grey and RGB arrays, a large chest X-ray (several blocks) included."""

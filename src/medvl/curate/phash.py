@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from functools import lru_cache
 from itertools import combinations
+from typing import Any
 
 import imagehash
 import numpy as np
@@ -90,15 +92,16 @@ def _dct_rows(n: int = 32, k: int = 8) -> np.ndarray:
 _DCT8 = _dct_rows()
 
 
-def _phash_small(small: Image.Image) -> str:
-    """``str(imagehash.phash(small))`` of a 32x32 "L" image, computing only the 8x8 low-frequency DCT block
-    imagehash keeps (two small matrix products instead of two full FFT-based DCTs). A coefficient within rounding
-    noise of the median (where the two computations could round to different sides) falls back to imagehash."""
+def _phash_small(small: np.ndarray) -> str:
+    """``str(imagehash.phash(...))`` of a 32x32 grayscale image (uint8 array), computing only the 8x8 low-frequency
+    DCT block imagehash keeps (two small matrix products instead of two full FFT-based DCTs). A coefficient within
+    rounding noise of the median (where the two computations could round to different sides) falls back to
+    imagehash."""
     pixels = np.asarray(small, dtype=np.float64)
     low = _DCT8 @ pixels @ _DCT8.T
     med = float(np.median(low))
     if np.any(np.abs(low - med) <= 1e-7 * max(1.0, abs(med))):
-        return str(imagehash.phash(small))
+        return str(imagehash.phash(Image.fromarray(np.asarray(small, dtype=np.uint8), mode="L")))
     return np.packbits(low > med).tobytes().hex()
 
 
@@ -119,7 +122,7 @@ def _grayscale(image: Image.Image | np.ndarray) -> Image.Image:
     return Image.fromarray(np.ascontiguousarray(arr), mode="RGB").convert("L")
 
 
-def _varies(small: Image.Image) -> bool:
+def _varies(small: np.ndarray) -> bool:
     """Whether the hash's own small copy of an image still varies (else the image is flat at that scale)."""
     return float(np.asarray(small, dtype=np.float64).std()) >= MIN_STRUCTURE
 
@@ -136,11 +139,168 @@ def perceptual_hashes(image: Image.Image | np.ndarray) -> HashPair:
         return None, None
     # resize once per hash, as imagehash does (Lanczos to 32x32 / 9x8), and hash the small copy: imagehash's own
     # resize of an image already at its size is a copy, so the hashes are the same, at half the cost
-    p_small = gray.resize((32, 32), Image.Resampling.LANCZOS)
-    d_small = gray.resize((9, 8), Image.Resampling.LANCZOS)
+    p_small, d_small = _hash_sizes(np.asarray(gray))
     ph = _phash_small(p_small) if _varies(p_small) else None
-    dh = str(imagehash.dhash(d_small)) if _varies(d_small) else None
+    dh = np.packbits(d_small[:, 1:] > d_small[:, :-1]).tobytes().hex() if _varies(d_small) else None  # dhash
     return ph, dh
+
+
+# ------------------------------------------------------------------- Pillow's LANCZOS resize of "L" images, in numpy
+# Pillow resamples 8-bit images in two passes of fixed-point convolutions (libImaging/Resample.c): per output pixel,
+# coefficients lanczos3((x - center + 0.5) / filterscale) normalized to sum 1 and rounded to integers of 22
+# fractional bits; each pass sums pixel * coefficient from 2**21, shifts right by 22 and clamps to 0..255, the
+# horizontal pass first (Pillow 13: unless the height loses more than twice the pixels the width does). Every product
+# and sum is an integer below 2**53, so one float64 matrix product per pass computes them exactly, several times
+# faster than Pillow's scalar loops for the two hash sizes of a 384 px image.
+_PRECISION_BITS = 22
+
+
+def _sinc(x: float) -> float:
+    if x == 0.0:
+        return 1.0
+    x = x * math.pi
+    return math.sin(x) / x
+
+
+def _lanczos3(x: float) -> float:
+    return _sinc(x) * _sinc(x / 3) if -3.0 <= x < 3.0 else 0.0
+
+
+@lru_cache(maxsize=64)
+def _lanczos_matrix(in_size: int, out_size: int) -> np.ndarray:
+    """(in_size, out_size) integer weights of one pass (Resample.c's precompute_coeffs + normalize_coeffs_8bpc,
+    the same double arithmetic in the same order), as float64."""
+    scale = in_size / out_size
+    filterscale = max(scale, 1.0)
+    support = 3.0 * filterscale
+    inv = 1.0 / filterscale
+    m = np.zeros((in_size, out_size), dtype=np.float64)
+    for xx in range(out_size):
+        center = (xx + 0.5) * scale
+        xmin = max(int(center - support + 0.5), 0)
+        count = min(int(center + support + 0.5), in_size) - xmin
+        k = [_lanczos3((x + xmin - center + 0.5) * inv) for x in range(count)]
+        total = 0.0
+        for w in k:
+            total += w
+        for x, w in enumerate(k):
+            w = w / total if total != 0.0 else w
+            m[xmin + x, xx] = int(-0.5 + w * (1 << _PRECISION_BITS)) if w < 0 else int(0.5 + w * (1 << _PRECISION_BITS))
+    m.flags.writeable = False
+    return m
+
+
+def _round_clip(sums: np.ndarray) -> np.ndarray:
+    """Resample.c's clip8 of the fixed-point sums (which start at 2**21): shift right by 22, clamp to 0..255."""
+    out = np.floor((sums + (1 << (_PRECISION_BITS - 1))) * (1.0 / (1 << _PRECISION_BITS)))
+    return np.clip(out, 0.0, 255.0, out=out)
+
+
+_ROWS = 256  # rows per matrix product of the horizontal pass (bounds the float64 copy of a large image)
+
+
+def lanczos_l(pixels: np.ndarray, width: int, height: int) -> np.ndarray:
+    """``np.asarray(Image.fromarray(pixels).resize((width, height), Image.Resampling.LANCZOS))`` of a uint8
+    (H, W) array, computed in numpy when this process has found which pass order the installed Pillow takes
+    (:func:`_pillow_pass_order`), by Pillow itself otherwise."""
+    h, w = pixels.shape
+    order = _pillow_pass_order()
+    if order is None:
+        return np.asarray(Image.fromarray(np.ascontiguousarray(pixels)).resize((width, height),
+                                                                                 Image.Resampling.LANCZOS))
+    return _lanczos_numpy(pixels, width, height, order(h, w, height, width)).astype(np.uint8)
+
+
+def _hash_sizes(pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The 32x32 and 9x8 LANCZOS copies of a uint8 (H, W) image (:func:`lanczos_l`), both horizontal passes in one
+    matrix product when both sizes take the horizontal pass first (a 384 px image: 0.76 ms, against 1.0 ms for two
+    products and 1.8 ms for Pillow's two resizes)."""
+    h, w = pixels.shape
+    order = _pillow_pass_order()
+    if order is None or not (order(h, w, 32, 32) and order(h, w, 8, 9)) or w in (32, 9):
+        return lanczos_l(pixels, 32, 32), lanczos_l(pixels, 9, 8)
+    weights = _hash_weights(w)
+    with _one_blas_thread():
+        both = np.empty((h, 41), dtype=np.float64)
+        for lo in range(0, h, _ROWS):
+            np.matmul(pixels[lo:lo + _ROWS].astype(np.float64), weights, out=both[lo:lo + _ROWS])
+        both = _round_clip(both)
+        out = []
+        for cols, oh in ((slice(0, 32), 32), (slice(32, 41), 8)):
+            part = both[:, cols]
+            out.append((part if oh == h else _round_clip(_lanczos_matrix(h, oh).T @ part)).astype(np.uint8))
+    return out[0], out[1]
+
+
+@lru_cache(maxsize=64)
+def _hash_weights(width: int) -> np.ndarray:
+    m = np.ascontiguousarray(np.concatenate([_lanczos_matrix(width, 32), _lanczos_matrix(width, 9)], axis=1))
+    m.flags.writeable = False
+    return m
+
+
+def _lanczos_numpy(pixels: np.ndarray, width: int, height: int, horizontal_first: bool = True) -> np.ndarray:
+    """The two passes (each only when that side changes) in the given order; float64 values 0..255."""
+    h, w = pixels.shape
+    out: np.ndarray = pixels
+    with _one_blas_thread():  # small products: threads only add overhead, and fight the other workers for cores
+        for horizontal in ((True, False) if horizontal_first else (False, True)):
+            if horizontal and width != w:
+                weights = _lanczos_matrix(w, width)
+                rows = np.empty((out.shape[0], width), dtype=np.float64)
+                for lo in range(0, out.shape[0], _ROWS):
+                    np.matmul(np.asarray(out[lo:lo + _ROWS], dtype=np.float64), weights, out=rows[lo:lo + _ROWS])
+                out = _round_clip(rows)
+            elif not horizontal and height != h:
+                out = _round_clip(_lanczos_matrix(h, height).T @ np.asarray(out, dtype=np.float64))
+    return np.asarray(out, dtype=np.float64)
+
+
+_CONTROLLER: list[Any] = []
+
+
+def _one_blas_thread() -> Any:
+    """A context limiting the BLAS libraries to one thread (threadpoolctl), or a no-op without threadpoolctl."""
+    import contextlib
+
+    if not _CONTROLLER:
+        try:
+            from threadpoolctl import ThreadpoolController
+
+            _CONTROLLER.append(ThreadpoolController())
+        except Exception:  # noqa: BLE001 - no threadpoolctl, or it cannot inspect this process: leave BLAS as is
+            _CONTROLLER.append(None)
+    ctl = _CONTROLLER[0]
+    return contextlib.nullcontext() if ctl is None else ctl.limit(limits=1, user_api="blas")
+
+
+PassOrder = Callable[[int, int, int, int], bool]
+PASS_ORDERS: dict[str, PassOrder] = {
+    # Pillow < 13: the horizontal pass first, always
+    "horizontal first": lambda h, w, oh, ow: True,
+    # Pillow 13 (Resample.c): the vertical pass first when the height loses more than twice the pixels the width does
+    "pillow 13": lambda h, w, oh, ow: not (h - oh > 0 and h - oh > (w - ow) * 2),
+}
+
+
+@lru_cache(maxsize=1)
+def _pillow_pass_order() -> PassOrder | None:
+    """The rule of :data:`PASS_ORDERS` under which the numpy passes give the installed Pillow's bytes on random
+    images of shapes that take every path (both passes down, one down one up, both up, one pass only, tall images
+    where the two rules differ), found once per process; None (Pillow does the resizes) when no rule matches."""
+    rng = np.random.default_rng(20261202)
+    shapes = (((40, 57), (32, 32)), ((300, 199), (9, 8)), ((20, 45), (32, 32)), ((16, 16), (32, 32)),
+              ((33, 32), (32, 32)), ((32, 70), (32, 32)), ((7, 30), (9, 8)), ((45, 20), (32, 32)),
+              ((281, 107), (32, 32)), ((195, 73), (9, 8)))
+    cases = []
+    for (h, w), (ow, oh) in shapes:
+        a = rng.integers(0, 256, (h, w), dtype=np.uint8)
+        cases.append((a, ow, oh, np.asarray(Image.fromarray(a).resize((ow, oh), Image.Resampling.LANCZOS))))
+    for rule in PASS_ORDERS.values():
+        if all(np.array_equal(_lanczos_numpy(a, ow, oh, rule(*a.shape, oh, ow)), expected)
+               for a, ow, oh, expected in cases):
+            return rule
+    return None
 
 
 def hamming(a: int | str, b: int | str) -> int:
