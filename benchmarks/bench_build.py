@@ -3,7 +3,7 @@
 2D: an image-folder source of real pathology and fundus tiles. Bound = the bare work on the same files:
     PIL decode + resize to the same size + PNG encode + write (no records, hashing, validation, bookkeeping),
     printed twice: encoding with Pillow's PNG encoder (the bound as issue 11 filed it) and with medvl's own
-    `encode_png` (which writes levels 0-3 itself, ~7x faster than Pillow at level 1), i.e. the same work medvl does.
+    `encode_png` (which writes levels 0-3 itself, several times faster than Pillow at level 1), i.e. the same work medvl does.
 3D: a Decathlon source built from the MNI152 template. Bound = nibabel load + take the same slices + resize
     + PNG encode (medvl's encoder) + write of the images only (medvl also reads the label volume, ranks slices by mask area,
     resamples and writes each slice's label map and derives its boxes).
@@ -39,7 +39,7 @@ from medvl.pipeline.recipe import parse_recipe
 
 def _encode(arr: np.ndarray, level: int, encoder: str = "pillow") -> bytes:
     """PNG bytes by Pillow's encoder (the bound as the issue filed it) or by medvl's own ``encode_png`` (which writes
-    levels 0-3 itself: Up-filtered rows deflated by ISA-L), so the bound can do the same encoding work medvl does."""
+    levels 0-3 itself: Up-filtered rows deflated by libdeflate), so the bound can do the same encoding work medvl does."""
     if encoder == "medvl":
         from medvl.sources.read import encode_png
 

@@ -194,7 +194,7 @@ class ImageConfig(StrictModel):
     png_compress_level: int = Field(
         1, ge=0, le=9,
         description="PNG compression of the written record images: 0 = stored rows; 1-3 = rows Up-filtered and "
-                    "deflated by ISA-L at that level (medvl's own encoder, level 1 ~28x faster than Pillow's level 6 "
-                    "for ~10% more bytes on real medical images, README table); 4-9 = Pillow's encoder (adaptive "
+                    "deflated by libdeflate at that level (medvl's own encoder, level 1 ~14x faster than Pillow's "
+                    "level 6 for ~7% more bytes on real medical images, README table); 4-9 = Pillow's encoder (adaptive "
                     "row filters, zlib at that level; 9 = smallest). Part of the recipe because it changes the "
                     "image bytes, hence their content-addressed names. Label maps have their own fixed setting.")
