@@ -12,6 +12,13 @@ def tree(root: Path) -> dict[str, str]:
             for p in sorted(root.rglob("*")) if p.is_file()}
 
 
+def tree_differences(got: dict[str, str], want: dict[str, str]) -> list[str]:
+    """Sorted paths that differ between two :func:`tree` results ("+path": only in ``got``, "-path": only in
+    ``want``, "~path": different bytes): an assertion message that names every differing file."""
+    return sorted([f"+{p}" for p in got.keys() - want.keys()] + [f"-{p}" for p in want.keys() - got.keys()]
+                  + [f"~{p}" for p in got.keys() & want.keys() if got[p] != want[p]])
+
+
 def ihc_recipe(root: Path, stride: int = 96, only: str = "corpus/ihc") -> dict:
     """The demo recipe restricted to its IHC sources (tiles of scikit-image's immunohistochemistry image: an
     image_folder source and a COCO box source), written under ``root``; ``only`` filters sources by path prefix."""

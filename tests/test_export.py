@@ -349,6 +349,8 @@ def test_parquet_tables_built_from_buffers_equal_from_pylist(corpus):
         return buf.getvalue()
 
     assert parquet(ours) == parquet(theirs)
+    with pytest.raises(TypeError, match="string column holds int"):
+        rows_table([{**rows[0], "kind": 7}], schema)
     code = ("import sys; from medvl.export.parquet import rows_table, arrow_schema; "
             "rows_table([{'id': 'a', 'image': {'bytes': b'x', 'path': 'p'}, 'extra_images': [], 'conversations': [],"
             " 'kind': 'k', 'lang': 'en', 'modality': None, 'department': None, 'clinical_task': None, 'dataset': None,"

@@ -196,6 +196,12 @@ def test_numpy_lanczos_equals_pillow_and_hashes_equal_imagehash() -> None:
         ph, dh = str(imagehash.phash(grey)), str(imagehash.dhash(grey))
         flat = [not P._varies(np.asarray(grey.resize(s, Image.Resampling.LANCZOS))) for s in ((32, 32), (9, 8))]
         assert perceptual_hashes(arr) == (None if flat[0] else ph, None if flat[1] else dh), arr.shape
+    # large images: several row blocks of the horizontal pass, several column blocks of a vertical pass run first
+    tall = np.ascontiguousarray(np.asarray(Image.fromarray(skd.retina()).convert("L"))[:1400, 100:800])
+    for pixels in (tall, np.ascontiguousarray(tall.T)):
+        for size in ((32, 32), (9, 8), (600, 40)):
+            want = np.asarray(Image.fromarray(pixels).resize(size, Image.Resampling.LANCZOS))
+            assert np.array_equal(P.lanczos_l(pixels, *size), want), (pixels.shape, size)
 
 
 def test_unknown_pillow_pass_order_falls_back_to_pillow(monkeypatch) -> None:

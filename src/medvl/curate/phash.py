@@ -197,6 +197,7 @@ def _round_clip(sums: np.ndarray) -> np.ndarray:
 
 
 _ROWS = 256  # rows per matrix product of the horizontal pass (bounds the float64 copy of a large image)
+_COLS = 512  # columns per matrix product of a vertical pass run first (tall images)
 
 
 def lanczos_l(pixels: np.ndarray, width: int, height: int) -> np.ndarray:
@@ -252,7 +253,12 @@ def _lanczos_numpy(pixels: np.ndarray, width: int, height: int, horizontal_first
                     np.matmul(np.asarray(out[lo:lo + _ROWS], dtype=np.float64), weights, out=rows[lo:lo + _ROWS])
                 out = _round_clip(rows)
             elif not horizontal and height != h:
-                out = _round_clip(_lanczos_matrix(h, height).T @ np.asarray(out, dtype=np.float64))
+                weights_t = _lanczos_matrix(h, height).T
+                cols = np.empty((height, out.shape[1]), dtype=np.float64)
+                for lo in range(0, out.shape[1], _COLS):  # a block of columns at a time (bounded float64 copies)
+                    block = np.asarray(out[:, lo:lo + _COLS], dtype=np.float64)
+                    np.matmul(weights_t, block, out=cols[:, lo:lo + _COLS])
+                out = _round_clip(cols)
     return np.asarray(out, dtype=np.float64)
 
 

@@ -141,6 +141,10 @@ def _column(values: list[Any], typ: Any) -> Any:
     nulls = n - int(valid.sum())
     bitmap = None if nulls == 0 else pa.py_buffer(np.packbits(valid, bitorder="little"))
     if pa.types.is_string(typ) or pa.types.is_binary(typ):
+        want = str if pa.types.is_string(typ) else (bytes, bytearray, memoryview)
+        bad = next((v for v in values if v is not None and not isinstance(v, want)), None)
+        if bad is not None:
+            raise TypeError(f"rows_table: a {typ} column holds {type(bad).__name__} {bad!r:.40}")
         data = [b"" if v is None else (v.encode("utf-8") if isinstance(v, str) else bytes(v)) for v in values]
         return pa.Array.from_buffers(typ, n, [bitmap, pa.py_buffer(_offsets([len(d) for d in data])),
                                               pa.py_buffer(b"".join(data))], null_count=nulls)

@@ -126,7 +126,7 @@ def tobuf_header(name: str, size: int) -> bytes:
 
 
 _TEMPLATE = tobuf_header("", 0)  # this Python's header of an empty member; name, size and checksum vary
-_NAME, _SIZE, _CHKSUM = slice(0, 100), slice(124, 136), slice(148, 156)  # ustar field offsets
+_SIZE, _CHKSUM = slice(124, 136), slice(148, 156)  # ustar field offsets (the name is bytes 0-99)
 _TEMPLATE_SUM = sum(_TEMPLATE) - sum(_TEMPLATE[_CHKSUM]) - sum(_TEMPLATE[_SIZE]) + 8 * 32  # checksum: field as spaces
 _ZEROS = bytes(BLOCK)
 

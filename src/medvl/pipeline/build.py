@@ -147,7 +147,7 @@ def finish(recipe: Recipe, out_dir: Path, work: Path, journal: Journal, read: Re
     summary = tables["summary"]
     corpus = ShardCorpus(out_dir / "records.jsonl", [Path(p) for p in gen.shards], work / "views",
                          out_dir / "rejects.jsonl", gen.skipped, work / "curate" / "images.txt")
-    entries = _run_exports(recipe, corpus, out_dir, journal, executor)
+    entries = _run_exports(recipe, corpus, out_dir, journal, executor, gen.by_split)
     n_images = corpus.n_images()
     n_masks = sum(1 for _ in read_lines(work / "curate" / "masks.txt"))
     base = [
@@ -196,7 +196,8 @@ def _write_tables(recipe: Recipe, out_dir: Path, work: Path, journal: Journal, r
     return journal.add("finish/tables", summary=summary, shas={n: file_digest(out_dir / n) for n in names})
 
 
-def _run_exports(recipe: Recipe, corpus: Any, out_dir: Path, journal: Journal, executor: Any) -> list[Any]:
+def _run_exports(recipe: Recipe, corpus: Any, out_dir: Path, journal: Journal, executor: Any,
+                 split_sizes: dict[str, int] | None = None) -> list[Any]:
     """The recipe's exports, side by side on the executor (export.stage), then the card, which describes the
     others; entries in recipe order. An export the journal has, with every file it wrote unchanged, is not
     run again."""
@@ -219,7 +220,9 @@ def _run_exports(recipe: Recipe, corpus: Any, out_dir: Path, journal: Journal, e
         todo.append(CARD_TALLY)  # the card's counting pass runs beside the exports
     todo.sort(key=lambda n: COST_ORDER.index(n) if n in COST_ORDER else len(COST_ORDER))  # stable: recipe order
     splits = corpus.splits()
-    sizes = {s: corpus.count(s) for s in splits}
+    # samples per split as generation counted them (only orders the tasks; counting the view shards here would read
+    # every shard in this process)
+    sizes = {s: (split_sizes or {}).get(s, 0) for s in splits}
     largest = max(splits, key=lambda s: sizes[s]) if splits else None
     # the largest split of each image-embedding export first, then the other exports, then the other splits
     # from the largest down: the long tasks start first and the short ones fill in beside them
