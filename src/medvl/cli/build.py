@@ -101,8 +101,9 @@ def command(recipe_path: Path, out: str, workers: int | None, seed: int | None, 
 
 PRESTART_MODULES = ("medvl.sources.read", "medvl.generate.stage", "medvl.generate.template", "medvl.export.stage",
                     "medvl.export.webdataset", "medvl.export.parquet", "pyarrow.parquet")
-"""What each prestarted worker imports while ``medvl build`` imports and parses the recipe (the read stage's first,
-then the later stages' modules: ~0.25 s a worker, done while the cores are otherwise idle, not between stages)."""
+"""What each prestarted worker imports while ``medvl build`` imports and parses the recipe: the read stage's first,
+then the later stages' modules (~0.25 s a worker, overlapping the main process's start-up instead of adding to the
+gaps between stages)."""
 
 
 def _recipe_workers(path: Path) -> int:
