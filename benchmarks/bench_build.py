@@ -18,13 +18,15 @@ PNG levels: encode time and size of `encode_png` at levels 0, 1, 2, 3, 4, 6, 9 (
     pip-shipped medical images at the written size (the table behind the `image.png_compress_level` default).
 Run: python benchmarks/bench_build.py [read|whole|png|all]   (default all; MEDVL_BENCH_COPIES sets the read corpus,
 MEDVL_BENCH_BUILD_COPIES the whole-build corpus: 8 files per copy, default 150; MEDVL_BENCH_PNG_LEVEL its PNG level,
-default the recipe default)"""
+default the recipe default; MEDVL_BENCH_RUNS how many times the whole-build measurement is repeated, each build
+right after its own bounds, with the median ratio printed: the VM's speed drifts from minute to minute)"""
 
 from __future__ import annotations
 
 import io
 import os
 import shutil
+import statistics
 import sys
 import tempfile
 import time
@@ -164,8 +166,9 @@ def time_build_cli(recipe_dict: dict, root: Path, workers: int) -> tuple[float, 
     return time.perf_counter() - t, json.loads(timings.read_text(encoding="utf-8"))
 
 
-def whole_build(copies: int) -> None:
-    """The whole build against the codec bound at 1 and 2 processes (see the module docstring)."""
+def whole_build(copies: int, repeats: int = 1) -> None:
+    """The whole build against the codec bound at 1 and 2 processes, ``repeats`` times each, every build timed
+    right after its own bounds (see the module docstring)."""
     from medvl.pipeline.recipe import EXPORT_NAMES
     from medvl.sources.config import ImageConfig
 
@@ -186,22 +189,29 @@ def whole_build(copies: int) -> None:
             os.sync()
 
         for procs in (1, 2):
-            clean()
-            t_bound = bound_2d_pool(files, side, tmp / f"bound{procs}", level, procs)
-            clean()
-            t_same = bound_2d_pool(files, side, tmp / f"bound{procs}m", level, procs, encoder="medvl")
-            clean()
-            t_build, tm = time_build_cli(recipe, tmp, procs)
-            stages = "  ".join(f"{k} {tm.get(k, 0.0):.2f}s" for k in ("read", "curate", "generate", "export"))
-            print(f"whole build, {procs} process(es): {len(files)} files -> {tm['records']} records, "
-                  f"{tm['samples']} samples, exports {','.join(EXPORT_NAMES)}, png level {level}")
-            print(f"  bound, Pillow PNG encoder (as filed)   {t_bound:7.2f}s  {len(files) / t_bound:7.1f} img/s")
-            print(f"  bound, medvl's PNG encoder (same work)  {t_same:7.2f}s  {len(files) / t_same:7.1f} img/s")
-            print(f"  medvl build (wall, incl. start-up)     {t_build:7.2f}s  {len(files) / t_build:7.1f} img/s   "
-                  f"ratio to bound {t_bound / t_build:.2f} (Pillow) {t_same / t_build:.2f} (same encoder)"
-                  + ("   (target >= 0.80)" if procs == 2 else ""))
-            print(f"  stages: {stages}  total {tm.get('total', 0.0):.2f}s  "
-                  f"(start-up and reporting {t_build - tm.get('total', 0.0):.2f}s)")
+            ratios = []
+            for rep in range(repeats):  # bound and build side by side each time: the VM's speed drifts
+                clean()
+                t_bound = bound_2d_pool(files, side, tmp / f"bound{procs}", level, procs)
+                clean()
+                t_same = bound_2d_pool(files, side, tmp / f"bound{procs}m", level, procs, encoder="medvl")
+                clean()
+                t_build, tm = time_build_cli(recipe, tmp, procs)
+                ratios.append(t_bound / t_build)
+                stages = "  ".join(f"{k} {tm.get(k, 0.0):.2f}s" for k in ("read", "curate", "generate", "export"))
+                print(f"whole build, {procs} process(es), run {rep + 1}/{repeats}: {len(files)} files -> "
+                      f"{tm['records']} records, {tm['samples']} samples, exports {','.join(EXPORT_NAMES)}, "
+                      f"png level {level}")
+                print(f"  bound, Pillow PNG encoder (as filed)   {t_bound:7.2f}s  {len(files) / t_bound:7.1f} img/s")
+                print(f"  bound, medvl's PNG encoder (same work)  {t_same:7.2f}s  {len(files) / t_same:7.1f} img/s")
+                print(f"  medvl build (wall, incl. start-up)     {t_build:7.2f}s  {len(files) / t_build:7.1f} img/s   "
+                      f"ratio to bound {t_bound / t_build:.2f} (Pillow) {t_same / t_build:.2f} (same encoder)"
+                      + ("   (target >= 0.80)" if procs == 2 else ""))
+                print(f"  stages: {stages}  total {tm.get('total', 0.0):.2f}s  "
+                      f"(start-up and reporting {t_build - tm.get('total', 0.0):.2f}s)", flush=True)
+            if repeats > 1:
+                print(f"whole build, {procs} process(es): ratio to the Pillow bound over {repeats} runs: median "
+                      f"{statistics.median(ratios):.2f}, range {min(ratios):.2f}-{max(ratios):.2f}")
     print("load average after: " + " ".join(f"{x:.2f}" for x in os.getloadavg()))
 
 
@@ -278,7 +288,8 @@ def main() -> None:
     if what in ("read", "all"):
         read_stage()
     if what in ("whole", "all"):
-        whole_build(int(os.environ.get("MEDVL_BENCH_BUILD_COPIES", "150")))
+        whole_build(int(os.environ.get("MEDVL_BENCH_BUILD_COPIES", "150")),
+                    int(os.environ.get("MEDVL_BENCH_RUNS", "1")))
 
 
 def read_stage() -> None:
