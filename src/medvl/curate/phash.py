@@ -197,7 +197,7 @@ def _round_clip(sums: np.ndarray) -> np.ndarray:
 
 
 _ROWS = 256  # rows per matrix product of the horizontal pass (bounds the float64 copy of a large image)
-_COLS = 512  # columns per matrix product of a vertical pass run first (tall images)
+_COLS = 512  # columns per matrix product of the vertical pass (a tall image's, when it runs first)
 
 
 def lanczos_l(pixels: np.ndarray, width: int, height: int) -> np.ndarray:
@@ -220,17 +220,11 @@ def _hash_sizes(pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     order = _pillow_pass_order()
     if order is None or not (order(h, w, 32, 32) and order(h, w, 8, 9)) or w in (32, 9):
         return lanczos_l(pixels, 32, 32), lanczos_l(pixels, 9, 8)
-    weights = _hash_weights(w)
     with _one_blas_thread():
-        both = np.empty((h, 41), dtype=np.float64)
-        for lo in range(0, h, _ROWS):
-            np.matmul(pixels[lo:lo + _ROWS].astype(np.float64), weights, out=both[lo:lo + _ROWS])
-        both = _round_clip(both)
-        out = []
-        for cols, oh in ((slice(0, 32), 32), (slice(32, 41), 8)):
-            part = both[:, cols]
-            out.append((part if oh == h else _round_clip(_lanczos_matrix(h, oh).T @ part)).astype(np.uint8))
-    return out[0], out[1]
+        both = _horizontal_pass(pixels, _hash_weights(w))
+        out = [part if oh == h else _vertical_pass(part, _lanczos_matrix(h, oh))
+               for part, oh in ((both[:, :32], 32), (both[:, 32:], 8))]
+    return out[0].astype(np.uint8), out[1].astype(np.uint8)
 
 
 @lru_cache(maxsize=64)
@@ -247,19 +241,26 @@ def _lanczos_numpy(pixels: np.ndarray, width: int, height: int, horizontal_first
     with _one_blas_thread():  # small products: threads only add overhead, and fight the other workers for cores
         for horizontal in ((True, False) if horizontal_first else (False, True)):
             if horizontal and width != w:
-                weights = _lanczos_matrix(w, width)
-                rows = np.empty((out.shape[0], width), dtype=np.float64)
-                for lo in range(0, out.shape[0], _ROWS):
-                    np.matmul(np.asarray(out[lo:lo + _ROWS], dtype=np.float64), weights, out=rows[lo:lo + _ROWS])
-                out = _round_clip(rows)
+                out = _horizontal_pass(out, _lanczos_matrix(w, width))
             elif not horizontal and height != h:
-                weights_t = _lanczos_matrix(h, height).T
-                cols = np.empty((height, out.shape[1]), dtype=np.float64)
-                for lo in range(0, out.shape[1], _COLS):  # a block of columns at a time (bounded float64 copies)
-                    block = np.asarray(out[:, lo:lo + _COLS], dtype=np.float64)
-                    np.matmul(weights_t, block, out=cols[:, lo:lo + _COLS])
-                out = _round_clip(cols)
+                out = _vertical_pass(out, _lanczos_matrix(h, height))
     return np.asarray(out, dtype=np.float64)
+
+
+def _horizontal_pass(image: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """One horizontal pass: (H, W) values times (W, out) weights, _ROWS rows at a time (bounded float64 copies)."""
+    sums = np.empty((image.shape[0], weights.shape[1]), dtype=np.float64)
+    for lo in range(0, image.shape[0], _ROWS):
+        np.matmul(np.asarray(image[lo:lo + _ROWS], dtype=np.float64), weights, out=sums[lo:lo + _ROWS])
+    return _round_clip(sums)
+
+
+def _vertical_pass(image: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """One vertical pass: (H, out) weights transposed times (H, W) values, _COLS columns at a time."""
+    sums = np.empty((weights.shape[1], image.shape[1]), dtype=np.float64)
+    for lo in range(0, image.shape[1], _COLS):
+        np.matmul(weights.T, np.asarray(image[:, lo:lo + _COLS], dtype=np.float64), out=sums[:, lo:lo + _COLS])
+    return _round_clip(sums)
 
 
 _CONTROLLER: list[Any] = []

@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import deflate
+import numpy as np
 from PIL import Image
 
 from medvl.core.hashing import content_hash, file_digest, patient_key
