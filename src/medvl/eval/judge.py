@@ -15,14 +15,13 @@ import threading
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from medvl.core.yamlio import load_data_yaml
 from medvl.eval.adapters._base import AdapterError
 from medvl.llm import ChatRequest, LLMClient, LLMConfig, LLMError, parse_target, user_message
 from medvl.eval.types import EvalItem, ScoreResult
 
 log = logging.getLogger("medvl.eval.judge")
-PROMPTS: dict[str, str] = yaml.safe_load((Path(__file__).parent / "data" / "judge.yaml").read_text(encoding="utf-8"))
+PROMPTS: dict[str, str] = load_data_yaml((Path(__file__).parent / "data" / "judge.yaml").read_text(encoding="utf-8"))
 _LETTER = re.compile(r"^\W*(?:answer\s*(?:is)?\s*:?\s*)?\(?([A-Z])\)?\W*$", re.IGNORECASE)
 _YES_NO = re.compile(r"^\W*(yes|no)\b", re.IGNORECASE)
 

@@ -28,12 +28,11 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Callable
 
-import yaml
-
+from medvl.core.yamlio import load_data_yaml
 from medvl.eval.scorers._text import gold_yes_no
 from medvl.eval.types import SCORERS, EvalItem, ScoreResult
 
-_PROMPTS: dict[str, Any] = yaml.safe_load(
+_PROMPTS: dict[str, Any] = load_data_yaml(
     (Path(__file__).parent / "data" / "prompts.yaml").read_text(encoding="utf-8")
 )
 

@@ -20,8 +20,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from medvl.core.yamlio import load_data_yaml
 from medvl.export.base import split_sort_key
 from medvl.export.manifest import ManifestEntry
 from medvl.export.parquet import HF_FEATURES
@@ -94,7 +93,7 @@ def _paths_mode(entries: list[ManifestEntry], fmt: str) -> tuple[str, str]:
 
 def loading_lines(entries: list[ManifestEntry]) -> tuple[str, str]:
     """The "How to load" list (markdown, HTML) for the formats that were written."""
-    spec = yaml.safe_load((HERE / "card_loading.yaml").read_text(encoding="utf-8"))
+    spec = load_data_yaml((HERE / "card_loading.yaml").read_text(encoding="utf-8"))
     have = {e.format for e in entries}
     splits = sorted({e.split for e in entries if e.split}, key=split_sort_key)
     split = splits[0] if splits else "train"

@@ -15,8 +15,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-import yaml
-
+from medvl.core.yamlio import load_data_yaml
 from medvl.eval.benchmarks._options import BenchmarkOptions, NoOptions, parse_options
 from medvl.eval.types import Benchmark, BenchmarkFormatError, BenchmarkOptionError, EvalItem
 
@@ -265,7 +264,7 @@ def safe_join(root: Path, rel: str) -> Path | None:
 
 @lru_cache(maxsize=1)
 def _closed_vocab() -> dict[str, set[str]]:
-    data = yaml.safe_load((Path(__file__).with_name("closed_answers.yaml")).read_text(encoding="utf-8"))
+    data = load_data_yaml((Path(__file__).with_name("closed_answers.yaml")).read_text(encoding="utf-8"))
     out: dict[str, set[str]] = {}
     for lang, d in data.items():
         out[lang] = {w for words in d.values() for w in words}

@@ -10,9 +10,9 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-import yaml
+from medvl.core.yamlio import load_data_yaml
 
-VOCAB: dict[str, Any] = yaml.safe_load(
+VOCAB: dict[str, Any] = load_data_yaml(
     (Path(__file__).resolve().parent.parent / "data" / "answer_vocab.yaml").read_text(encoding="utf-8")
 )
 
