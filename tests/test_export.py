@@ -384,3 +384,34 @@ def test_per_split_exports_equal_the_whole_export(corpus, tmp_path, name):
     assert _tree_hashes(out / name) == whole_files
     by_split = {p[0].split: p for p in parts}
     assert [e.to_dict() for s in mem.splits() for e in by_split[s]] == [e.to_dict() for e in whole]
+
+
+def test_parquet_row_groups_end_at_row_group_bytes(corpus, tmp_path):
+    """A row group ends when its rows reach ``row_group_rows`` or the images it embeds reach ``row_group_bytes``
+    (at least one row each); the rows read back are the same however they are grouped; 0 is refused."""
+    import pyarrow.parquet as pq
+
+    out, recs, samples, _ = corpus
+    sizes = {r.image: (out / r.image).stat().st_size for r in recs}
+
+    def groups(**opts) -> tuple[list[list[int]], list[dict]]:
+        (entry,) = [e for e in run_exports(["parquet"], recs, samples, out, options={"parquet": opts})
+                    if e.split == "train"]
+        f = pq.ParquetFile(out / entry.path)
+        per_group = [f.read_row_group(i).to_pylist() for i in range(f.num_row_groups)]
+        return [[sum(sizes[p] for p in [r["image"]["path"] if r["image"] else None, *[x["path"] for x in
+                 r["extra_images"]]] if p) for r in g] for g in per_group], [r for g in per_group for r in g]
+
+    whole, rows = groups()
+    assert len(whole) == 1 and len(rows) == sum(1 for s in samples if s.split == "train") >= 3
+    limit = max(sizes.values()) + 1  # more than any one image: a group ends on its second image
+    cut, cut_rows = groups(row_group_bytes=limit)
+    assert cut_rows == rows and len(cut) > 1
+    for g in cut:
+        assert sum(g[:-1]) < limit  # the group went on while below the limit ...
+    for g in cut[:-1]:
+        assert sum(g) >= limit  # ... and ended once it reached it
+    by_rows, _ = groups(row_group_rows=1)
+    assert [len(g) for g in by_rows] == [1] * len(rows)
+    with pytest.raises(ValueError, match="row_group_bytes"):
+        groups(row_group_bytes=0)

@@ -21,6 +21,8 @@ to tarfile's 10240-byte record. Equal inputs give byte-identical shards, and eve
 block (no PAX records), so shard sizes are known before writing. Writing this way needs neither the
 ``webdataset`` package (whose import loads torch) nor tarfile's 16 KiB copy loop, and each shard's SHA-256 is
 computed while it is written, so the manifest does not read it again. Each shard is written to ``<name>.tmp``
+(through :class:`~medvl.core.writeback.WriteBehindFile`: the shards are five times the images' bytes and the
+build never reads them again, so they are handed to the disk as they grow instead of filling the page cache)
 and renamed. A sample whose image cannot be read, or is not a PNG/JPEG file, is skipped and listed in the
 manifest entries' ``skipped`` reasons."""
 
@@ -30,12 +32,13 @@ import hashlib
 import os
 import tarfile
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 from pydantic import Field, ValidationError
 
 from medvl.core.config import StrictModel
 from medvl.core.hashing import remember_digest
+from medvl.core.writeback import WriteBehindFile
 from medvl.export.base import (EXPORTS, View, check_options, clear_outputs, clear_split_outputs, dumps,
                                skipped_extra)
 from medvl.export.manifest import ManifestEntry
@@ -152,7 +155,7 @@ class TarFile:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self.file: BinaryIO | None = open(path, "wb", buffering=1 << 20)
+        self.file: WriteBehindFile | None = WriteBehindFile(path)
         self.sha = hashlib.sha256()
         self.offset = 0
 
