@@ -121,6 +121,25 @@ def test_pool_window_is_lazy_and_bounded(pool, max_in_flight):
             check_window(ex)
 
 
+@pytest.mark.parametrize("window", [2, 20])
+def test_map_window_overrides_max_in_flight_for_one_map(pool, window):
+    """map(..., window=w) keeps w tasks in flight (all 20 at once when w covers them) and results stay in order;
+    the executor's own max_in_flight is unchanged for the next map."""
+    pulled: list = []
+    it = pool.map(T.sleep_then_square, counted([(i, 0.01) for i in range(20)], pulled), window=window)
+    out = []
+    for k, r in enumerate(it):
+        if k == 0:
+            assert len(pulled) == window
+        assert len(pulled) <= k + window
+        out.append(r)
+    assert out == [i * i for i in range(20)]
+    check_window(pool)
+    for bad in (0, -1, 1.5):
+        with pytest.raises(ValueError, match="window"):
+            pool.map(T.sleep_then_square, [], window=bad)
+
+
 def test_pool_task_error_names_index_fn_and_traceback(pool):
     check_task_error(pool)
     assert list(pool.map(T.fail_on_three, [0, 1])) == [0, 1], "the executor is usable after a task error"

@@ -5,6 +5,7 @@ system); a Parquet writer writes the same file through it as to a path."""
 from __future__ import annotations
 
 import ctypes
+import hashlib
 import mmap
 import os
 import random
@@ -17,7 +18,7 @@ from medvl.core.writeback import WriteBehindFile
 
 def _pieces(seed: int) -> list[bytes]:
     rng = random.Random(seed)
-    sizes = [0, 1, 511, 512, 4096, 100_000, writeback.BUFFER - 1, writeback.BUFFER, 3 * writeback.BUFFER + 7]
+    sizes = [0, 1, 511, 512, 4096, writeback.SMALL - 1, writeback.SMALL, 100_000, writeback.BUFFER - 1, writeback.BUFFER, 3 * writeback.BUFFER + 7]
     sizes += [rng.choice([rng.randrange(1, 2048), rng.randrange(1, 300_000)]) for _ in range(200)]
     rng.shuffle(sizes)
     return [rng.randbytes(n) for n in sizes]
@@ -29,19 +30,21 @@ def test_write_behind_file_writes_exactly_the_bytes_given(tmp_path, monkeypatch,
     pieces = _pieces(7)
     path = tmp_path / "out.bin"
     kinds = [bytes, bytearray, memoryview]
-    with WriteBehindFile(path, chunk=256 << 10) as f:
+    with WriteBehindFile(path, chunk=256 << 10, sha256=True) as f:
         for i, p in enumerate(pieces):
             assert f.write(kinds[i % 3](p)) == len(p)
         assert f.tell() == sum(map(len, pieces))
     assert f.closed
     data = b"".join(pieces)
     assert path.read_bytes() == data
+    assert f.hexdigest() == hashlib.sha256(data).hexdigest()  # hashed as written
     if behind == "0" or not writeback.enabled():
         assert f._queued == 0  # noqa: SLF001 - nothing was handed to the disk early
     else:  # every whole chunk was handed to the disk as the file grew
         assert f._queued == len(data) // (256 << 10) * (256 << 10)  # noqa: SLF001
-    with pytest.raises(AssertionError, match="closed"):
-        f.write(b"x" * writeback.BUFFER)
+    for size in (1, writeback.BUFFER):
+        with pytest.raises(ValueError, match="closed file"):
+            f.write(b"x" * size)
     f.close()  # closing twice is harmless
 
 
@@ -51,6 +54,8 @@ def test_write_behind_file_truncates_an_existing_file(tmp_path):
     with WriteBehindFile(path) as f:
         f.write(b"new")
     assert path.read_bytes() == b"new"
+    with pytest.raises(ValueError, match="sha256=True"):
+        f.hexdigest()
 
 
 def _resident_fraction(path) -> float:

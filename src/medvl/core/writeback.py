@@ -19,13 +19,16 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import hashlib
 import os
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Callable
 
 CHUNK = 8 << 20  # bytes handed to the disk at a time
-BUFFER = 1 << 20  # writes smaller than this are gathered first (tar headers and padding are 512 bytes)
+BUFFER = 1 << 20  # gathered small writes are written once they reach this
+SMALL = 64 << 10  # writes smaller than this are gathered (tar headers and padding are 512 bytes); larger ones are
+# written from where they are
 _WAIT_BEFORE, _WRITE, _WAIT_AFTER = 1, 2, 4  # SYNC_FILE_RANGE_* flags
 
 
@@ -53,10 +56,14 @@ def enabled() -> bool:
 class WriteBehindFile:
     """A binary file opened for writing (created or truncated, like ``open(path, "wb")``) whose written chunks are
     handed to the disk and dropped from the page cache as it grows (see the module docstring). ``write`` and
-    ``close`` only; usable as a context manager and as the file object of ``pyarrow.parquet.ParquetWriter``."""
+    ``close`` only; usable as a context manager and as the file object of ``pyarrow.parquet.ParquetWriter``. With
+    ``sha256=True`` it hashes what is written (:meth:`hexdigest`), so the manifest need not read the file back
+    (from disk: its pages were dropped)."""
 
-    def __init__(self, path: str | Path, chunk: int = CHUNK) -> None:
+    def __init__(self, path: str | Path, chunk: int = CHUNK, *, sha256: bool = False) -> None:
         self.path = str(path)
+        # the file's SHA-256, computed as it is written (its pages are dropped: reading it back would go to disk)
+        self._sha = hashlib.sha256() if sha256 else None
         self.fd: int | None = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0),
                                       0o666)
         self.chunk = chunk
@@ -68,16 +75,25 @@ class WriteBehindFile:
 
     # -- file protocol -------------------------------------------------------------------------------------------
     def write(self, data: Any) -> int:
+        if self.fd is None:
+            raise ValueError(f"write to closed file {self.path}")
         n = len(data) if isinstance(data, (bytes, bytearray)) else memoryview(data).nbytes
-        if len(self._buf) + n < BUFFER:
+        if self._sha is not None:
+            self._sha.update(data)
+        if n < SMALL:  # gathered (tar headers, padding, JSON)
             self._buf += data
-            return n
-        self._flush_buffer()
-        if n < BUFFER:
-            self._buf += data
-        else:
-            self._write_all(data)
+            if len(self._buf) >= BUFFER:
+                self._flush_buffer()
+        else:  # written from where it is, after what is gathered, in one call (no copy into the buffer)
+            buf, self._buf = self._buf, bytearray()
+            self._write_all([buf, data])
         return n
+
+    def hexdigest(self) -> str:
+        """SHA-256 of everything written so far (a file opened with ``sha256=True``)."""
+        if self._sha is None:
+            raise ValueError(f"{self.path}: opened without sha256=True")
+        return self._sha.hexdigest()
 
     def flush(self) -> None:
         self._flush_buffer()
@@ -109,15 +125,18 @@ class WriteBehindFile:
     def _flush_buffer(self) -> None:
         if self._buf:
             buf, self._buf = self._buf, bytearray()
-            self._write_all(buf)
+            self._write_all([buf])
 
-    def _write_all(self, data: Any) -> None:
-        assert self.fd is not None, "write to a closed WriteBehindFile"
-        view = memoryview(data).cast("B")
-        while view:
-            n = os.write(self.fd, view)
-            view = view[n:]
+    def _write_all(self, pieces: list[Any]) -> None:
+        assert self.fd is not None
+        views = [v for v in (memoryview(p).cast("B") for p in pieces) if len(v)]
+        while views:
+            n = os.writev(self.fd, views)
             self._written += n
+            while views and n >= len(views[0]):
+                n -= len(views.pop(0))
+            if n:
+                views[0] = views[0][n:]
         if self._sfr is not None:
             self._behind()
 

@@ -83,13 +83,18 @@ class Executor:
         self._windows: dict[int, deque[tuple[int, Any]]] = {}  # the windows of the maps still open, by id
 
     # -- public API ------------------------------------------------------------------------------------------
-    def map(self, fn: Callable[[T], R], tasks: Iterable[T]) -> Iterator[R]:
+    def map(self, fn: Callable[[T], R], tasks: Iterable[T], *, window: int | None = None) -> Iterator[R]:
         """Results of `fn(task)` in task order (see the module docstring for the window and the errors).
         `fn` must be picklable by reference (a top-level function, or a functools.partial of one), so that it
-        behaves the same on every executor. Nothing is pulled from `tasks` before the first `next()`."""
+        behaves the same on every executor. Nothing is pulled from `tasks` before the first `next()`.
+        `window` overrides `max_in_flight` for this map: a short list of tasks of unequal length with small
+        results can all be submitted at once, so a long task at the head does not leave workers idle once the
+        tasks behind it are done."""
         self._check_open()
         check_picklable(fn)
-        return self._map(fn, tasks)
+        if window is not None and (not isinstance(window, int) or window < 1):
+            raise ValueError(f"executor map window: must be an integer >= 1 or None, got {window!r}")
+        return self._map(fn, tasks, window)
 
     def close(self) -> None:
         """Cancel the pending tasks of every map still open (asking one of them for its next result then
@@ -111,7 +116,8 @@ class Executor:
         return f"{type(self).__name__}(workers={self.workers}, max_in_flight={self.max_in_flight})"
 
     # -- the shared window -----------------------------------------------------------------------------------
-    def _map(self, fn: Callable[[T], R], tasks: Iterable[T]) -> Iterator[R]:
+    def _map(self, fn: Callable[[T], R], tasks: Iterable[T], window_size: int | None = None) -> Iterator[R]:
+        limit = window_size or self.max_in_flight
         it = iter(tasks)
         window: deque[tuple[int, Any]] = deque()  # (task index, handle), oldest first
         name = fn_name(fn)
@@ -120,8 +126,8 @@ class Executor:
         try:
             while True:
                 self._check_open()
-                # fill: the window holds at most max_in_flight submitted-but-not-yielded tasks
-                while not exhausted and len(window) < self.max_in_flight:
+                # fill: the window holds at most `limit` (max_in_flight) submitted-but-not-yielded tasks
+                while not exhausted and len(window) < limit:
                     try:
                         task = next(it)
                     except StopIteration:

@@ -101,9 +101,9 @@ class LocalExecutor(Executor):
         """True when tasks run in this process (workers == 1)."""
         return self.workers == 1
 
-    def _map(self, fn: Callable[[T], R], tasks: Iterable[T]) -> Iterator[R]:
+    def _map(self, fn: Callable[[T], R], tasks: Iterable[T], window_size: int | None = None) -> Iterator[R]:
         if not self.in_process:
-            yield from super()._map(fn, tasks)
+            yield from super()._map(fn, tasks, window_size)
             return
         name = fn_name(fn)
         for index, task in enumerate(tasks):

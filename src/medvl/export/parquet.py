@@ -23,6 +23,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+from medvl.core.hashing import remember_digest
 from medvl.core.writeback import WriteBehindFile
 from medvl.export.base import EXPORTS, View, check_options, clear_outputs, clear_split_outputs, skipped_extra
 from medvl.export.manifest import ManifestEntry
@@ -107,7 +108,8 @@ def export_parquet(corpus, out_dir: Path, recipe=None, *, options=None, entries=
             tmp = folder / (name + ".tmp")
             bad: list[str] = []
             written, images = 0, set()
-            with WriteBehindFile(tmp) as sink, pq.ParquetWriter(sink, schema, compression=opts["compression"]) as writer:
+            with WriteBehindFile(tmp, sha256=True) as sink, \
+                    pq.ParquetWriter(sink, schema, compression=opts["compression"]) as writer:
                 rows, held = [], 0  # the row group being gathered and the image bytes it embeds
                 for v in itertools.islice(views, per_shard):
                     images.update(v.images)
@@ -126,6 +128,7 @@ def export_parquet(corpus, out_dir: Path, recipe=None, *, options=None, entries=
                     writer.write_table(rows_table(rows, schema))
                     written += len(rows)
             tmp.replace(folder / name)
+            remember_digest(folder / name, sink.hexdigest())  # the manifest's checksum, without reading it back
             extra = skipped_extra(corpus.skipped + bad)
             extra["shard"], extra["shards"] = k, n_shards
             out.append(ManifestEntry(f"parquet/{name}", "parquet", split, written, len(images), extra))

@@ -155,14 +155,12 @@ class TarFile:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self.file: WriteBehindFile | None = WriteBehindFile(path)
-        self.sha = hashlib.sha256()
+        self.file: WriteBehindFile | None = WriteBehindFile(path, sha256=True)
         self.offset = 0
 
     def _write(self, data: bytes) -> None:
         assert self.file is not None
         self.file.write(data)
-        self.sha.update(data)
         self.offset += len(data)
 
     def add(self, name: str, data: bytes) -> None:
@@ -179,8 +177,8 @@ class TarFile:
             self._write(b"\0" * pad)
         assert self.file is not None
         self.file.close()
-        self.file = None
-        return self.sha.hexdigest()
+        digest, self.file = self.file.hexdigest(), None
+        return digest
 
     def discard(self) -> None:
         """Close and delete an unfinished file (called while an error is raised: that error is the one to

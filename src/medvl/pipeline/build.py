@@ -238,7 +238,9 @@ def _run_exports(recipe: Recipe, corpus: Any, out_dir: Path, journal: Journal, e
                         options=dict(options.get(n) or {}), split=s) for n, s in first + rest]
     parts: dict[str, dict[str, Any]] = {}  # per-split results of a PER_SPLIT export until it has every split
     tallied = None
-    for res in executor.map(run_export_task, tasks):
+    # every task submitted at once (a few dozen at most, small results): the long first tasks do not hold back the
+    # ones queued behind the short ones
+    for res in executor.map(run_export_task, tasks, window=max(1, len(tasks))):
         if res.error:
             raise BuildError(res.error)
         if res.name == CARD_TALLY:
