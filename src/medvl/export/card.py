@@ -328,13 +328,24 @@ def corpus_tally(corpus, out_dir: Path) -> Tally:
     return tally(corpus.records(), corpus.samples(), rejects if rejects is not None else _read_rejects(Path(out_dir)))
 
 
+def plots(t: Tally, options: dict[str, Any] | None = None) -> dict[str, bytes]:
+    """The card's bar charts (PNG bytes by table key) for the counts ``t`` and the card's ``options``; a build draws
+    them in its counting task, beside the other exports, and hands them to :func:`export_card`."""
+    opts = check_options("card", options, DEFAULTS)
+    if not opts["plots"]:
+        return {}
+    return {key: bar_png(title, rows) for key, title, _, rows in collect_tables(t, int(opts["top"]))
+            if rows and key in PLOTTED}
+
+
 @EXPORTS.register("card")
-def export_card(corpus, out_dir: Path, recipe=None, *, options=None, entries=None, tallied: Tally | None = None
-                ) -> list[ManifestEntry]:
+def export_card(corpus, out_dir: Path, recipe=None, *, options=None, entries=None, tallied: Tally | None = None,
+                drawn: dict[str, bytes] | None = None) -> list[ManifestEntry]:
     """Write ``dataset_card.md`` (and the same text as ``README.md``), ``dataset_card.html`` and ``card/*.png``;
     the corpus's rejects, or
     ``<out_dir>/rejects.jsonl`` when it has none. One streamed pass over records, samples and rejects
-    (:func:`corpus_tally`), unless ``tallied`` brings its result (the build tallies beside the other exports)."""
+    (:func:`corpus_tally`), unless ``tallied`` brings its result (the build tallies beside the other exports, and
+    draws the plots there: ``drawn``, from :func:`plots` with these options)."""
     opts = check_options("card", options, DEFAULTS)
     out_dir = Path(out_dir)
     entries = list(entries or [])
@@ -353,7 +364,7 @@ def export_card(corpus, out_dir: Path, recipe=None, *, options=None, entries=Non
         else:
             md, ht = md + _md_table(header, rows), ht + _html_table(header, rows)
             if opts["plots"] and key in PLOTTED:
-                png = bar_png(title, rows)
+                png = drawn[key] if drawn and key in drawn else bar_png(title, rows)
                 write_bytes(out_dir / "card" / f"{key}.png", png)
                 out.append(ManifestEntry(f"card/{key}.png", "png", None, None, None, {"plot": key}))
                 md += f"\n![{title}](card/{key}.png)\n"

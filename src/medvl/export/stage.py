@@ -11,9 +11,10 @@ from pathlib import Path
 from typing import Any
 
 # expensive exports first, so that the long ones do not start last (results are still taken in recipe order);
-# "card-tally" is the card's counting pass, run beside the exports (the card itself is written after them)
+# "card-tally" is the card's counting pass (and its plots), run beside the exports, handed out last because it reads
+# the build's tables, which the orchestrator writes while the other tasks run (the card itself is written after them)
 CARD_TALLY = "card-tally"
-COST_ORDER = ("webdataset", "parquet", CARD_TALLY, "llava", "messages", "mixture")
+COST_ORDER = ("webdataset", "parquet", "llava", "messages", "mixture")
 PER_SPLIT = ("webdataset", "parquet")
 """Exports that embed the images (the long ones) and take a ``split`` argument: one task per split, so that
 two workers are not left with one long task each at the end of the stage."""
@@ -37,6 +38,7 @@ class ExportResult:
     error: str | None = None  # a data error (two samples with one id) to report as a build error
     tally: Any = None  # the card's counts (CARD_TALLY tasks)
     split: str | None = None
+    plots: dict[str, bytes] | None = None  # the card's bar charts, drawn from the counts (CARD_TALLY tasks)
 
 
 def run_export_task(task: ExportTask) -> ExportResult:
@@ -45,13 +47,14 @@ def run_export_task(task: ExportTask) -> ExportResult:
     from medvl.export.corpus import DuplicateSampleId
 
     out_dir = Path(task.out_dir)
-    if task.name == CARD_TALLY:
-        from medvl.export.card import corpus_tally
+    if task.name == CARD_TALLY:  # task.options are the card's
+        from medvl.export.card import corpus_tally, plots
 
         try:
-            return ExportResult(task.name, [], {}, tally=corpus_tally(task.corpus, out_dir))
+            counts = corpus_tally(task.corpus, out_dir)
         except DuplicateSampleId as e:
             return ExportResult(task.name, [], {}, error=str(e))
+        return ExportResult(task.name, [], {}, tally=counts, plots=plots(counts, dict(task.options)))
     part = {} if task.split is None else {"split": task.split}
     try:
         new = EXPORTS.get(task.name)(task.corpus, out_dir, task.recipe, options=dict(task.options), entries=[], **part)

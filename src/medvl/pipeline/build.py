@@ -141,13 +141,18 @@ def finish(recipe: Recipe, out_dir: Path, work: Path, journal: Journal, read: Re
     from medvl.export.corpus import ShardCorpus
     from medvl.export.manifest import ManifestEntry, write_manifest
 
-    tables = journal.get("finish/tables")
-    if not (tables and all(shard_ok(out_dir / p, h) for p, h in tables["shas"].items())):
-        tables = _write_tables(recipe, out_dir, work, journal, read, facts, gen)
-    summary = tables["summary"]
+    done = journal.get("finish/tables")
+    tables = [done] if done and all(shard_ok(out_dir / p, h) for p, h in done["shas"].items()) else []
+
+    def write_tables() -> None:  # run while the workers write the exports, which need only the views and images
+        if not tables:
+            tables.append(_write_tables(recipe, out_dir, work, journal, read, facts, gen))
+
     corpus = ShardCorpus(out_dir / "records.jsonl", [Path(p) for p in gen.shards], work / "views",
                          out_dir / "rejects.jsonl", gen.skipped, work / "curate" / "images.txt")
-    entries = _run_exports(recipe, corpus, out_dir, journal, executor, gen.by_split)
+    entries = _run_exports(recipe, corpus, out_dir, journal, executor, gen.by_split, meanwhile=write_tables)
+    write_tables()  # done already, unless no export ran
+    summary = tables[0]["summary"]
     n_images = corpus.n_images()
     n_masks = sum(1 for _ in read_lines(work / "curate" / "masks.txt"))
     base = [
@@ -160,7 +165,7 @@ def finish(recipe: Recipe, out_dir: Path, work: Path, journal: Journal, read: Re
     ]
     if n_masks:
         base.append(ManifestEntry(path="masks/", format="png-label-map", split=None, samples=0, images=n_masks))
-    known = dict(tables["shas"])  # checksums computed where the files were written, not read again
+    known = dict(tables[0]["shas"])  # checksums computed where the files were written, not read again
     for name in dict.fromkeys(recipe.exports):
         known.update(journal.get(f"export/{name}")["shas"])
     write_manifest(out_dir, base + entries, {"recipe": recipe.name, "seed": recipe.seed}, known_sha256=known)
@@ -197,10 +202,11 @@ def _write_tables(recipe: Recipe, out_dir: Path, work: Path, journal: Journal, r
 
 
 def _run_exports(recipe: Recipe, corpus: Any, out_dir: Path, journal: Journal, executor: Any,
-                 split_sizes: dict[str, int] | None = None) -> list[Any]:
+                 split_sizes: dict[str, int] | None = None, meanwhile: Callable[[], None] | None = None) -> list[Any]:
     """The recipe's exports, side by side on the executor (export.stage), then the card, which describes the
     others; entries in recipe order. An export the journal has, with every file it wrote unchanged, is not
-    run again."""
+    run again. ``meanwhile`` runs in this process once the exports are handed to the workers, before the card's
+    counting task, which reads what it writes (the build's tables)."""
     from medvl.export import EXPORTS
     from medvl.export.corpus import DuplicateSampleId
     from medvl.export.stage import (CARD_TALLY, COST_ORDER, PER_SPLIT, ExportTask, entry_from_dict, run_export_task,
@@ -217,7 +223,11 @@ def _run_exports(recipe: Recipe, corpus: Any, out_dir: Path, journal: Journal, e
     for name in todo:
         EXPORTS.get(name)  # an unknown name fails here, before any task runs
     if "card" in names and "card" not in found:
-        todo.append(CARD_TALLY)  # the card's counting pass runs beside the exports
+        from medvl.export.base import check_options
+        from medvl.export.card import DEFAULTS as CARD_DEFAULTS
+
+        check_options("card", options.get("card"), CARD_DEFAULTS)  # here, not in the counting task's worker
+        todo.append(CARD_TALLY)  # the card's counting pass (and its plots) runs beside the exports
     todo.sort(key=lambda n: COST_ORDER.index(n) if n in COST_ORDER else len(COST_ORDER))  # stable: recipe order
     splits = corpus.splits()
     # samples per split as generation counted them (only orders the tasks; counting the view shards here would read
@@ -235,16 +245,24 @@ def _run_exports(recipe: Recipe, corpus: Any, out_dir: Path, journal: Journal, e
             first.append((n, None))
     rest.sort(key=lambda t: -sizes[t[1]])  # stable: export order among equal sizes
     tasks = [ExportTask(name=n, corpus=corpus, out_dir=str(out_dir), recipe=recipe,
-                        options=dict(options.get(n) or {}), split=s) for n, s in first + rest]
+                        options=dict(options.get("card" if n == CARD_TALLY else n) or {}), split=s)
+             for n, s in first + rest]
+
+    def handed_out() -> Iterator[Any]:
+        yield from (t for t in tasks if t.name != CARD_TALLY)
+        if meanwhile is not None:
+            meanwhile()  # this process's share, while the workers run the tasks above
+        yield from (t for t in tasks if t.name == CARD_TALLY)  # it reads what meanwhile() wrote
+
     parts: dict[str, dict[str, Any]] = {}  # per-split results of a PER_SPLIT export until it has every split
-    tallied = None
+    tallied, drawn = None, None
     # every task submitted at once (a few dozen at most, small results): the long first tasks do not hold back the
-    # ones queued behind the short ones
-    for res in executor.map(run_export_task, tasks, window=max(1, len(tasks))):
+    # ones queued behind the short ones, and meanwhile() runs while they are out
+    for res in executor.map(run_export_task, handed_out(), window=max(1, len(tasks))):
         if res.error:
             raise BuildError(res.error)
         if res.name == CARD_TALLY:
-            tallied = res.tally
+            tallied, drawn = res.tally, res.plots
             continue
         if res.split is not None:
             parts.setdefault(res.name, {})[res.split] = res
@@ -263,7 +281,7 @@ def _run_exports(recipe: Recipe, corpus: Any, out_dir: Path, journal: Journal, e
         if "card" not in found:
             try:
                 new = EXPORTS.get("card")(corpus, out_dir, recipe, options=dict(options.get("card") or {}),
-                                          entries=list(entries), tallied=tallied)
+                                          entries=list(entries), tallied=tallied, drawn=drawn)
             except DuplicateSampleId as e:
                 raise BuildError(str(e)) from None
             journal.add("export/card", entries=[e.to_dict() for e in new], shas=written_shas(new, out_dir))
