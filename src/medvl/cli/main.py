@@ -4,6 +4,7 @@ stays fast and heavy dependencies load only where used."""
 
 from __future__ import annotations
 
+import gc
 import importlib
 import sys
 
@@ -62,7 +63,12 @@ def cli() -> None:
 
 
 def main() -> None:
-    cli(prog_name="medvl")
+    try:
+        cli(prog_name="medvl")
+    finally:
+        # what is left is freed with the process: freezing it keeps the interpreter's exit from walking every
+        # object (120 -> 20 ms once a build's modules are loaded)
+        gc.freeze()
 
 
 if __name__ == "__main__":
