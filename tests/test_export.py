@@ -415,3 +415,23 @@ def test_parquet_row_groups_end_at_row_group_bytes(corpus, tmp_path):
     assert [len(g) for g in by_rows] == [1] * len(rows)
     with pytest.raises(ValueError, match="row_group_bytes"):
         groups(row_group_bytes=0)
+
+
+def test_parquet_entries_carry_the_footer_sizes_the_card_reports(corpus):
+    """Each Parquet entry records its shard's data size before compression (``num_bytes``, the footer's row-group
+    sizes, taken from the writer), and the card's dataset_info reports the same sizes as reading the footers."""
+    import pyarrow.parquet as pq
+
+    from medvl.export.card_hub import hub_metadata
+
+    out, recs, samples, _ = corpus
+    entries = [e for e in run_exports(["parquet"], recs, samples, out, options={"parquet": {"rows_per_shard": 2}})
+               if e.format == "parquet"]
+    assert len(entries) > 2
+    for e in entries:
+        meta = pq.read_metadata(out / e.path)
+        assert e.extra["num_bytes"] == sum(meta.row_group(i).total_byte_size for i in range(meta.num_row_groups)) > 0
+    from_entries = hub_metadata(entries, out)
+    for e in entries:
+        del e.extra["num_bytes"]
+    assert hub_metadata(entries, out) == from_entries  # read from the footers instead

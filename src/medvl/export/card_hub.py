@@ -52,9 +52,8 @@ def features_yaml(features: dict[str, Any]) -> list[dict[str, Any]]:
 
 def hub_metadata(entries: list[ManifestEntry], out_dir: Path) -> dict[str, Any]:
     """The ``configs`` and ``dataset_info`` keys of the card's front matter for the Parquet shards written
-    (empty when there are none); sizes are read from the shards' footers."""
-    import pyarrow.parquet as pq
-
+    (empty when there are none); sizes come from the entries (``num_bytes``, recorded by the export from the footer
+    it wrote) or else from the shards' footers."""
     rows: dict[str, int] = {}
     size: dict[str, int] = {}
     on_disk = 0
@@ -62,9 +61,13 @@ def hub_metadata(entries: list[ManifestEntry], out_dir: Path) -> dict[str, Any]:
         if e.format == "parquet" and e.split:
             rows[e.split] = rows.get(e.split, 0) + int(e.samples or 0)
             path = Path(out_dir) / e.path
-            meta = pq.read_metadata(path)
-            size[e.split] = size.get(e.split, 0) + sum(meta.row_group(i).total_byte_size
-                                                       for i in range(meta.num_row_groups))
+            n = e.extra.get("num_bytes")
+            if n is None:
+                import pyarrow.parquet as pq
+
+                meta = pq.read_metadata(path)
+                n = sum(meta.row_group(i).total_byte_size for i in range(meta.num_row_groups))
+            size[e.split] = size.get(e.split, 0) + int(n)
             on_disk += path.stat().st_size
     if not rows:
         return {}

@@ -129,8 +129,11 @@ def export_parquet(corpus, out_dir: Path, recipe=None, *, options=None, entries=
                     written += len(rows)
             tmp.replace(folder / name)
             remember_digest(folder / name, sink.hexdigest())  # the manifest's checksum, without reading it back
+            meta = writer.writer.metadata  # the footer just written
             extra = skipped_extra(corpus.skipped + bad)
             extra["shard"], extra["shards"] = k, n_shards
+            # the data's size before compression, which the card's dataset_info reports (as `datasets` does)
+            extra["num_bytes"] = sum(meta.row_group(i).total_byte_size for i in range(meta.num_row_groups))
             out.append(ManifestEntry(f"parquet/{name}", "parquet", split, written, len(images), extra))
     return out
 
