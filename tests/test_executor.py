@@ -321,3 +321,17 @@ def test_prestarted_pool_is_adopted_with_its_modules_imported_and_discarded_when
         assert len(set(ex.map(T.pid, range(4)))) >= 1 and ex._pool is not unused
     local.discard_prestarted()
     assert not local._PRESTARTED and unused._shutdown_thread
+
+
+def test_warm_has_idle_workers_import_modules_without_waiting():
+    """`warm` hands each worker of the pool a warm-up task importing the modules (a build calls it during curation,
+    when the workers idle) and returns at once; in-process executors ignore it."""
+    with LocalExecutor(2) as ex:
+        list(ex.map(T.pid, range(2)))  # the pool exists
+        ex.warm(("colorsys",))
+        got = list(ex.map(T.loaded, [("colorsys", "wave")] * 8))
+    assert any(flags[0] for _, flags in got)  # imported by a warm-up task, never by the tasks themselves
+    assert not any(flags[1] for _, flags in got)
+    with LocalExecutor(1) as one:
+        one.warm(("wave",))
+        assert list(one.map(T.loaded, [("wave",)])) == [(os.getpid(), ["wave" in sys.modules])]

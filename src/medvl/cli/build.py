@@ -99,11 +99,11 @@ def command(recipe_path: Path, out: str, workers: int | None, seed: int | None, 
         discard_prestarted()
 
 
-PRESTART_MODULES = ("medvl.sources.read", "medvl.generate.stage", "medvl.generate.template", "medvl.export.stage",
-                    "medvl.export.webdataset", "medvl.export.parquet", "pyarrow.parquet")
-"""What each prestarted worker imports while ``medvl build`` imports and parses the recipe: the read stage's first,
-then the later stages' modules (~0.25 s a worker, overlapping the main process's start-up instead of adding to the
-gaps between stages)."""
+PRESTART_MODULES = ("medvl.sources.read",)
+"""What each prestarted worker imports while ``medvl build`` imports and parses the recipe: the read stage's modules
+(~0.3 s a worker). The later stages' modules are imported during curation, when the workers would idle
+(``pipeline.steps.LATER_MODULES``): importing them here too kept the first read task waiting for the workers in
+some runs (three processes importing on two cores)."""
 
 
 def _recipe_workers(path: Path) -> int:

@@ -121,6 +121,15 @@ class LocalExecutor(Executor):
             yield out
             self._check_open()
 
+    def warm(self, modules: tuple[str, ...]) -> None:
+        """Have the pool's workers import ``modules`` now, without waiting: one warm-up task per worker, run by
+        whichever worker is free (a stage calls this while the workers would idle, so later tasks do not pay
+        for the imports). Nothing happens in-process or before the pool exists."""
+        if self.in_process or self._pool is None or not modules or self.closed:
+            return
+        for _ in range(self.workers):
+            self._pool.submit(_import_modules, tuple(modules))
+
     # -- pool ------------------------------------------------------------------------------------------------
     def _get_pool(self) -> ProcessPoolExecutor:
         if self._pool is None:
