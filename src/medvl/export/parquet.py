@@ -129,7 +129,8 @@ def export_parquet(corpus, out_dir: Path, recipe=None, *, options=None, entries=
                     written += len(rows)
             tmp.replace(folder / name)
             remember_digest(folder / name, sink.hexdigest())  # the manifest's checksum, without reading it back
-            meta = writer.writer.metadata  # the footer just written
+            # the footer just written (pyarrow's writer keeps it; read it back if this pyarrow does not)
+            meta = getattr(getattr(writer, "writer", None), "metadata", None) or pq.read_metadata(folder / name)
             extra = skipped_extra(corpus.skipped + bad)
             extra["shard"], extra["shards"] = k, n_shards
             # the data's size before compression, which the card's dataset_info reports (as `datasets` does)

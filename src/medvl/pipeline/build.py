@@ -195,7 +195,7 @@ def _write_tables(recipe: Recipe, out_dir: Path, work: Path, journal: Journal, r
     summary["labels_in_one_source"] = lonely
     summary["warnings"] = [paths(w) for w in build_warnings(recipe, facts, read.stats) + report["warnings"]
                            + lonely_warnings(lonely)]
-    # written before the exports: the dataset card reports its curation notes and warnings
+    # written before the card (whose counting task is handed out after this): it reports curation notes and warnings
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     names = ("records.jsonl", "samples.jsonl", "rejects.jsonl", "recipe.yaml", "summary.json")
     return journal.add("finish/tables", summary=summary, shas={n: file_digest(out_dir / n) for n in names})

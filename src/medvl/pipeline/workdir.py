@@ -15,8 +15,9 @@ if TYPE_CHECKING:
     from medvl.pipeline.recipe import Recipe
 
 WORK = ".medvl-work"
-PLAN_VERSION = 3  # 2: record images at png_compress_level 0-3 written by medvl's own encoder (different bytes);
-# 3: levels 1-3 deflated by libdeflate instead of ISA-L (different bytes)
+PLAN_VERSION = 4  # 2: record images at png_compress_level 0-3 written by medvl's own encoder (different bytes);
+# 3: levels 1-3 deflated by libdeflate instead of ISA-L (different bytes); 4: Parquet row groups end at
+# row_group_bytes and the Parquet manifest entries carry num_bytes (a resumed build would mix both layouts)
 # outputs a build owns in its folder (replaced by --overwrite); images/ and masks/ are content-addressed and
 # kept for reuse: a rebuild writes only images it does not find, and removes those no record uses
 OWNED = ("llava", "messages", "parquet", "mixture", "card", "webdataset", "records.jsonl", "samples.jsonl",
