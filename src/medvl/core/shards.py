@@ -14,6 +14,7 @@ import heapq
 import json
 import os
 import uuid
+from operator import itemgetter
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
@@ -98,14 +99,17 @@ def key_of_line(line: str) -> Any:
 def merge_keyed(paths: Iterable[str | Path], duplicate: Callable[[Any], Exception]) -> Iterator[tuple[Any, str]]:
     """``(key, body)`` of the ``<JSON key>\t<body>`` lines of shards each sorted by key, merged in key order;
     a key met twice raises ``duplicate(key)``."""
+    def keyed(path: str | Path) -> Iterator[tuple[Any, str]]:  # each key decoded once (the merge compares it)
+        for line in read_lines(path):
+            tab = line.index("\t")
+            yield json.loads(line[:tab]), line[tab + 1:]
+
     prev = None
-    for line in merge_sorted(paths, key=key_of_line):
-        tab = line.index("\t")
-        key = json.loads(line[:tab])
+    for key, body in heapq.merge(*(keyed(p) for p in paths), key=itemgetter(0)):  # ties keep shard order
         if key == prev:
             raise duplicate(key)
         prev = key
-        yield key, line[tab + 1:]
+        yield key, body
 
 
 def external_sort(lines: Iterable[str], key: Callable[[str], Any], tmp_dir: str | Path,
