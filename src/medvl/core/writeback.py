@@ -151,5 +151,9 @@ class WriteBehindFile:
             if start >= self.chunk:
                 prev = start - self.chunk
                 self._sfr(self.fd, prev, self.chunk, _WAIT_BEFORE | _WRITE | _WAIT_AFTER)
-                os.posix_fadvise(self.fd, prev, self.chunk, os.POSIX_FADV_DONTNEED)
+                try:
+                    os.posix_fadvise(self.fd, prev, self.chunk, os.POSIX_FADV_DONTNEED)
+                except OSError:  # advice only: a file system that refuses it keeps its pages
+                    self._sfr = None
+                    return
             self._queued += self.chunk
