@@ -215,3 +215,19 @@ def test_generation_chunks_end_smaller(tmp_path, n):
     assert sizes == [chunk] * full + tail_sizes(n - full * chunk, chunk)
     if n == 100:
         assert sizes == [7] * 10 + [2] * 15
+
+
+def test_bad_card_option_is_a_build_error_naming_it(corpus, tmp_path):
+    """An unknown card option ends the build with a one-line error naming the export and the allowed options (it is
+    checked before any export task runs), not a traceback."""
+    import yaml
+
+    recipe = yaml.safe_load((corpus / "recipe.yaml").read_text())
+    recipe["export_options"] = {**(recipe.get("export_options") or {}), "card": {"plot": False}}
+    recipe["root"] = str(corpus)  # the sources' relative paths still start there
+    bad = tmp_path / "bad_card_recipe.yaml"
+    bad.write_text(yaml.safe_dump(recipe))
+    p = build(bad, tmp_path / "build", check=False)
+    assert p.returncode == 1
+    assert "Error: export 'card': unknown option 'plot'; allowed: plots, top" in p.stderr
+    assert "Traceback" not in p.stderr

@@ -386,7 +386,7 @@ def test_per_split_exports_equal_the_whole_export(corpus, tmp_path, name):
     assert [e.to_dict() for s in mem.splits() for e in by_split[s]] == [e.to_dict() for e in whole]
 
 
-def test_parquet_row_groups_end_at_row_group_bytes(corpus, tmp_path):
+def test_parquet_row_groups_end_at_row_group_bytes(corpus):
     """A row group ends when its rows reach ``row_group_rows`` or the images it embeds reach ``row_group_bytes``
     (at least one row each); the rows read back are the same however they are grouped; 0 is refused."""
     import pyarrow.parquet as pq

@@ -226,7 +226,10 @@ def _run_exports(recipe: Recipe, corpus: Any, out_dir: Path, journal: Journal, e
         from medvl.export.base import check_options
         from medvl.export.card import DEFAULTS as CARD_DEFAULTS
 
-        check_options("card", options.get("card"), CARD_DEFAULTS)  # here, not in the counting task's worker
+        try:  # here, not in the counting task's worker
+            check_options("card", options.get("card"), CARD_DEFAULTS)
+        except ValueError as e:
+            raise BuildError(str(e)) from None
         todo.append(CARD_TALLY)  # the card's counting pass (and its plots) runs beside the exports
     todo.sort(key=lambda n: COST_ORDER.index(n) if n in COST_ORDER else len(COST_ORDER))  # stable: recipe order
     splits = corpus.splits()
