@@ -35,7 +35,7 @@ _WAIT_BEFORE, _WRITE, _WAIT_AFTER = 1, 2, 4  # SYNC_FILE_RANGE_* flags
 @lru_cache(maxsize=1)
 def _sync_file_range() -> Callable[..., int] | None:
     """libc's ``sync_file_range``, or None where there is none (not Linux, or no C library to load)."""
-    if not hasattr(os, "posix_fadvise") or not os.uname().sysname == "Linux":
+    if not hasattr(os, "posix_fadvise") or os.uname().sysname != "Linux":
         return None
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
@@ -132,6 +132,8 @@ class WriteBehindFile:
         views = [v for v in (memoryview(p).cast("B") for p in pieces) if len(v)]
         while views:
             n = os.writev(self.fd, views)
+            if n <= 0:
+                raise OSError(f"{self.path}: the write made no progress")
             self._written += n
             while views and n >= len(views[0]):
                 n -= len(views.pop(0))
