@@ -71,7 +71,6 @@ class WriteBehindFile:
         self._written = 0  # bytes handed to the kernel
         self._queued = 0  # bytes whose write-back was started
         self._sfr = _sync_file_range() if enabled() else None
-        self.closed = False
 
     # -- file protocol -------------------------------------------------------------------------------------------
     def write(self, data: Any) -> int:
@@ -98,6 +97,10 @@ class WriteBehindFile:
     def flush(self) -> None:
         self._flush_buffer()
 
+    @property
+    def closed(self) -> bool:
+        return self.fd is None
+
     def writable(self) -> bool:
         return True
 
@@ -112,7 +115,7 @@ class WriteBehindFile:
         try:
             self._flush_buffer()
         finally:
-            self.fd, self.closed = None, True
+            self.fd = None
             os.close(fd)
 
     def __enter__(self) -> "WriteBehindFile":

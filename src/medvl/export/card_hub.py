@@ -23,7 +23,7 @@ from typing import Any
 from medvl.core.yamlio import load_data_yaml
 from medvl.export.base import split_sort_key
 from medvl.export.manifest import ManifestEntry
-from medvl.export.parquet import HF_FEATURES
+from medvl.export.parquet import HF_FEATURES, data_bytes
 
 HERE = Path(__file__).parent
 README = "README.md"
@@ -65,8 +65,7 @@ def hub_metadata(entries: list[ManifestEntry], out_dir: Path) -> dict[str, Any]:
             if n is None:
                 import pyarrow.parquet as pq
 
-                meta = pq.read_metadata(path)
-                n = sum(meta.row_group(i).total_byte_size for i in range(meta.num_row_groups))
+                n = data_bytes(pq.read_metadata(path))
             size[e.split] = size.get(e.split, 0) + int(n)
             on_disk += path.stat().st_size
     if not rows:

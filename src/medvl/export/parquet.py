@@ -134,7 +134,7 @@ def export_parquet(corpus, out_dir: Path, recipe=None, *, options=None, entries=
             extra = skipped_extra(corpus.skipped + bad)
             extra["shard"], extra["shards"] = k, n_shards
             # the data's size before compression, which the card's dataset_info reports (as `datasets` does)
-            extra["num_bytes"] = sum(meta.row_group(i).total_byte_size for i in range(meta.num_row_groups))
+            extra["num_bytes"] = data_bytes(meta)
             out.append(ManifestEntry(f"parquet/{name}", "parquet", split, written, len(images), extra))
     return out
 
@@ -190,6 +190,12 @@ def _offsets(lengths: list[int]) -> Any:
     if out[-1] > np.iinfo(np.int32).max:
         raise ValueError("rows_table: a row group holds more than 2 GiB of one column; lower row_group_rows")
     return out.astype(np.int32)
+
+
+def data_bytes(meta: Any) -> int:
+    """A Parquet footer's data size before compression (its row groups' ``total_byte_size``), what ``datasets``
+    reports as a split's ``num_bytes``."""
+    return sum(meta.row_group(i).total_byte_size for i in range(meta.num_row_groups))
 
 
 def _embedded_bytes(row: dict[str, Any]) -> int:

@@ -156,12 +156,16 @@ class TarFile:
     def __init__(self, path: Path) -> None:
         self.path = path
         self.file: WriteBehindFile | None = WriteBehindFile(path, sha256=True)
-        self.offset = 0
+
+    @property
+    def offset(self) -> int:
+        """Bytes written so far."""
+        assert self.file is not None
+        return self.file.tell()
 
     def _write(self, data: bytes) -> None:
         assert self.file is not None
         self.file.write(data)
-        self.offset += len(data)
 
     def add(self, name: str, data: bytes) -> None:
         """One member ``name`` holding ``data``."""
