@@ -176,17 +176,25 @@ def test_resume_refuses_a_build_started_by_an_older_build_format(tmp_path):
 
 
 def test_read_tasks_end_smaller_whatever_the_workers():
-    """A source's last units go into quarter-size read tasks (the stage ends evenly on every worker); the cut depends
-    only on the unit count and --shard-units, so a resumed build cuts the same tasks."""
+    """A source's last units go into quarter-size read tasks, and the very last into tasks halving in size, two of
+    each (the stage ends evenly on every worker); the cut depends only on the unit count and --shard-units, so a
+    resumed build cuts the same tasks."""
+    from medvl.core.shards import TAIL_HALVINGS
     from medvl.pipeline.steps import TAIL_TASKS, tail_sizes
 
-    assert TAIL_TASKS == 4
+    assert (TAIL_TASKS, TAIL_HALVINGS) == (4, 4)
+    end = [8, 8, 4, 4, 2, 2, 1, 1]  # shard_units 64: quarter-size tasks of 16, then halving
     assert tail_sizes(0, 64) == []
-    assert tail_sizes(256, 64) == [16] * 16
-    assert tail_sizes(300, 64) == [16] * 18 + [12]
-    assert tail_sizes(5, 64) == [5]
-    assert tail_sizes(7, 3) == [1] * 7  # ceil(3 / 4) = 1
-    assert tail_sizes(9, 8) == [2, 2, 2, 2, 1]
+    assert tail_sizes(256, 64) == [16] * 14 + [2] + end
+    assert tail_sizes(300, 64) == [16] * 16 + [14] + end
+    assert tail_sizes(30, 64) == end
+    assert tail_sizes(5, 64) == [1, 2, 1, 1]  # fewer units than the end: its last tasks
+    assert tail_sizes(7, 3) == [1] * 7  # ceil(3 / 4) = 1: nothing to halve
+    assert tail_sizes(9, 8) == [2, 2, 2, 1, 1, 1]
+    assert tail_sizes(625, 500) == [125] * 3 + [20, 62, 62, 31, 31, 15, 15, 7, 7]  # at most TAIL_HALVINGS halvings
+    for n in range(0, 400, 7):
+        sizes = tail_sizes(n, 64)
+        assert sum(sizes) == n and all(s >= 1 for s in sizes)
 
 
 @pytest.mark.parametrize("n", [0, 5, 28, 29, 40, 100])
@@ -214,7 +222,7 @@ def test_generation_chunks_end_smaller(tmp_path, n):
     full = max(0, (n - TAIL_TASKS * chunk) // chunk)
     assert sizes == [chunk] * full + tail_sizes(n - full * chunk, chunk)
     if n == 100:
-        assert sizes == [7] * 10 + [2] * 15
+        assert sizes == [7] * 10 + [2] * 14 + [1, 1]
 
 
 def test_bad_card_option_is_a_build_error_naming_it(corpus, tmp_path):

@@ -189,7 +189,7 @@ def final_pass(n_buckets: int, work: Path, patient_split: dict[str, str], flagge
     chunks: list[list[int]] = []
     start = pos = n = 0
     # byte offsets after each record not yet in a chunk: the last TAIL_TASKS * chunk_records records are cut into
-    # quarter-size chunks (tail_sizes), so generation does not end with one worker on a full chunk
+    # smaller chunks (tail_sizes: quarter-size, then halving), so generation does not end with one worker on a full chunk
     pending: deque[int] = deque()
     lookahead = TAIL_TASKS * chunk_records
     images, masks = SortedSet(work / "curate" / "images"), SortedSet(work / "curate" / "masks")
