@@ -360,8 +360,11 @@ def patient_unit(item: Item, cfg: SourceConfig) -> str:
 def run_job(job: Job) -> UnitResult:
     """Load one unit and finalize its items; never raises for bad data (a crash in a source becomes a reject
     naming the unit and the error, so one bad item never kills a run)."""
-    cfg = SourceConfig.model_validate(job.source)
-    image_cfg = ImageConfig.model_validate(job.image)
+    return _run_unit(job, SourceConfig.model_validate(job.source), ImageConfig.model_validate(job.image))
+
+
+def _run_unit(job: Job, cfg: SourceConfig, image_cfg: ImageConfig) -> UnitResult:
+    """:func:`run_job` with the job's source and image settings already validated (once per read task)."""
     out_dir = Path(job.out_dir)
     res = UnitResult(key=job.unit.key)
     seen: set[str] = set()  # identifying values of the unit's items: its rejects are scrubbed of them too
@@ -420,10 +423,11 @@ def run_read_task(task: ReadTask) -> ReadResult:
     stats = {"units": 0, "kept_units": 0, "rejected_units": 0, "records": 0, "partial_rejects": 0,
              "redacted_strings": 0}
     name = task.source["name"]
+    cfg, image_cfg = SourceConfig.model_validate(task.source), ImageConfig.model_validate(task.image)
     with ShardWriter(task.shard) as w:
         for unit in task.units:
-            res = run_job(Job(source=task.source, unit=unit, out_dir=task.out_dir, image=task.image,
-                              salt=task.salt, verify=task.verify))
+            res = _run_unit(Job(source=task.source, unit=unit, out_dir=task.out_dir, image=task.image,
+                                salt=task.salt, verify=task.verify), cfg, image_cfg)
             stats["units"] += 1
             if res.records:
                 stats["kept_units"] += 1
