@@ -63,6 +63,8 @@ NEEDS = [
     Need("scipy", "1.13", "first SciPy for NumPy 2 (1.12 requires numpy < 2)", r"\bfrom scipy\b"),
     Need("pyarrow", "16", "first pyarrow for NumPy 2 (15 requires numpy < 2)", r"\bimport pyarrow\b"),
     Need("matplotlib", "3.8.4", "first matplotlib for NumPy 2 (3.8.3 requires numpy < 2)", r"\bmatplotlib\b"),
+    Need("imagecodecs", "2024.6.1", "first imagecodecs for NumPy 2 (2023.9.18's _spng fails to import: numpy.dtype "
+         "size changed)", r"\bimport imagecodecs\b"),
     Need("nibabel", "5.2", "nibabel 5.0/5.1 use np.sctypes, removed in NumPy 2", r"\bimport nibabel\b"),
     Need("scikit-image", "0.23", "0.22 was built for NumPy 1 and fails to import under NumPy 2",
          r"\bfrom skimage\b"),

@@ -155,3 +155,139 @@ def test_helpers():
     assert percentile_to_uint8(np.full((3, 3), 7.0)).max() == 0
     with pytest.raises(ValueError):
         parse_color("red")
+
+
+# ---------------------------------------------------------------------------------- plain PNGs decoded by libspng
+def _chunk(kind: bytes, body: bytes) -> bytes:
+    import struct
+    import zlib
+
+    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+
+def _insert_before_idat(png: bytes, chunk: bytes) -> bytes:
+    at = png.index(b"IDAT") - 4
+    return png[:at] + chunk + png[at:]
+
+
+def _pillow_pixels(blob: bytes) -> np.ndarray:
+    import io
+
+    from PIL import ImageOps
+
+    with Image.open(io.BytesIO(blob)) as im:
+        im.load()
+        return np.asarray(ImageOps.exif_transpose(im))
+
+
+def _real_images() -> dict[str, np.ndarray]:
+    from pydicom import dcmread
+    from pydicom.data import get_testdata_file
+
+    xray = dcmread(get_testdata_file("RG1_UNCI.dcm")).pixel_array[::4, ::4]  # chest X-ray, 12-bit
+    return {"fundus": data.retina()[300:700, 300:800], "pathology": data.immunohistochemistry()[:300, :257],
+            "microaneurysms": data.microaneurysms(), "chest x-ray": percentile_to_uint8(xray)}
+
+
+@pytest.mark.parametrize("writer", ["pillow-0", "pillow-1", "pillow-6", "pillow-9", "pillow-optimize", "medvl-1",
+                                    "medvl-3", "libpng"])
+def test_plain_pngs_decode_to_pillows_pixels(tmp_path, writer):
+    """8-bit grey / RGB PNGs of real medical images, written by Pillow (every zlib level, its per-row filter choice,
+    optimize), by medvl's own encoder (Up filter, libdeflate) and by libpng: libspng's pixels are Pillow's, bit for
+    bit, and read_raster gives them."""
+    import io
+
+    import imagecodecs
+
+    from medvl.io.raster import plain_png
+    from medvl.sources.read import encode_png
+
+    for name, arr in _real_images().items():
+        if writer.startswith("pillow"):
+            buf = io.BytesIO()
+            opts = {"optimize": True} if writer == "pillow-optimize" else {"compress_level": int(writer[-1])}
+            Image.fromarray(arr).save(buf, format="PNG", **opts)
+            blob = buf.getvalue()
+        elif writer.startswith("medvl"):
+            blob = encode_png(arr, int(writer[-1]))
+        else:
+            blob = imagecodecs.png_encode(arr)
+        fast = plain_png(blob)
+        assert fast is not None, (writer, name)
+        assert fast.dtype == np.uint8 and fast.shape == arr.shape, (writer, name)
+        assert np.array_equal(fast, _pillow_pixels(blob)) and np.array_equal(fast, arr), (writer, name)
+        (tmp_path / "f.png").write_bytes(blob)
+        assert np.array_equal(read_raster(tmp_path / "f.png"), arr)
+
+
+def test_pngs_that_are_not_plain_go_through_pillow(tmp_path, ihc):
+    """Whatever makes Pillow's reading differ from the stored pixels, or what libspng would let pass where Pillow
+    refuses, is left to Pillow: orientation (eXIf chunk, XMP or raw-EXIF text), transparency, 16-bit, palette,
+    interlacing, a damaged chunk. read_raster's result is Pillow's in each case."""
+    import io
+
+    from PIL.PngImagePlugin import PngInfo
+
+    from medvl.io.raster import plain_png
+
+    def png(img: Image.Image, **opts) -> bytes:
+        buf = io.BytesIO()
+        img.save(buf, format="PNG", **opts)
+        return buf.getvalue()
+
+    base = png(Image.fromarray(ihc))
+    assert plain_png(base) is not None
+    exif = Image.fromarray(ihc).getexif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise to display
+    xmp = PngInfo()
+    xmp.add_itxt("XML:com.adobe.xmp", '<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/'
+                 '1999/02/22-rdf-syntax-ns#"><rdf:Description xmlns:tiff="http://ns.adobe.com/tiff/1.0/" '
+                 'tiff:Orientation="6"/></rdf:RDF></x:xmpmeta>')
+    raw_exif = PngInfo()
+    raw_exif.add_text("Raw profile type exif", "\nexif\n      0\n")
+    rotated = np.rot90(ihc, k=-1)
+    header = bytearray(base[:33])
+    header[28] = 1  # interlace method: Adam7
+    cases = {
+        "exif": (png(Image.fromarray(ihc), exif=exif), rotated),
+        "xmp": (png(Image.fromarray(ihc), pnginfo=xmp), rotated),
+        "raw exif text": (png(Image.fromarray(ihc), pnginfo=raw_exif), None),
+        "transparency": (png(Image.fromarray(ihc), transparency=(0, 0, 0)), ihc),
+        "16-bit": (png(Image.fromarray((ihc[:, :, 0].astype(np.uint16) * 257))), None),
+        "palette": (png(Image.fromarray(ihc).convert("P")), None),
+        "interlaced": (bytes(base[:8]) + _chunk(b"IHDR", bytes(header[16:29])) + base[33:], None),
+    }
+    for name, (blob, expected) in cases.items():
+        assert plain_png(blob) is None, name
+        if name == "interlaced":
+            continue  # its rows were not written interlaced: only the gate is tested
+        (tmp_path / "n.png").write_bytes(blob)
+        out = read_raster(tmp_path / "n.png")
+        if expected is not None:
+            assert np.array_equal(out, expected), name
+        else:
+            assert out.shape[:2] == ihc.shape[:2], name
+
+    # a damaged ancillary chunk: libspng reads past it, Pillow refuses the file, and so does read_raster
+    text = _chunk(b"tEXt", b"Software\0medvl test")
+    damaged = _insert_before_idat(base, text[:-1] + bytes([text[-1] ^ 1]))
+    assert plain_png(_insert_before_idat(base, text)) is not None and plain_png(damaged) is None
+    (tmp_path / "bad.png").write_bytes(damaged)
+    with pytest.raises(RasterReadError, match=r"bad\.png: "):
+        read_raster(tmp_path / "bad.png")
+    # a damaged IDAT checksum: libspng refuses, Pillow (which does not check it) reads the pixels
+    at = base.index(b"IDAT") - 4
+    n = int.from_bytes(base[at:at + 4], "big")
+    crc_at = at + 8 + n
+    (tmp_path / "crc.png").write_bytes(base[:crc_at] + bytes([base[crc_at] ^ 1]) + base[crc_at + 1:])
+    assert np.array_equal(read_raster(tmp_path / "crc.png"), ihc)
+    # too many pixels for Pillow: Pillow's decompression-bomb error, not a silent decode
+    limit = Image.MAX_IMAGE_PIXELS
+    try:
+        Image.MAX_IMAGE_PIXELS = ihc.shape[0] * ihc.shape[1] // 3
+        assert plain_png(base) is None
+        (tmp_path / "big.png").write_bytes(base)
+        with pytest.raises(RasterReadError, match=r"big\.png: image too large"):
+            read_raster(tmp_path / "big.png")
+    finally:
+        Image.MAX_IMAGE_PIXELS = limit
