@@ -23,7 +23,9 @@ Prints ratios (bound time / medvl time: 1.0 = as fast as the bare work).
 PNG levels: encode time and size of `encode_png` at levels 0, 1, 2, 3, 4, 6, 9 (and of Pillow at level 1) on real
     pip-shipped medical images at the written size (the table behind the `image.png_compress_level` default).
 Run: python benchmarks/bench_build.py [read|whole|png|all]   (default all; MEDVL_BENCH_COPIES sets the read corpus,
-MEDVL_BENCH_BUILD_COPIES the whole-build corpus: 8 files per copy, default 150; MEDVL_BENCH_PNG_LEVEL its PNG level,
+MEDVL_BENCH_BUILD_COPIES the whole-build corpus: 8 files per copy, default 150; MEDVL_BENCH_TILE=224 cuts it into
+224 px tiles instead (40 files per copy: use 40 copies) and MEDVL_BENCH_FORMAT=jpg saves them as JPEG, where
+per-image and per-sample work weighs more against the codecs; MEDVL_BENCH_PNG_LEVEL its PNG level,
 default the recipe default; MEDVL_BENCH_RUNS how many times the whole-build measurement is repeated, each build
 right after its own bounds, with the median ratio printed: the VM's speed drifts from minute to minute)"""
 
@@ -57,20 +59,23 @@ def _encode(arr: np.ndarray, level: int, encoder: str = "pillow") -> bytes:
     return buf.getvalue()
 
 
-def make_2d_corpus(root: Path, copies: int) -> list[Path]:
+def make_2d_corpus(root: Path, copies: int, tile: int | None = None, ext: str = "png") -> list[Path]:
     """Tiles of the scikit-image IHC and retina images, each tile saved `copies` times with a 1-pixel shift
-    so files differ (no cache effects in the bound)."""
+    so files differ (no cache effects in the bound). By default 256 px IHC and 512 px retina tiles (8 per copy);
+    ``tile`` cuts both images into tiles of that size instead (224: 40 per copy), ``ext`` "jpg" saves them as
+    JPEG (quality 90) instead of PNG."""
     from skimage import data
 
     files = []
-    for name, img, tile in (("ihc", data.immunohistochemistry(), 256), ("retina", data.retina(), 512)):
+    for name, img, size in (("ihc", data.immunohistochemistry(), tile or 256), ("retina", data.retina(), tile or 512)):
         d = root / name
         d.mkdir(parents=True, exist_ok=True)
         for c in range(copies):
-            for y in range(0, img.shape[0] - tile + 1, tile):
-                for x in range(0, img.shape[1] - tile + 1, tile):
-                    p = d / f"{name}_{c}_{y}_{x}.png"
-                    Image.fromarray(np.roll(img[y:y + tile, x:x + tile], c, axis=1)).save(p)
+            for y in range(0, img.shape[0] - size + 1, size):
+                for x in range(0, img.shape[1] - size + 1, size):
+                    p = d / f"{name}_{c}_{y}_{x}.{ext}"
+                    Image.fromarray(np.roll(img[y:y + size, x:x + size], c, axis=1)).save(
+                        p, **({"quality": 90} if ext == "jpg" else {}))
                     files.append(p)
     return sorted(files)
 
@@ -198,7 +203,8 @@ def whole_build(copies: int, repeats: int = 1) -> None:
     print("load average before: " + " ".join(f"{x:.2f}" for x in os.getloadavg()), flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        files = make_2d_corpus(tmp / "folder", copies)
+        tile = int(os.environ["MEDVL_BENCH_TILE"]) if os.environ.get("MEDVL_BENCH_TILE") else None
+        files = make_2d_corpus(tmp / "folder", copies, tile, os.environ.get("MEDVL_BENCH_FORMAT", "png"))
         recipe = {"name": "bench-whole", "seed": 0, "salt": "bench-whole-salt", "exports": list(EXPORT_NAMES),
                   "sources": [{"name": "tiles", "format": "image_folder", "path": str(tmp / "folder"),
                                "modality": "pathology"}],
