@@ -229,7 +229,7 @@ def read_mask(path: str | Path) -> np.ndarray:
             raise RasterReadError(path, "float mask holds non-integer values")
         return arr.astype(np.int32)
     if mode in ("RGB", "RGBA", "RGBX", "CMYK", "YCbCr"):
-        return np.asarray(img.convert("RGB"), dtype=np.uint8)
+        return np.asarray(img.convert("RGB"), dtype=np.uint8).copy()
     raise RasterReadError(path, f"unsupported mask mode {mode!r}")
 
 
