@@ -158,13 +158,6 @@ def test_helpers():
 
 
 # ---------------------------------------------------------------------------------- plain PNGs decoded by libspng
-def _chunk(kind: bytes, body: bytes) -> bytes:
-    import struct
-    import zlib
-
-    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
-
-
 def _insert_before_idat(png: bytes, chunk: bytes) -> bytes:
     at = png.index(b"IDAT") - 4
     return png[:at] + chunk + png[at:]
@@ -229,6 +222,7 @@ def test_pngs_that_are_not_plain_go_through_pillow(tmp_path, ihc):
     from PIL.PngImagePlugin import PngInfo
 
     from medvl.io.raster import plain_png
+    from medvl.sources.read import _png_chunk as _chunk
 
     def png(img: Image.Image, **opts) -> bytes:
         buf = io.BytesIO()

@@ -111,7 +111,7 @@ def _load_npy(path: Path) -> np.ndarray:
     return arr
 
 
-_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _ORIENTATION_TEXT = (b"Raw profile type exif\0", b"XML:com.adobe.xmp\0")  # text chunks Pillow takes an orientation from
 
 
@@ -126,7 +126,7 @@ def plain_png(data: bytes) -> np.ndarray | None:
     on photographs' RGB rows (a 512 px fundus tile: 4.1 against 6.7-8.2 ms). Anything else (other colour types and depths, any chunk
     libspng or this check rejects, imagecodecs missing) gives None, and Pillow reads the file and names its
     problem exactly as before."""
-    if len(data) < 45 or not data.startswith(_PNG_SIGNATURE) or data[12:16] != b"IHDR":
+    if len(data) < 45 or not data.startswith(PNG_SIGNATURE) or data[12:16] != b"IHDR":
         return None
     width, height, depth, colour, _, _, interlace = struct.unpack(">IIBBBBB", data[16:29])
     limit = Image.MAX_IMAGE_PIXELS

@@ -26,6 +26,7 @@ from medvl.core.shards import ShardWriter
 from medvl.core.ids import slice_suffix
 from medvl.core.records import ImageRecord, Region, Reject
 from medvl.imaging.boxes import box_inside, clip_box, normalize_box, scale_regions
+from medvl.io.raster import PNG_SIGNATURE
 from medvl.core.privacy import Scrubber
 from medvl.sources.config import ImageConfig, SourceConfig
 from medvl.sources.base import SOURCES, Item, Source, Unit
@@ -66,7 +67,6 @@ FAST_PNG_LEVELS = (0, 1, 2, 3)
 """``image.png_compress_level`` values that :func:`encode_png` writes itself (uint8 grey / RGB images): 0 stored
 rows; 1-3 every row "Up"-filtered and deflated by libdeflate (the ``deflate`` package) at that level. Levels 4-9 go
 through Pillow (per-row adaptive filters, zlib at that level)."""
-_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _IDAT_MAX = 1 << 30  # bytes per IDAT chunk (a chunk length must stay below 2**31)
 
 
@@ -112,7 +112,7 @@ def _encode_rows_png(arr: np.ndarray, level: int) -> bytes:
 def _png(width: int, height: int, depth: int, color_type: int, idat: bytes) -> bytes:
     """A PNG file: signature, IHDR (no interlace), the deflated rows in IDAT chunks, IEND."""
     header = struct.pack(">IIBBBBB", width, height, depth, color_type, 0, 0, 0)
-    parts = [_PNG_SIGNATURE, _png_chunk(b"IHDR", header)]
+    parts = [PNG_SIGNATURE, _png_chunk(b"IHDR", header)]
     view = memoryview(idat)
     for lo in range(0, max(1, len(view)), _IDAT_MAX):
         parts.append(_png_chunk(b"IDAT", view[lo:lo + _IDAT_MAX]))
